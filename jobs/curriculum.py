@@ -1,0 +1,37 @@
+"""Run a curriculum: pretrain -> chat SFT -> <think> SFT -> DPO, then the report.
+
+    python jobs/curriculum.py                                  # embedded default, local Ray, CPU
+    ray job submit --working-dir . -- python jobs/curriculum.py --config configs/trlm-135m.yaml
+    python jobs/curriculum.py --set stages.dpo.trainer.beta=0.2 --set storage.path=/data/runs
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))  # the submitted code, not a stale install
+
+from tinyreason.runtime import fail, init_ray  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="experiment YAML (default: configs/default.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    args = parser.parse_args(argv)
+
+    from tinyreason.config import load_config
+    from tinyreason.curriculum import run_curriculum
+    from tinyreason.report import print_summary, write_report
+
+    with fail.on_error():
+        config = load_config(args.config, args.set)  # validated whole, before Ray starts
+        init_ray(config)
+        result = run_curriculum(config)
+        report = write_report(result)
+        print_summary(result, report)
+    return fail.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

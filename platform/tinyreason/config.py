@@ -1,0 +1,408 @@
+"""Typed experiment configs: the whole curriculum is validated before Ray starts.
+
+Every error names the field (as a dotted path), the value, and what is allowed,
+so a typo in stage 3 fails in a second instead of after two hours of stage 1.
+Trainer settings keep TRL's own argument names; unknown names are rejected
+against TRL's config dataclasses rather than silently dropped.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = REPO_ROOT / "configs"
+
+StageKind = Literal["pretrain", "sft", "reasoning_sft", "dpo"]
+# Which row schema each stage kind trains on; a source must produce that schema.
+SCHEMA_OF_KIND = {"pretrain": "text", "sft": "chat", "reasoning_sft": "chat", "dpo": "preference"}
+SYNTHETIC_SCHEMA = {"pretrain": "text", "chat": "chat", "reasoning": "chat", "preference": "preference"}
+MODEL_PRESETS = ("micro", "tiny", "small", "tinystories-20m", "smollm2-135m")
+
+
+class ConfigError(ValueError):
+    """A config problem, phrased for the person who wrote the config."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StorageConfig(Strict):
+    path: str = "runs"  # a local dir for one machine; s3://bucket/prefix (any fsspec URI) for clusters
+
+
+class ModelConfig(Strict):
+    preset: str | None = "tiny"  # built-in shape (micro/tiny/small/tinystories-20m) or smollm2-135m
+    name_or_path: str | None = None  # hub id or local dir; overrides the preset's weights
+    trust_remote_code: bool = False  # off unless asked: remote code runs with your credentials
+    attn_implementation: str = "sdpa"  # flash_attention_2 on GPUs that have it
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v):
+        if v is not None and v not in MODEL_PRESETS:
+            raise ValueError(f"unknown preset {v!r}; allowed: {', '.join(MODEL_PRESETS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.preset is None and self.name_or_path is None:
+            raise ValueError("give model.preset or model.name_or_path")
+        return self
+
+
+class TokenizerConfig(Strict):
+    path: str | None = None  # an existing tokenizer (hub id or dir); None = use the model's, or train one
+    train_vocab_size: int = Field(2048, ge=300, le=262144)  # from-scratch BPE size; small vocabs suit tiny models
+    train_rows: int = Field(20000, ge=100)  # rows of the first pretrain blend to train the BPE on
+
+
+class SourceConfig(Strict):
+    """One data source of a blend: exactly one of synthetic / hub / files."""
+
+    synthetic: Literal["pretrain", "chat", "reasoning", "preference"] | None = None
+    hub: str | None = None  # e.g. HuggingFaceTB/smoltalk2
+    subset: str | None = None  # hub config name
+    split: str = "train"
+    streaming: bool = True  # read hub sources as streams: caps apply before download
+    files: str | list[str] | None = None  # local jsonl/json/parquet/csv paths or globs
+    entries: int | None = Field(None, gt=0)  # cap on rows taken from this source
+    drop_columns: list[str] = []
+    rename_columns: dict[str, str] = {}
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _exactly_one(self):
+        given = [k for k in ("synthetic", "hub", "files") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(f"a source needs exactly one of synthetic, hub, files; got {given or 'none'}")
+        return self
+
+    @property
+    def label(self) -> str:
+        if self.synthetic:
+            return f"synthetic:{self.synthetic}"
+        if self.hub:
+            return self.hub
+        return self.files if isinstance(self.files, str) else ",".join(self.files)
+
+
+class BlendConfig(Strict):
+    name: str | None = None
+    sources: list[SourceConfig] = Field(min_length=1)
+    max_chars: int = Field(100_000, gt=0)  # rows longer than this are rejected as too_long
+    heldout_fraction: float = Field(0.0, ge=0.0, lt=0.5)  # pretrain: rows kept back for validation perplexity
+
+
+class DataConfig(Strict):
+    blend: str | BlendConfig  # inline, or a path to a blend YAML (relative to configs/)
+    max_length: int = Field(512, gt=8)  # tokens per training sequence (packed or truncated)
+    packing: bool = True  # best-fit-decreasing packing: >95% real tokens instead of padding
+    max_prompt_length: int | None = Field(None, gt=0)  # dpo: prompts are cut from the left to this many tokens
+
+    def resolved_blend(self) -> BlendConfig:
+        if isinstance(self.blend, BlendConfig):
+            return self.blend
+        return load_blend(self.blend)
+
+
+class DeepSpeedConfig(Strict):
+    enabled: bool = True
+    zero_stage: Literal[0, 1, 2, 3] = 2  # 135M fits every GPU: ZeRO-2 shards optimizer + grads, no param gathers
+    offload_optimizer: bool = False  # CPU offload trades speed for memory; only for big models on small GPUs
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 where the GPU supports it, else fp32
+    optimizer: dict[str, Any] | None = None  # a DeepSpeed optimizer section; JIT-compiles CPU Adam (~2 min)
+
+
+class ScalingConfig(Strict):
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    gpus_per_worker: float = Field(1.0, gt=0)  # fractional GPUs let several 135M trials share one card
+    cpus_per_worker: float = Field(1.0, gt=0)
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    max_failures: int = Field(0, ge=-1)  # worker faults tolerated; the stage resumes from its last checkpoint
+
+
+class TrainerSettings(BaseModel):
+    """TRL/transformers argument names, unchanged. Common ones are typed; the rest are
+    checked against TRL's config dataclass for the stage kind."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    learning_rate: float = Field(5e-4, gt=0)
+    num_train_epochs: float = Field(1.0, gt=0)
+    max_steps: int = -1
+    per_device_train_batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: float = Field(0.0, ge=0)  # transformers 5: a float < 1 is a ratio of total steps
+    max_grad_norm: float = Field(1.0, gt=0)
+    lr_scheduler_type: str = "cosine"
+    lr_scheduler_kwargs: dict[str, Any] = {}
+    logging_steps: int = Field(5, ge=1)
+    save_steps: int = Field(200, ge=1)
+    save_total_limit: int | None = Field(2, ge=1)
+    seed: int = 0
+    gradient_checkpointing: bool = False
+    neftune_noise_alpha: float | None = Field(None, ge=0)
+    loss_type: str | list[str] | None = None  # sft: nll | dft; dpo: sigmoid | apo_zero | ...
+    beta: float | None = Field(None, gt=0)  # dpo only
+
+    @field_validator("lr_scheduler_type")
+    @classmethod
+    def _scheduler(cls, v):
+        allowed = _scheduler_names()
+        if v not in allowed:
+            raise ValueError(f"unknown scheduler {v!r}; allowed: {', '.join(sorted(allowed))}")
+        return v
+
+    def to_trl(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class StageConfig(Strict):
+    name: str
+    kind: StageKind
+    data: DataConfig
+    trainer: TrainerSettings = TrainerSettings()
+    deepspeed: DeepSpeedConfig = DeepSpeedConfig()
+    scaling: ScalingConfig = ScalingConfig()
+    add_think_tokens: bool | None = None  # default: True for reasoning_sft
+
+    @model_validator(mode="after")
+    def _kind_rules(self):
+        check_trainer_keys(self.kind, self.trainer)
+        loss = self.trainer.loss_type
+        if self.kind == "dpo":
+            if self.trainer.beta is None:
+                self.trainer.beta = 0.1
+            if loss is None:
+                self.trainer.loss_type = "sigmoid"
+        else:
+            if self.trainer.beta is not None:
+                raise ValueError(f"trainer.beta={self.trainer.beta} is a DPO setting; remove it from a {self.kind} stage")
+            if loss not in (None, "nll", "dft"):
+                raise ValueError(f"trainer.loss_type={loss!r} is not an SFT loss; allowed: nll, dft")
+        if self.kind != "dpo" and self.data.max_prompt_length is not None:
+            raise ValueError("data.max_prompt_length applies to dpo stages only")
+        return self
+
+    @property
+    def think_tokens(self) -> bool:
+        return self.kind == "reasoning_sft" if self.add_think_tokens is None else self.add_think_tokens
+
+
+class EvalConfig(Strict):
+    heldout_problems: int = Field(100, ge=0)  # synthetic held-out reasoning problems scored after every stage
+    max_new_tokens: int = Field(96, gt=0)  # generation limit; outputs hitting it count as truncated
+    batch_size: int = Field(16, ge=1)
+    after_each_stage: bool = True
+
+
+class WandbConfig(Strict):
+    enabled: bool = True
+    project: str = "tinyreason"
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"  # auto: online with WANDB_API_KEY, else offline
+
+
+class TrackingConfig(Strict):
+    wandb: WandbConfig = WandbConfig()
+
+
+class ExperimentConfig(Strict):
+    name: str = "experiment"
+    seed: int = 0
+    storage: StorageConfig = StorageConfig()
+    model: ModelConfig = ModelConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    stages: list[StageConfig] = Field(min_length=1)
+    evaluation: EvalConfig = EvalConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _stage_rules(self):
+        names = [s.name for s in self.stages]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"stage names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def stage(self, name: str) -> StageConfig:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise ConfigError(f"no stage named {name!r}; stages are: {', '.join(s.name for s in self.stages)}")
+
+
+# --------------------------------------------------------------------------- TRL names
+
+
+@functools.cache
+def _trl_fields(kind: str) -> frozenset[str]:
+    if kind == "dpo":
+        from trl import DPOConfig as cls
+    else:
+        from trl import SFTConfig as cls
+    return frozenset(f.name for f in dataclasses.fields(cls))
+
+
+# Settings that the platform owns and sets itself; a config may not override them.
+PLATFORM_OWNED = frozenset({"output_dir", "deepspeed", "report_to", "bf16", "fp16", "use_cpu", "max_length"})
+
+
+def check_trainer_keys(kind: str, trainer: TrainerSettings) -> None:
+    extra = set(trainer.model_extra or {})
+    owned = sorted(extra & PLATFORM_OWNED)
+    if owned:
+        raise ValueError(
+            f"trainer.{owned[0]} is set by the platform (max_length: data.max_length; precision: deepspeed.precision)"
+        )
+    # max_prompt_length was a DPOConfig field before TRL 1.x; we apply it when tokenizing.
+    unknown = sorted(k for k in extra if k not in _trl_fields(kind))
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], _trl_fields(kind), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"trainer.{unknown[0]} is not a TRL {kind} argument{hint}")
+
+
+@functools.cache
+def _scheduler_names() -> frozenset[str]:
+    from transformers.trainer_utils import SchedulerType
+
+    return frozenset(s.value for s in SchedulerType)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist; pass an existing YAML (configs/ has examples)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}; fix the syntax at the line shown") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text; save it as UTF-8") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _resolve_path(ref: str) -> Path:
+    p = Path(ref)
+    for cand in (p, CONFIG_DIR / p, REPO_ROOT / p):
+        if cand.exists():
+            return cand
+    return CONFIG_DIR / p
+
+
+def load_blend(ref: str) -> BlendConfig:
+    path = _resolve_path(ref)
+    if not path.exists():
+        raise ConfigError(f"blend {ref!r} not found (looked in ., configs/); give a path to a blend YAML or inline sources")
+    try:
+        return BlendConfig.model_validate(_read_yaml(path))
+    except ValidationError as e:
+        raise ConfigError(format_errors(e, prefix=f"blend {ref}")) from None
+
+
+def parse_value(text: str) -> Any:
+    """`--set` values are YAML scalars: 1e-4, true, null, [1, 2] all mean what they look like."""
+    value = yaml.safe_load(text)
+    # YAML 1.1 reads 1e-4 as a string (no dot); a number is what anyone means here.
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply `a.b.c=value`; list items are addressed by index or, for stages, by name."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r} needs the form key.path=value, e.g. stages.dpo.trainer.beta=0.2")
+    key, text = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        node = _step(node, part, ".".join(parts[: i + 1]), create=True)
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_list_index(node, last, key)] = parse_value(text)
+    else:
+        node[last] = parse_value(text)
+
+
+def _list_index(node: list, part: str, path: str) -> int:
+    if part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
+        return int(part)
+    for i, item in enumerate(node):
+        if isinstance(item, dict) and item.get("name") == part:
+            return i
+    names = [item.get("name") for item in node if isinstance(item, dict)]
+    raise ConfigError(f"--set {path}: no item {part!r}; use an index 0..{len(node) - 1} or a name in {names}")
+
+
+def _step(node: Any, part: str, path: str, create: bool) -> Any:
+    if isinstance(node, list):
+        return node[_list_index(node, part, path)]
+    if not isinstance(node, dict):
+        raise ConfigError(f"--set {path}: cannot descend into a {type(node).__name__}")
+    if part not in node or node[part] is None:
+        node[part] = {}
+    return node[part]
+
+
+def format_errors(err: ValidationError, prefix: str = "config") -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"] if not str(x).startswith("function-after"))
+        value = e.get("input")
+        shown = repr(value) if not isinstance(value, dict) else "{...}"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"  {loc or '(top level)'} = {shown[:80]}: {msg}")
+    return f"{prefix} is invalid:\n" + "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read YAML, apply `--set` overrides, validate everything (blend files included)."""
+    path = Path(path) if path else CONFIG_DIR / "default.yaml"
+    raw = _read_yaml(path if path.exists() else _resolve_path(str(path)))
+    for assignment in overrides or []:
+        apply_override(raw, assignment)
+    return validate_config(raw, source=str(path))
+
+
+def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
+    try:
+        cfg = ExperimentConfig.model_validate(copy.deepcopy(raw))
+    except ValidationError as e:
+        raise ConfigError(format_errors(e, prefix=source)) from None
+    for i, stage in enumerate(cfg.stages):
+        blend = stage.data.resolved_blend()
+        want = SCHEMA_OF_KIND[stage.kind]
+        for j, src in enumerate(blend.sources):
+            if src.synthetic and SYNTHETIC_SCHEMA[src.synthetic] != want:
+                raise ConfigError(
+                    f"{source} is invalid:\n  stages.{i}.data.blend.sources.{j}.synthetic = {src.synthetic!r}: "
+                    f"a {stage.kind} stage ({stage.name}) trains on {want} rows, but this source makes "
+                    f"{SYNTHETIC_SCHEMA[src.synthetic]} rows; use "
+                    + " or ".join(repr(k) for k, v in SYNTHETIC_SCHEMA.items() if v == want)
+                )
+    return cfg
+
+
+def dump_config(cfg: ExperimentConfig) -> dict:
+    return cfg.model_dump(mode="json", exclude_none=True)

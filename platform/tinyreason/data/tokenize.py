@@ -1,0 +1,171 @@
+"""Tokenize and pack: pure functions over row batches, run by Ray Data map_batches.
+
+Chat rows become (input_ids, labels) with -100 on everything but assistant
+tokens; text rows are concatenated documents; SFT rows are packed best-fit
+decreasing into sequences of `max_length` with their boundaries kept
+(`seq_lengths`), so position ids restart per example and attention does not
+cross examples (flash-attention varlen on GPU, a block-causal SDPA mask on CPU).
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any
+
+IGNORE = -100
+
+
+def rows_of(batch: dict[str, Any]) -> list[dict]:
+    """A Ray Data batch (dict of columns) as a list of row dicts."""
+    keys = list(batch)
+    n = len(batch[keys[0]]) if keys else 0
+    return [{k: _plain(batch[k][i]) for k in keys} for i in range(n)]
+
+
+def batch_of(rows: list[dict], columns: list[str]) -> dict[str, list]:
+    return {c: [r[c] for r in rows] for c in columns}
+
+
+def _plain(v: Any) -> Any:
+    """numpy/arrow containers from Ray Data -> plain Python lists and dicts."""
+    if hasattr(v, "tolist") and not isinstance(v, (str, bytes)):
+        v = v.tolist()
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+def tokenize_chat(tok, messages: list[dict], max_length: int) -> dict | None:
+    """One conversation -> input_ids + labels (assistant tokens only). None if it
+    would have no trainable token after truncation."""
+    out = tok.apply_chat_template(
+        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    ids = list(out["input_ids"])[:max_length]
+    mask = list(out["assistant_masks"])[:max_length]
+    labels = [t if m else IGNORE for t, m in zip(ids, mask)]
+    if all(lbl == IGNORE for lbl in labels):
+        return None
+    return {"input_ids": ids, "labels": labels}
+
+
+def tokenize_chat_batch(batch: dict, tok, max_length: int) -> dict:
+    rows = []
+    for row in rows_of(batch):
+        enc = tokenize_chat(tok, row["messages"], max_length)
+        if enc is not None:
+            rows.append(enc)
+    return batch_of(rows, ["input_ids", "labels"])
+
+
+def tokenize_text_batch(batch: dict, tok, max_length: int) -> dict:
+    """Pre-training: documents joined with EOS-of-document and cut into full blocks.
+
+    Documents are concatenated (the GPT-2 / TinyStories convention) rather than
+    padded; each block's `seq_lengths` records document boundaries inside it.
+    """
+    sep = tok.convert_tokens_to_ids(tok.pad_token)
+    docs = [tok(r["text"], add_special_tokens=False)["input_ids"] + [sep] for r in rows_of(batch)]
+    return batch_of(pack_documents(docs, max_length), ["input_ids", "labels", "seq_lengths"])
+
+
+def pack_documents(docs: list[list[int]], max_length: int) -> list[dict]:
+    """Greedy concatenation into blocks of exactly max_length (the tail block may be shorter)."""
+    blocks, cur, lens = [], [], []
+    for doc in docs:
+        while doc:
+            take = doc[: max_length - len(cur)]
+            cur += take
+            lens.append(len(take))
+            doc = doc[len(take):]
+            if len(cur) == max_length:
+                blocks.append({"input_ids": cur, "labels": list(cur), "seq_lengths": lens})
+                cur, lens = [], []
+    if cur:
+        blocks.append({"input_ids": cur, "labels": list(cur), "seq_lengths": lens})
+    return blocks
+
+
+def pack_bfd(examples: list[dict], max_length: int) -> list[dict]:
+    """Best-fit decreasing: longest first, each into the fullest bin it still fits.
+
+    BFD wastes under 2% on chat-like length mixes where first-fit in arrival order
+    wastes 10-20%; bins are kept sorted by remaining space so each placement is a
+    bisect, O(n log n) overall.
+    """
+    order = sorted(range(len(examples)), key=lambda i: -len(examples[i]["input_ids"]))
+    bins: list[list[int]] = []
+    space: list[tuple[int, int]] = []  # (remaining, bin index), sorted
+    for i in order:
+        n = min(len(examples[i]["input_ids"]), max_length)
+        j = bisect.bisect_left(space, (n, -1))
+        if j < len(space):
+            rem, b = space.pop(j)
+        else:
+            rem, b = max_length, len(bins)
+            bins.append([])
+        bins[b].append(i)
+        if rem - n > 0:
+            bisect.insort(space, (rem - n, b))
+    packed = []
+    for members in bins:
+        ids, labels, lens = [], [], []
+        for i in members:
+            ex = examples[i]
+            ids += ex["input_ids"][:max_length]
+            labels += ex["labels"][:max_length]
+            lens.append(min(len(ex["input_ids"]), max_length))
+        packed.append({"input_ids": ids, "labels": labels, "seq_lengths": lens})
+    return packed
+
+
+def pack_batch(batch: dict, max_length: int) -> dict:
+    return batch_of(pack_bfd(rows_of(batch), max_length), ["input_ids", "labels", "seq_lengths"])
+
+
+def single_batch(batch: dict) -> dict:
+    """Unpacked rows still carry seq_lengths so the collator treats both paths alike."""
+    rows = rows_of(batch)
+    return {
+        "input_ids": [r["input_ids"] for r in rows],
+        "labels": [r["labels"] for r in rows],
+        "seq_lengths": [[len(r["input_ids"])] for r in rows],
+    }
+
+
+def tokenize_preference(tok, row: dict, max_length: int, max_prompt_length: int | None) -> dict | None:
+    """prompt/chosen/rejected message lists -> prompt_ids, chosen_ids, rejected_ids.
+
+    The prompt is rendered with the generation prompt and cut from the left to
+    max_prompt_length (keeping the question, dropping old context); completions
+    are cut so prompt + completion fits max_length.
+    """
+    prompt = tok.apply_chat_template(row["prompt"], tokenize=True, add_generation_prompt=True, return_dict=True)
+    p_ids = list(prompt["input_ids"])
+    out = {}
+    for side in ("chosen", "rejected"):
+        full = tok.apply_chat_template(row["prompt"] + row[side], tokenize=True, return_dict=True)
+        full_ids = list(full["input_ids"])
+        if full_ids[: len(p_ids)] != p_ids:
+            return None  # template renders the prompt differently alone; unsafe to split
+        out[f"{side}_ids"] = full_ids[len(p_ids):]
+    if max_prompt_length is not None:
+        p_ids = p_ids[-max_prompt_length:]
+    room = max_length - len(p_ids)
+    if room <= 0:
+        return None
+    out = {k: v[:room] for k, v in out.items()}
+    return {"prompt_ids": p_ids, **out}
+
+
+def tokenize_preference_batch(batch: dict, tok, max_length: int, max_prompt_length: int | None) -> dict:
+    rows = [tokenize_preference(tok, r, max_length, max_prompt_length) for r in rows_of(batch)]
+    return batch_of([r for r in rows if r is not None], ["prompt_ids", "chosen_ids", "rejected_ids"])
+
+
+def real_token_share(rows: list[dict], max_length: int) -> float:
+    """Share of computed positions that are real tokens when every row is a max_length sequence."""
+    real = sum(len(r["input_ids"]) for r in rows)
+    return real / (len(rows) * max_length) if rows else 0.0

@@ -1,0 +1,71 @@
+"""Model presets: Llama shapes sized for a CPU, a GPU from scratch, and the real SmolLM2.
+
+Sizes below are for a 2k vocab with tied embeddings:
+    micro            ~0.2M  tests: a stage trains in seconds
+    tiny             ~2.4M  the embedded default: learns the synthetic world on 2 CPU cores in minutes
+    small            ~9M    a bigger CPU model
+    tinystories-20m  ~20M   from-scratch TinyStories on a GPU (8k vocab: ~24M)
+    smollm2-135m     the real HuggingFaceTB/SmolLM2-135M-Instruct (hub or a local copy)
+"""
+
+from __future__ import annotations
+
+HUB_PRESETS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+
+SHAPES = {
+    "micro": dict(hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=512),
+    "tiny": dict(hidden_size=192, intermediate_size=512, num_hidden_layers=4, num_attention_heads=6,
+                 num_key_value_heads=3, max_position_embeddings=1024),
+    "small": dict(hidden_size=320, intermediate_size=864, num_hidden_layers=8, num_attention_heads=5,
+                  num_key_value_heads=5, max_position_embeddings=2048),
+    "tinystories-20m": dict(hidden_size=448, intermediate_size=1216, num_hidden_layers=8, num_attention_heads=7,
+                            num_key_value_heads=7, max_position_embeddings=2048),
+}
+
+
+def is_from_scratch(preset: str | None, name_or_path: str | None) -> bool:
+    return name_or_path is None and preset in SHAPES
+
+
+def weights_source(preset: str | None, name_or_path: str | None) -> str | None:
+    """Where pretrained weights come from, or None for a from-scratch preset."""
+    if name_or_path:
+        return name_or_path
+    return HUB_PRESETS.get(preset)
+
+
+def init_model(preset: str, tok, attn_implementation: str = "sdpa", seed: int = 0):
+    """A randomly initialised Llama of the preset's shape, sized to the tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        tie_word_embeddings=True,  # at 2k x 192 the embedding is 16% of the model; untied would double it
+        rope_theta=10000.0,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        attn_implementation=attn_implementation,
+        **SHAPES[preset],
+    )
+    return LlamaForCausalLM(config)
+
+
+def load_model(path: str, trust_remote_code: bool = False, attn_implementation: str = "sdpa", dtype=None):
+    """Load weights as safetensors only: a pickle checkpoint can run arbitrary code."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(
+        path,
+        use_safetensors=True,
+        trust_remote_code=trust_remote_code,
+        attn_implementation=attn_implementation,
+        dtype=dtype or "auto",
+    )
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())

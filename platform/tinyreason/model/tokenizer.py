@@ -1,0 +1,87 @@
+"""Tokenizers: a byte-level BPE trained from scratch, the chat template, <think> tokens.
+
+A tiny model spends most of its parameters on embeddings when the vocabulary is
+large (a 49k vocab at width 192 is 9.4M parameters, more than the whole tiny
+preset), so from-scratch runs train a small BPE (2k by default) on their own corpus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from tinyreason.model.chat import (
+    BOS,
+    CHAT_SPECIAL_TOKENS,
+    CHAT_TEMPLATE,
+    EOS,
+    PAD,
+    THINK_CLOSE,
+    THINK_OPEN,
+    has_generation_markers,
+)
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: str | Path):
+    """Train a byte-level BPE on `texts` and save it as a Hugging Face tokenizer dir."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(CHAT_SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(texts, trainer=trainer)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=PAD
+    )
+    tok.chat_template = CHAT_TEMPLATE
+    tok.save_pretrained(str(out_dir))
+    return tok
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+
+def prepare_chat_tokenizer(tok, enforce_template: bool = True):
+    """Make a tokenizer ready for chat stages: pad token, and our ChatML template.
+
+    The hub SmolLM2 template has no `{% generation %}` markers, so assistant-only
+    masks cannot be built from it; enforcing ours keeps the same ChatML rendering
+    and adds them (the paper's stage 2 enforces its template for the same reason).
+    """
+    if tok.pad_token is None:
+        tok.pad_token = PAD if PAD in tok.get_vocab() else tok.eos_token
+    if enforce_template or not has_generation_markers(tok.chat_template):
+        tok.chat_template = CHAT_TEMPLATE
+    missing = [t for t in (BOS, EOS) if t not in tok.get_vocab()]
+    if missing:
+        tok.add_special_tokens({"additional_special_tokens": missing})
+    tok.eos_token = EOS
+    return tok
+
+
+def add_think_tokens(tok) -> int:
+    """Add <think> and </think> as single special tokens; returns how many were new.
+
+    As ordinary text `<think>` is 3-4 BPE pieces that a tiny model learns to emit
+    as a unit only slowly; as one token it is a single, unmistakable decision.
+    """
+    have = set(tok.get_vocab())
+    new = [t for t in (THINK_OPEN, THINK_CLOSE) if t not in have]
+    if new:
+        extra = list(getattr(tok, "additional_special_tokens", []) or [])
+        tok.add_special_tokens({"additional_special_tokens": extra + new})
+    return len(new)
+
+
+def is_single_token(tok, text: str) -> bool:
+    return len(tok(text, add_special_tokens=False)["input_ids"]) == 1

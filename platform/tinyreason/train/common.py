@@ -1,0 +1,232 @@
+"""What every stage's `train_loop_per_worker` shares: data shard, precision, DeepSpeed
+config, TRL arguments, Ray Train reporting, and the Hugging Face export.
+
+These run inside Ray Train workers. Ray Train has already formed the process
+group (gloo on CPU, NCCL on GPU) and set RANK / LOCAL_RANK / WORLD_SIZE, which
+transformers, accelerate and DeepSpeed all read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tinyreason.config import DeepSpeedConfig, StageConfig
+
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class StageJob:
+    """Everything a worker needs to run one stage; plain data, pickled to each worker."""
+
+    stage: StageConfig
+    parent_model: str  # model dir (or hub id) the stage starts from
+    tokenizer_dir: str  # prepared by the driver: chat template, <think> tokens
+    output_dir: str  # the stage's content-addressed output dir
+    trust_remote_code: bool = False
+    attn_implementation: str = "sdpa"
+    ref_logps_dir: str | None = None  # dpo: precomputed reference log-probs (shared by sweep trials)
+
+    @property
+    def export_dir(self) -> str:
+        return str(Path(self.output_dir) / "model")
+
+
+# --------------------------------------------------------------------------- device
+
+
+def resolve_precision(ds: DeepSpeedConfig) -> str:
+    """bf16 where the GPU supports it (Ampere+), fp32 on CPU: CPU bf16 matmuls are
+    emulated on most x86 parts and run slower than fp32."""
+    import torch
+
+    if ds.precision != "auto":
+        return ds.precision
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def avoid_cpu_jit(ds: DeepSpeedConfig) -> None:
+    """On CPU, DeepSpeed JIT-compiles a shared-memory all-reduce op on first use (~30 s
+    with a C++ toolchain, a crash without one). Gloo all-reduces a 10M-parameter
+    gradient in milliseconds, so we mark the op unavailable. DeepSpeed caches this
+    dict in its module and reads it on every op lookup."""
+    import torch
+
+    if torch.cuda.is_available() or ds.optimizer:
+        return
+    import deepspeed.ops
+
+    deepspeed.ops.__dict__.setdefault("__compatible_ops__", {})
+    deepspeed.ops.__dict__["__compatible_ops__"]["deepspeed_shm_comm"] = False
+
+
+def deepspeed_config(ds: DeepSpeedConfig, precision: str) -> dict | None:
+    """A DeepSpeed ZeRO config; 'auto' values are filled in from the TRL arguments so
+    the two never disagree (transformers rejects a mismatch)."""
+    if not ds.enabled:
+        return None
+    zero: dict[str, Any] = {"stage": ds.zero_stage}
+    if ds.zero_stage >= 2:
+        zero.update(overlap_comm=False, contiguous_gradients=True)
+    if ds.zero_stage == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True  # export a whole model, not shards
+    if ds.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    cfg: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": "auto",
+        "train_batch_size": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "zero_optimization": zero,
+        "bf16": {"enabled": precision == "bf16"},
+        "fp16": {"enabled": precision == "fp16"},
+        "steps_per_print": 10**9,  # the trainer logs; DeepSpeed's own prints would duplicate them
+    }
+    if ds.optimizer:
+        cfg["optimizer"] = ds.optimizer
+    return cfg
+
+
+def trl_arguments(cls, job: StageJob, precision: str, **platform: Any):
+    """Build SFTConfig / DPOConfig from the stage's TRL settings plus what the platform owns."""
+    import torch
+
+    stage = job.stage
+    settings = stage.trainer.to_trl()
+    ds_cfg = deepspeed_config(stage.deepspeed, precision)
+    return cls(
+        output_dir=str(Path(job.output_dir) / "trainer"),
+        deepspeed=ds_cfg,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        report_to=[],  # tracking goes through Ray Train reports and our own wandb hook
+        save_strategy="steps",
+        remove_unused_columns=False,
+        dataloader_drop_last=True,  # equal step counts on every rank, or collectives hang
+        disable_tqdm=not is_rank_zero(),
+        include_num_input_tokens_seen="non_padding",  # summed over ranks: tokens/s is the whole stage's
+        **platform,
+        **settings,
+    )
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_shard(name: str = "train"):
+    """This worker's shard of the Ray Dataset, as a map-style HF dataset.
+
+    Ray Train splits the dataset across workers (`get_dataset_shard`); we read our
+    shard once into memory (a 100k-row packed blend is ~50 MB per worker) so the
+    trainer can seek in it: resume skips exactly the batches already seen.
+    """
+    import datasets
+    import ray.train
+
+    shard = ray.train.get_dataset_shard(name)
+    columns: dict[str, list] = {}
+    for batch in shard.iter_batches(batch_size=1024, batch_format="pandas"):
+        for col in batch.columns:
+            columns.setdefault(col, []).extend(_as_lists(batch[col].tolist()))
+    return datasets.Dataset.from_dict(columns)
+
+
+def _as_lists(values: list) -> list:
+    return [v.tolist() if hasattr(v, "tolist") else v for v in values]
+
+
+def keep_local_shard(trainer) -> None:
+    """Stop accelerate from sharding an already-sharded dataset a second time.
+
+    `accelerator.prepare` wraps the batch sampler so each rank sees 1/world of it;
+    our rank already holds only its Ray Data shard, so the wrapper would drop
+    (world-1)/world of the data. We make the wrapper a pass-through, the same fix
+    transformers applies to its own rank-aware samplers.
+    """
+    base = trainer.get_train_dataloader
+
+    def get_train_dataloader():
+        loader = base()
+        sampler = getattr(loader, "batch_sampler", None)
+        if sampler is not None and hasattr(sampler, "num_processes"):
+            sampler.num_processes, sampler.process_index = 1, 0
+        return loader
+
+    trainer.get_train_dataloader = get_train_dataloader
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def is_rank_zero() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def tokens_in(inputs: dict) -> int:
+    ids = inputs.get("input_ids")
+    if ids is None:
+        return 0
+    mask = inputs.get("attention_mask")
+    return int(mask.sum()) if mask is not None else int(ids.numel())
+
+
+def make_report_callback(output_dir: str, world_size: int):
+    """A TrainerCallback that reports every log to Ray Train and appends it to
+    metrics.jsonl; checkpoints are reported as the trainer saves them."""
+    import ray.train
+    from transformers import TrainerCallback
+
+    class RayReport(TrainerCallback):
+        def __init__(self):
+            self.t_last, self.tokens_last, self.tokens = time.perf_counter(), 0, 0
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = dict(logs or {})
+            now = time.perf_counter()
+            tokens = getattr(state, "num_input_tokens_seen", 0) or logs.get("num_tokens", 0)
+            if tokens and now > self.t_last:
+                logs["tokens_per_s"] = (tokens - self.tokens_last) / (now - self.t_last)
+                self.t_last, self.tokens_last = now, tokens
+            logs["step"] = state.global_step
+            bad = [k for k in ("loss", "grad_norm") if k in logs and not math.isfinite(float(logs[k]))]
+            if bad:
+                raise FloatingPointError(
+                    f"non-finite {bad[0]}={logs[bad[0]]} at step {state.global_step}; lower the learning rate or "
+                    f"max_grad_norm. The last good checkpoint is in {args.output_dir}"
+                )
+            if is_rank_zero():
+                with open(Path(output_dir) / METRICS_FILE, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(logs) + "\n")
+            ray.train.report({k: v for k, v in logs.items() if isinstance(v, (int, float))})
+
+    return RayReport()
+
+
+def read_metrics(output_dir: str | Path) -> list[dict]:
+    path = Path(output_dir) / METRICS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export_model(trainer, tok, job: StageJob) -> None:
+    """Save the stage's model as a Hugging Face dir (safetensors + tokenizer + template).
+
+    Every rank calls this: under ZeRO-3 the weights are gathered collectively.
+    """
+    trainer.save_model(job.export_dir)  # safe_serialization is the transformers 5 default
+    if is_rank_zero():
+        tok.save_pretrained(job.export_dir)
+        trainer.model.generation_config.save_pretrained(job.export_dir)

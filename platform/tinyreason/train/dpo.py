@@ -1,0 +1,88 @@
+"""Stage kind `dpo`: preference alignment on chosen/rejected pairs (paper stage 3).
+
+The paper's run: `loss_type: apo_zero`, `beta: 0.1`, lr 1e-5, max grad norm 0.2,
+`cosine_with_min_lr` (min_lr_rate 0.1), max prompt length 1048, max length 2048.
+Rows are tokenized on Ray Data into prompt/chosen/rejected ids (the prompt cut
+from the left to `data.max_prompt_length`, which TRL 1.x no longer does itself).
+"""
+
+from __future__ import annotations
+
+from tinyreason.config import StageConfig
+from tinyreason.train import common
+from tinyreason.train.sft import cached_tokenizer
+
+KIND = "dpo"
+
+
+def prepare_tokenizer(tok, stage: StageConfig):
+    from tinyreason.model.tokenizer import prepare_chat_tokenizer
+
+    return prepare_chat_tokenizer(tok)
+
+
+def tokenize(ds, tokenizer_dir: str, stage: StageConfig):
+    return ds.map_batches(
+        _tokenize_preference,
+        fn_kwargs=dict(tokenizer_dir=tokenizer_dir, max_length=stage.data.max_length,
+                       max_prompt_length=stage.data.max_prompt_length),
+        batch_size=256,
+    )
+
+
+def _tokenize_preference(batch, tokenizer_dir: str, max_length: int, max_prompt_length: int | None):
+    from tinyreason.data.tokenize import tokenize_preference_batch
+
+    return tokenize_preference_batch(batch, cached_tokenizer(tokenizer_dir), max_length, max_prompt_length)
+
+
+def trainer_class():
+    """TRL's DPOTrainer, minus its own tokenization: our rows arrive tokenized."""
+    from trl import DPOTrainer
+
+    class PretokenizedDPOTrainer(DPOTrainer):
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            if "prompt_ids" in dataset.column_names:
+                return dataset
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+    return PretokenizedDPOTrainer
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """model -> data -> trainer -> train -> save, on one Ray Train worker."""
+    import ray.train
+    from transformers import AutoTokenizer
+    from trl import DPOConfig
+
+    from tinyreason.model.presets import load_model
+
+    job: common.StageJob = config["job"]
+    stage = job.stage
+    common.avoid_cpu_jit(stage.deepspeed)
+    precision = common.resolve_precision(stage.deepspeed)
+
+    # model: the policy and a frozen reference, both the parent stage's export
+    tok = AutoTokenizer.from_pretrained(job.tokenizer_dir)
+    model = load_model(job.parent_model, job.trust_remote_code, job.attn_implementation)
+    settings = stage.trainer.to_trl()
+    ref_model = None
+    if not settings.get("precompute_ref_log_probs"):
+        ref_model = load_model(job.parent_model, job.trust_remote_code, job.attn_implementation)
+
+    # data
+    train = common.load_shard("train")
+
+    # trainer
+    args = common.trl_arguments(DPOConfig, job, precision, max_length=stage.data.max_length)
+    trainer = trainer_class()(
+        model=model, ref_model=ref_model, args=args, train_dataset=train, processing_class=tok,
+        callbacks=[common.make_report_callback(job.output_dir, ray.train.get_context().get_world_size())],
+    )
+    common.keep_local_shard(trainer)
+
+    # train
+    trainer.train(resume_from_checkpoint=config.get("resume_from"))
+
+    # save
+    common.export_model(trainer, tok, job)

@@ -1,0 +1,82 @@
+"""Ray Train glue on the driver side: one `TorchTrainer` per stage.
+
+The only module in `train/` that touches Ray Train's driver API; the stage
+modules hold the worker loops and the Ray Data tokenizers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tinyreason.config import StageConfig
+from tinyreason.train import common, dpo, pretrain, reasoning_sft, sft
+
+STAGE_MODULES = {m.KIND: m for m in (pretrain, sft, reasoning_sft, dpo)}
+
+
+def module_for(kind: str):
+    return STAGE_MODULES[kind]
+
+
+def scaling_config(stage: StageConfig):
+    from ray.train import ScalingConfig
+
+    s = stage.scaling
+    resources = {"CPU": s.cpus_per_worker}
+    if s.use_gpu:
+        resources["GPU"] = s.gpus_per_worker
+    return ScalingConfig(
+        num_workers=s.num_workers,
+        use_gpu=s.use_gpu,
+        resources_per_worker=resources,
+        placement_strategy=s.placement_strategy,
+    )
+
+
+def check_resources(stage: StageConfig) -> None:
+    """Fail before training when the cluster cannot ever hold the stage's workers;
+    Ray would otherwise wait forever for an autoscaler that is not coming."""
+    import ray
+
+    total = ray.cluster_resources()
+    s = stage.scaling
+    need = {"CPU": s.num_workers * s.cpus_per_worker}
+    if s.use_gpu:
+        need["GPU"] = s.num_workers * s.gpus_per_worker
+    for res, amount in need.items():
+        have = total.get(res, 0)
+        if amount > have and not _autoscaling():
+            raise RuntimeError(
+                f"stage {stage.name} asks for {amount:g} {res} ({s.num_workers} workers) but the cluster has "
+                f"{have:g}; lower stages.{stage.name}.scaling.num_workers"
+                + (" or set use_gpu: false" if res == "GPU" else " or cpus_per_worker")
+            )
+
+
+def _autoscaling() -> bool:
+    import os
+
+    return os.environ.get("TINYREASON_AUTOSCALING", "") == "1"
+
+
+def fit_stage(job: common.StageJob, train_ds, storage_path: str, resume_from: str | None = None):
+    """Run the stage's TorchTrainer to completion; returns Ray Train's Result."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    stage = job.stage
+    module = module_for(stage.kind)
+    trainer = TorchTrainer(
+        module.train_loop_per_worker,
+        train_loop_config={"job": job, "resume_from": resume_from},
+        scaling_config=scaling_config(stage),
+        torch_config=TorchConfig(backend="nccl" if stage.scaling.use_gpu else "gloo"),
+        datasets={"train": train_ds},
+        run_config=RunConfig(
+            name=Path(job.output_dir).name,
+            storage_path=storage_path,
+            failure_config=FailureConfig(max_failures=stage.scaling.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=stage.trainer.save_total_limit),
+        ),
+    )
+    return trainer.fit()

@@ -1,0 +1,97 @@
+"""Stage kind `sft`: chat SFT without chain-of-thought (paper stage 1).
+
+Loss on assistant tokens only, rows packed best-fit-decreasing into full
+sequences. The paper's settings map to TRL names: `loss_type: dft`,
+`neftune_noise_alpha`, cosine schedules, `warmup_steps` as a ratio.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from tinyreason.config import StageConfig
+from tinyreason.train import common
+
+KIND = "sft"
+
+
+def prepare_tokenizer(tok, stage: StageConfig):
+    from tinyreason.model.tokenizer import prepare_chat_tokenizer
+
+    return prepare_chat_tokenizer(tok)
+
+
+def tokenize(ds, tokenizer_dir: str, stage: StageConfig):
+    """Ray Data: messages -> (input_ids, labels) -> packed sequences with boundaries."""
+    ds = ds.map_batches(_tokenize_chat, fn_kwargs=dict(tokenizer_dir=tokenizer_dir, max_length=stage.data.max_length),
+                        batch_size=256)
+    return pack(ds, stage)
+
+
+def pack(ds, stage: StageConfig):
+    from tinyreason.data import tokenize as T
+
+    if stage.data.packing:
+        # 2048 rows per packing batch: BFD over that many chat-length rows fills >97% of slots
+        return ds.map_batches(partial(T.pack_batch, max_length=stage.data.max_length), batch_size=2048)
+    return ds.map_batches(T.single_batch, batch_size=1024)
+
+
+def _tokenize_chat(batch, tokenizer_dir: str, max_length: int):
+    from tinyreason.data.tokenize import tokenize_chat_batch
+
+    return tokenize_chat_batch(batch, cached_tokenizer(tokenizer_dir), max_length)
+
+
+_TOKENIZERS: dict = {}
+
+
+def cached_tokenizer(path: str):
+    """One tokenizer per Ray Data worker process, not one per batch (loading costs ~50 ms)."""
+    if path not in _TOKENIZERS:
+        from transformers import AutoTokenizer
+
+        _TOKENIZERS[path] = AutoTokenizer.from_pretrained(path)
+    return _TOKENIZERS[path]
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """model -> data -> trainer -> train -> save, on one Ray Train worker."""
+    import ray.train
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from tinyreason.model.presets import load_model
+
+    job: common.StageJob = config["job"]
+    stage = job.stage
+    common.avoid_cpu_jit(stage.deepspeed)
+    precision = common.resolve_precision(stage.deepspeed)
+
+    # model
+    tok = AutoTokenizer.from_pretrained(job.tokenizer_dir)
+    model = load_model(job.parent_model, job.trust_remote_code, job.attn_implementation)
+    if model.get_input_embeddings().num_embeddings != len(tok):
+        model.resize_token_embeddings(len(tok), mean_resizing=True)  # new tokens start at the mean embedding
+
+    # data: this worker's shard, already tokenized and packed by Ray Data
+    train = common.load_shard("train")
+
+    # trainer
+    args = common.trl_arguments(
+        SFTConfig, job, precision,
+        max_length=None,  # rows arrive cut to data.max_length and packed on Ray Data
+        packing=False,
+        padding_free=True,
+        dataset_kwargs={"skip_prepare_dataset": True},
+    )
+    # TRL builds the padding-free collator: position ids restart at every packed example
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tok,
+                         callbacks=[common.make_report_callback(job.output_dir, ray.train.get_context().get_world_size())])
+    common.keep_local_shard(trainer)
+
+    # train
+    trainer.train(resume_from_checkpoint=config.get("resume_from"))
+
+    # save
+    common.export_model(trainer, tok, job)

@@ -1,0 +1,263 @@
+"""Row normalization and validation per stage kind, on rows shaped like the real sources."""
+
+import collections
+
+import pytest
+
+from tinyreason.data.schema import (
+    KINDS,
+    REASONS,
+    RowError,
+    check_rows,
+    normalize_row,
+    validate_row,
+)
+
+
+def U(text):
+    return {"role": "user", "content": text}
+
+
+def A(text):
+    return {"role": "assistant", "content": text}
+
+
+def S(text):
+    return {"role": "system", "content": text}
+
+
+THINK_OK = "<think>2 plus 2 is 4.</think>The answer is 4."
+
+
+def reason_of(row, kind, max_chars=100_000):
+    try:
+        return validate_row(normalize_row(row, kind), kind, max_chars)
+    except RowError as err:
+        return err.reason
+
+
+# --- normalize: real-source shapes -------------------------------------------------
+
+
+def test_sharegpt_conversations_become_messages():
+    row = {
+        "conversations": [
+            {"from": "system", "value": "Be brief."},
+            {"from": "human", "value": "Hi"},
+            {"from": "gpt", "value": "Hello!"},
+        ],
+        "id": 7,
+    }
+    out = normalize_row(row, "sft")
+    assert out == {"messages": [S("Be brief."), U("Hi"), A("Hello!")], "id": 7}
+    assert "conversations" in row  # input untouched
+
+
+def test_canonical_messages_pass_through_and_extra_keys_dropped():
+    msgs = [U("q"), {"role": "assistant", "content": "a", "weight": 1}]
+    out = normalize_row({"messages": msgs}, "sft")
+    assert out["messages"] == [U("q"), A("a")]
+
+
+def test_smoltalk2_row_kwargs_json_and_dataset_renamed():
+    row = {
+        "messages": [U("2+2?"), A(THINK_OK)],
+        "chat_template_kwargs": '{"enable_thinking": true}',
+        "dataset": "OpenThoughts3",
+    }
+    out = normalize_row(row, "reasoning_sft")
+    assert out["chat_template_kwargs"] == {"enable_thinking": True}
+    assert out["source"] == "OpenThoughts3" and "dataset" not in out
+    assert validate_row(out, "reasoning_sft") is None
+
+
+def test_kwargs_dict_kept_and_none_becomes_empty():
+    row = {"messages": [U("q"), A("a")], "chat_template_kwargs": {"enable_thinking": False}}
+    assert normalize_row(row, "sft")["chat_template_kwargs"] == {"enable_thinking": False}
+    row["chat_template_kwargs"] = None
+    assert normalize_row(row, "sft")["chat_template_kwargs"] == {}
+
+
+@pytest.mark.parametrize("reply_key", ["completion", "response"])
+def test_prompt_completion_strings_become_messages(reply_key):
+    out = normalize_row({"prompt": "q", reply_key: "a", "source": "x"}, "sft")
+    assert out == {"messages": [U("q"), A("a")], "source": "x"}
+
+
+def test_none_columns_from_unified_schemas_count_as_absent():
+    row = {"messages": None, "conversations": [{"from": "human", "value": "q"},
+                                               {"from": "gpt", "value": "a"}]}
+    assert normalize_row(row, "sft")["messages"] == [U("q"), A("a")]
+    assert normalize_row({"text": None, "story": "Once."}, "pretrain")["text"] == "Once."
+
+
+@pytest.mark.parametrize("column", ["text", "content", "story"])
+def test_pretrain_text_columns(column):
+    out = normalize_row({column: "Once upon a time.", "dataset": "tinystories"}, "pretrain")
+    assert out == {"text": "Once upon a time.", "source": "tinystories"}
+
+
+def test_preference_as_strings():
+    out = normalize_row({"prompt": "q", "chosen": "good", "rejected": "bad"}, "dpo")
+    assert (out["prompt"], out["chosen"], out["rejected"]) == ([U("q")], [A("good")], [A("bad")])
+    assert validate_row(out, "dpo") is None
+
+
+def test_preference_as_assistant_lists_with_message_prompt():
+    row = {"prompt": [S("sys"), U("q")], "chosen": [A("good")], "rejected": [A("bad")]}
+    out = normalize_row(row, "dpo")
+    assert (out["prompt"], out["chosen"], out["rejected"]) == ([S("sys"), U("q")], [A("good")], [A("bad")])
+
+
+def test_preference_as_full_conversations_sharing_the_prompt():
+    # olmo preference mixes: no prompt column, chosen/rejected are [user, assistant].
+    row = {"chosen": [U("q"), A("good")], "rejected": [U("q"), A("bad")], "score": 0.9}
+    out = normalize_row(row, "dpo")
+    assert out == {"prompt": [U("q")], "chosen": [A("good")], "rejected": [A("bad")], "score": 0.9}
+
+
+def test_ultrafeedback_prompt_string_plus_full_multiturn_conversations():
+    shared = [S("sys"), U("q1"), A("a1"), U("q2")]
+    row = {"prompt": "q1", "chosen": shared + [A("good")], "rejected": shared + [A("bad")]}
+    out = normalize_row(row, "dpo")
+    assert (out["prompt"], out["chosen"], out["rejected"]) == (shared, [A("good")], [A("bad")])
+    assert validate_row(out, "dpo") is None
+
+
+def test_preference_prompt_repeated_at_head_of_one_side_is_stripped():
+    row = {"prompt": "q", "chosen": [U("q"), A("good")], "rejected": "bad"}
+    out = normalize_row(row, "dpo")
+    assert (out["prompt"], out["chosen"], out["rejected"]) == ([U("q")], [A("good")], [A("bad")])
+
+
+def test_unknown_kind_is_a_config_error_not_a_row_error():
+    with pytest.raises(ValueError, match="kind"):
+        normalize_row({"text": "x"}, "rlhf")
+    with pytest.raises(ValueError, match="kind"):
+        check_rows([{"text": "x"}], "rlhf")
+
+
+# --- every reason code from a hand-written bad row ----------------------------------
+
+BAD_ROWS = [
+    ("not_a_dict", "pretrain", ["text"]),
+    ("missing_text", "pretrain", {"title": "x"}),
+    ("bad_text", "pretrain", {"text": 42}),
+    ("empty_text", "pretrain", {"text": "  \n"}),
+    ("missing_messages", "sft", {"prompt": "q"}),
+    ("missing_messages", "sft", {"messages": []}),
+    ("bad_messages", "sft", {"messages": "hello"}),
+    ("bad_messages", "sft", {"messages": [U("q"), "a"]}),
+    ("unknown_role", "sft", {"messages": [U("q"), {"role": "tool", "content": "x"}]}),
+    ("unknown_role", "sft", {"conversations": [{"from": 3, "value": "q"}]}),
+    ("bad_content", "sft", {"messages": [U("q"), A(7)]}),
+    ("empty_content", "sft", {"messages": [U("q"), A(" ")]}),
+    ("empty_content", "sft", {"messages": [U("q"), {"role": "assistant"}]}),
+    ("misplaced_system", "sft", {"messages": [U("q"), S("sys"), A("a")]}),
+    ("misplaced_system", "sft", {"messages": [S("a"), S("b"), U("q"), A("a")]}),
+    ("bad_turn_order", "sft", {"messages": [A("a"), U("q"), A("a")]}),
+    ("bad_turn_order", "sft", {"messages": [U("q"), U("q"), A("a")]}),
+    ("last_not_assistant", "sft", {"messages": [U("q"), A("a"), U("more?")]}),
+    ("last_not_assistant", "sft", {"messages": [S("sys")]}),
+    ("missing_think", "reasoning_sft", {"messages": [U("q"), A("4")]}),
+    ("multiple_think", "reasoning_sft", {"messages": [U("q"), A("<think>a</think><think>b</think>4")]}),
+    ("unbalanced_think", "reasoning_sft", {"messages": [U("q"), A("<think>a and on and on")]}),
+    ("unbalanced_think", "reasoning_sft", {"messages": [U("q"), A("a</think>4")]}),
+    ("misordered_think", "reasoning_sft", {"messages": [U("q"), A("</think>a<think>4")]}),
+    ("text_before_think", "reasoning_sft", {"messages": [U("q"), A("Sure. <think>a</think>4")]}),
+    ("empty_answer", "reasoning_sft", {"messages": [U("q"), A("<think>a</think>  \n")]}),
+    # An earlier turn may drop its block, but a block that is present must be sound.
+    ("empty_answer", "reasoning_sft",
+     {"messages": [U("q"), A("<think>a</think>"), U("q2"), A(THINK_OK)]}),
+    ("bad_chat_template_kwargs", "sft",
+     {"messages": [U("q"), A("a")], "chat_template_kwargs": "{not json"}),
+    ("bad_chat_template_kwargs", "sft",
+     {"messages": [U("q"), A("a")], "chat_template_kwargs": "[1, 2]"}),
+    ("missing_prompt", "dpo", {"chosen": "good", "rejected": "bad"}),
+    ("missing_prompt", "dpo", {"prompt": [], "chosen": "good", "rejected": "bad"}),
+    ("bad_prompt", "dpo", {"prompt": 5, "chosen": "good", "rejected": "bad"}),
+    ("prompt_not_user_last", "dpo", {"prompt": [U("q"), A("a")], "chosen": "good", "rejected": "bad"}),
+    ("missing_chosen", "dpo", {"prompt": "q", "rejected": "bad"}),
+    ("missing_rejected", "dpo", {"prompt": "q", "chosen": "good", "rejected": None}),
+    ("bad_chosen", "dpo", {"prompt": "q", "chosen": 1.5, "rejected": "bad"}),
+    ("bad_chosen", "dpo", {"prompt": "q", "chosen": [A("x"), A("y")], "rejected": "bad"}),
+    ("bad_chosen", "dpo", {"prompt": "q", "chosen": "", "rejected": "bad"}),
+    ("bad_rejected", "dpo", {"prompt": "q", "chosen": "good", "rejected": [U("other")]}),
+    ("chosen_equals_rejected", "dpo", {"prompt": "q", "chosen": "same", "rejected": "same"}),
+    ("chosen_equals_rejected", "dpo", {"chosen": [U("q"), A("same")], "rejected": [U("q"), A("same")]}),
+    ("too_long", "pretrain", {"text": "x" * 101}),
+    ("too_long", "sft", {"messages": [U("q" * 50), A("a" * 51)]}),
+    ("too_long", "reasoning_sft", {"messages": [U("q"), A("<think>" + "t" * 100 + "</think>4")]}),
+    ("too_long", "dpo", {"prompt": "q" * 60, "chosen": "g" * 30, "rejected": "b" * 30}),
+]
+
+
+@pytest.mark.parametrize("code,kind,row", BAD_ROWS, ids=[f"{c}-{k}-{i}" for i, (c, k, _) in enumerate(BAD_ROWS)])
+def test_bad_row_gives_its_reason(code, kind, row):
+    assert reason_of(row, kind, max_chars=100) == code
+
+
+def test_every_reason_is_documented_and_exercised():
+    assert {code for code, _, _ in BAD_ROWS} == set(REASONS)
+    assert all(code.isidentifier() and code.islower() for code in REASONS)
+    assert all(sentence.endswith(".") for sentence in REASONS.values())
+
+
+@pytest.mark.parametrize("kind,row", [
+    ("pretrain", {"text": "x" * 100}),
+    ("sft", {"messages": [S("s"), U("q"), A("a"), U("q2"), A("<think>not required</think>")]}),
+    ("reasoning_sft", {"messages": [S("s"), U("q"), A("no block in history"), U("q2"), A(THINK_OK)]}),
+    ("reasoning_sft", {"messages": [U("q"), A("\n <think></think>Direct answer.")]}),
+    ("dpo", {"prompt": "q", "chosen": "g", "rejected": "b"}),
+])
+def test_good_rows_pass(kind, row):
+    assert reason_of(row, kind, max_chars=100) is None
+
+
+def test_validate_never_raises_on_unnormalized_garbage():
+    for kind in KINDS:
+        for row in (None, {}, {"messages": 3}, {"prompt": "q", "chosen": "a", "rejected": "b"},
+                    {"text": ["x"]}, {"messages": [None]}):
+            assert validate_row(row, kind) in REASONS
+
+
+# --- check_rows ----------------------------------------------------------------------
+
+
+def test_check_rows_counts_reasons_and_keeps_samples():
+    rows = [{"messages": [U("q"), A(THINK_OK)]}] * 3 + [
+        {"messages": [U("q"), A("4")]},
+        {"messages": [U("q"), A("5")]},
+        {"text": "pretrain row in the wrong stage"},
+    ]
+    kept, reasons, samples = check_rows(rows, "reasoning_sft")
+    assert len(kept) == 3 and kept[0]["messages"][1] == A(THINK_OK)
+    assert reasons == collections.Counter({"missing_think": 2, "missing_messages": 1})
+    assert [s["_reject_reason"] for s in samples] == ["missing_think", "missing_think", "missing_messages"]
+    assert samples[0]["messages"] == [U("q"), A("4")]
+    assert "_reject_reason" not in rows[3]
+
+
+def test_check_rows_caps_samples_at_20():
+    kept, reasons, samples = check_rows([{"text": ""}] * 50 + [{"text": "ok"}], "pretrain")
+    assert len(kept) == 1 and reasons == {"empty_text": 50} and len(samples) == 20
+
+
+GARBAGE = [
+    None, 3, "text", [], ["messages"], {}, {"messages": None}, {"messages": 5},
+    {"messages": [None, 1]}, {"messages": [{"role": ["user"], "content": "q"}]},
+    {"messages": [{"role": {"x": 1}, "content": "q"}]}, {"messages": [U(1), A(2)]},
+    {"conversations": [{"from": None, "value": None}]}, {"conversations": {"from": "human"}},
+    {"prompt": 1, "completion": 2}, {"prompt": [1], "chosen": [2], "rejected": [3]},
+    {"prompt": {"role": "user"}, "chosen": {"a": 1}, "rejected": []},
+    {"chosen": [U("q")], "rejected": [U("q")]}, {"text": 1.5}, {"content": {"a": 1}},
+    {"chat_template_kwargs": 3, "messages": [U("q"), A("a")]}, {"story": None, "dataset": None},
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_check_rows_never_raises_on_garbage(kind):
+    kept, reasons, samples = check_rows(GARBAGE, kind)
+    assert sum(reasons.values()) + len(kept) == len(GARBAGE)
+    assert set(reasons) <= set(REASONS)
+    assert samples[0] == {"_raw": "None", "_reject_reason": "not_a_dict"}
