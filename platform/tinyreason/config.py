@@ -200,11 +200,39 @@ class StageConfig(Strict):
         return self.kind == "reasoning_sft" if self.add_think_tokens is None else self.add_think_tokens
 
 
+class TaskSpec(Strict):
+    """One lm-evaluation-harness task (or group) of the benchmark suite."""
+
+    task: str  # an lm-eval task/group name: arc_challenge, bbh, gsm8k, or a built-in tinyreason_* task
+    num_fewshot: int | None = Field(None, ge=0)
+    limit: float | None = Field(None, gt=0)  # < 1: a fraction of the task; >= 1: a number of samples
+    metric: str | None = None  # the metric shown in the table and used by the objective; None: the task's first
+
+
+class BenchmarkConfig(Strict):
+    tasks: list[TaskSpec] = []
+    include_path: list[str] = []  # extra task dirs; the built-in tinyreason tasks are always included
+    apply_chat_template: bool = True  # the reference report scores with the chat template applied
+    fewshot_as_multiturn: bool = True  # few-shot examples as alternating user/assistant turns
+    batch_size: int = Field(8, ge=1)
+    max_gen_toks: int = Field(256, gt=0)  # generation limit for generate_until tasks
+    log_samples: bool = True  # per-sample outputs kept for inspection
+
+
+class ObjectiveConfig(Strict):
+    """The single number a sweep maximizes: a weighted mean of benchmark metrics."""
+
+    name: str = "score"
+    weights: dict[str, float] = {}  # "task/metric" or "task" -> weight; empty: the mean of every task's metric
+
+
 class EvalConfig(Strict):
     heldout_problems: int = Field(100, ge=0)  # synthetic held-out reasoning problems scored after every stage
     max_new_tokens: int = Field(96, gt=0)  # generation limit; outputs hitting it count as truncated
     batch_size: int = Field(16, ge=1)
     after_each_stage: bool = True
+    benchmarks: BenchmarkConfig = BenchmarkConfig()
+    objective: ObjectiveConfig = ObjectiveConfig()
 
 
 class WandbConfig(Strict):

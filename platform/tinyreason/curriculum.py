@@ -169,6 +169,9 @@ def summarize_metrics(metrics: list[dict]) -> dict:
     tps = sorted(m["tokens_per_s"] for m in steps[1:] if "tokens_per_s" in m)  # first log includes warm-up
     if tps:
         out["tokens_per_s"] = tps[len(tps) // 2]
+    startup = next((m for m in metrics if m.get("event") == "startup"), None)
+    if startup:
+        out["worker_to_first_step_s"] = startup["to_first_step"]
     for k in ("mean_token_accuracy", "entropy", "rewards/chosen", "rewards/rejected", "rewards/margins",
               "rewards/accuracies"):
         if steps and k in steps[-1]:
@@ -239,7 +242,8 @@ class CurriculumResult:
 
 
 def run_curriculum(cfg: ExperimentConfig) -> CurriculumResult:
-    storage = Path(cfg.storage.path).expanduser()
+    # absolute: Ray workers run in their own working dirs
+    storage = Path(cfg.storage.path).expanduser().resolve()
     run_dir = storage / "runs" / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(dump_config(cfg), indent=2))

@@ -64,7 +64,8 @@ def init_ray(config=None) -> None:
     if os.environ.get("RAY_ADDRESS") or _inside_ray_job():
         ray.init(address="auto", log_to_driver=True)
     else:
-        ray.init(include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=True,
+        # address="local": never attach to some other `ray start` cluster on this machine by accident
+        ray.init(address="local", include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=True,
                  runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
     import ray.data
 

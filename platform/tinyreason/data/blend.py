@@ -97,6 +97,8 @@ def build_blend(blend: BlendConfig, kind: str, out_dir: str | Path, seed: int = 
     if manifest_path.exists():
         return Blend(path, json.loads(manifest_path.read_text()), cached=True)
 
+    from ray.data.expressions import col
+
     datasets = []
     for i, src in enumerate(blend.sources):
         ds = read_source(src)
@@ -107,8 +109,8 @@ def build_blend(blend: BlendConfig, kind: str, out_dir: str | Path, seed: int = 
     ds = datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
     ds = ds.materialize()
     tags = ds.select_columns(["_source_id", "_reject"]).take_all()
-    rejected = ds.filter(expr="_reject != ''").select_columns(["_source_id", "_reject", "_raw"]).take(200)
-    kept = ds.filter(expr="_reject == ''")
+    rejected = ds.filter(expr=col("_reject") != "").select_columns(["_source_id", "_reject", "_raw"]).take(200)
+    kept = ds.filter(expr=col("_reject") == "")
 
     decon_counts: collections.Counter = collections.Counter()
     if decontaminate is not None:

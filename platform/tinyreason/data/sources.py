@@ -32,7 +32,7 @@ def expand_files(spec: str | list[str]) -> list[str]:
     patterns = [spec] if isinstance(spec, str) else list(spec)
     paths: list[str] = []
     for pattern in patterns:
-        hits = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
+        hits = sorted(os.path.abspath(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True))
         if not hits:
             raise DataError(f"no file matches {pattern!r}; check the path (relative paths start at the working dir)")
         paths += hits

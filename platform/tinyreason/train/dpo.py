@@ -51,12 +51,13 @@ def trainer_class():
 
 def train_loop_per_worker(config: dict) -> None:
     """model -> data -> trainer -> train -> save, on one Ray Train worker."""
-    import ray.train
+    timeline = common.Timeline()
     from transformers import AutoTokenizer
     from trl import DPOConfig
 
     from tinyreason.model.presets import load_model
 
+    timeline.mark("imports")
     job: common.StageJob = config["job"]
     stage = job.stage
     common.avoid_cpu_jit(stage.deepspeed)
@@ -69,15 +70,17 @@ def train_loop_per_worker(config: dict) -> None:
     ref_model = None
     if not settings.get("precompute_ref_log_probs"):
         ref_model = load_model(job.parent_model, job.trust_remote_code, job.attn_implementation)
+    timeline.mark("model_load")
 
     # data
     train = common.load_shard("train")
+    timeline.mark("data_shard")
 
     # trainer
     args = common.trl_arguments(DPOConfig, job, precision, max_length=stage.data.max_length)
     trainer = trainer_class()(
         model=model, ref_model=ref_model, args=args, train_dataset=train, processing_class=tok,
-        callbacks=[common.make_report_callback(job.output_dir, ray.train.get_context().get_world_size())],
+        callbacks=[common.make_report_callback(job.output_dir, timeline)],
     )
     common.keep_local_shard(trainer)
 

@@ -57,12 +57,13 @@ def cached_tokenizer(path: str):
 
 def train_loop_per_worker(config: dict) -> None:
     """model -> data -> trainer -> train -> save, on one Ray Train worker."""
-    import ray.train
+    timeline = common.Timeline()
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     from tinyreason.model.presets import load_model
 
+    timeline.mark("imports")
     job: common.StageJob = config["job"]
     stage = job.stage
     common.avoid_cpu_jit(stage.deepspeed)
@@ -73,9 +74,11 @@ def train_loop_per_worker(config: dict) -> None:
     model = load_model(job.parent_model, job.trust_remote_code, job.attn_implementation)
     if model.get_input_embeddings().num_embeddings != len(tok):
         model.resize_token_embeddings(len(tok), mean_resizing=True)  # new tokens start at the mean embedding
+    timeline.mark("model_load")
 
     # data: this worker's shard, already tokenized and packed by Ray Data
     train = common.load_shard("train")
+    timeline.mark("data_shard")
 
     # trainer
     args = common.trl_arguments(
@@ -87,7 +90,7 @@ def train_loop_per_worker(config: dict) -> None:
     )
     # TRL builds the padding-free collator: position ids restart at every packed example
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tok,
-                         callbacks=[common.make_report_callback(job.output_dir, ray.train.get_context().get_world_size())])
+                         callbacks=[common.make_report_callback(job.output_dir, timeline)])
     common.keep_local_shard(trainer)
 
     # train

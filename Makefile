@@ -1,0 +1,33 @@
+# The README's two commands. Each does all set-up from a fresh clone.
+#   make demo   the embedded default curriculum: local Ray, synthetic data, CPU, minutes
+#   make test   the test suite (unit + real local Ray + e2e ray job submit)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: setup demo test test-unit clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned: this version resolves to the CPU wheel on these machines;
+	# an unpinned torch pulls several GB of CUDA packages
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test]"
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/python jobs/curriculum.py
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+test-unit: setup
+	$(BIN)/python -m pytest -q tests/unit
+
+clean:
+	rm -rf runs bench/work .pytest_cache

@@ -1,0 +1,46 @@
+"""Test tiers by folder: unit (no Ray), ray (a real local Ray, num_cpus=2),
+e2e (ray start --head + ray job submit), gpu (skipped without a GPU)."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "platform"))
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test touches the network
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        tier = Path(str(item.fspath)).parent.name
+        if tier in ("ray", "e2e", "gpu"):
+            item.add_marker(getattr(pytest.mark, tier))
+        if tier == "gpu":
+            try:
+                import torch
+
+                has_gpu = torch.cuda.is_available()
+            except ImportError:
+                has_gpu = False
+            if not has_gpu:
+                item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One real local Ray for the whole session: starting Ray costs ~4 s on 2 cores."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()

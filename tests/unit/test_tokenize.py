@@ -1,0 +1,79 @@
+"""Tokenizing and packing are pure functions: masks, boundaries, best-fit decreasing."""
+
+import random
+
+import pytest
+
+from tinyreason.data import synthetic
+from tinyreason.data.tokenize import (
+    IGNORE,
+    pack_bfd,
+    pack_documents,
+    real_token_share,
+    tokenize_chat,
+    tokenize_preference,
+)
+from tinyreason.model.chat import EOS, THINK_CLOSE, THINK_OPEN
+from tinyreason.model.tokenizer import add_think_tokens, is_single_token, prepare_chat_tokenizer, train_bpe
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    texts = [r["text"] for r in synthetic.pretrain_rows(400, 0)]
+    t = prepare_chat_tokenizer(train_bpe(texts, 400, tmp_path_factory.mktemp("tok")))
+    add_think_tokens(t)
+    return t
+
+
+def test_think_tokens_are_single_and_template_marks_generation(tok):
+    assert is_single_token(tok, THINK_OPEN) and is_single_token(tok, THINK_CLOSE)
+    assert "{% generation %}" in tok.chat_template
+
+
+def test_chat_labels_cover_exactly_the_assistant_reply(tok):
+    row = synthetic.reasoning_rows(1, 0)[0]
+    enc = tokenize_chat(tok, row["messages"], max_length=512)
+    trained = [t for t, lbl in zip(enc["input_ids"], enc["labels"]) if lbl != IGNORE]
+    assert tok.decode(trained) == row["messages"][-1]["content"] + EOS
+    assert enc["labels"][0] == IGNORE  # the system prompt is context, not target
+
+
+def test_truncation_that_removes_every_target_drops_the_row(tok):
+    row = synthetic.chat_rows(1, 0)[0]
+    assert tokenize_chat(tok, row["messages"], max_length=5) is None
+
+
+def _examples(lengths):
+    return [{"input_ids": list(range(n)), "labels": list(range(n))} for n in lengths]
+
+
+def test_bfd_keeps_every_token_and_boundary():
+    rng = random.Random(0)
+    lengths = [rng.randint(5, 120) for _ in range(300)]
+    packed = pack_bfd(_examples(lengths), max_length=128)
+    assert sorted(n for p in packed for n in p["seq_lengths"]) == sorted(lengths)
+    assert all(len(p["input_ids"]) == sum(p["seq_lengths"]) <= 128 for p in packed)
+    assert real_token_share(packed, 128) > 0.95
+
+
+def test_bfd_beats_padding_on_a_chat_like_length_mix():
+    rng = random.Random(1)
+    lengths = [min(512, int(rng.lognormvariate(4.5, 0.7))) + 1 for _ in range(2000)]
+    padded = real_token_share(_examples(lengths), 512)
+    packed = real_token_share(pack_bfd(_examples(lengths), 512), 512)
+    assert packed > 0.95 > padded
+
+
+def test_documents_are_cut_into_full_blocks():
+    blocks = pack_documents([list(range(50)), list(range(70)), list(range(30))], max_length=64)
+    assert [len(b["input_ids"]) for b in blocks] == [64, 64, 22]
+    assert blocks[0]["seq_lengths"] == [50, 14] and blocks[1]["seq_lengths"] == [56, 8]
+
+
+def test_preference_split_and_prompt_cut_from_the_left(tok):
+    row = synthetic.preference_rows(1, 0)[0]
+    full = tokenize_preference(tok, row, max_length=512, max_prompt_length=None)
+    cut = tokenize_preference(tok, row, max_length=512, max_prompt_length=10)
+    assert len(cut["prompt_ids"]) == 10 and cut["prompt_ids"] == full["prompt_ids"][-10:]
+    assert tok.decode(full["chosen_ids"]).startswith(row["chosen"][0]["content"])
+    assert full["chosen_ids"] != full["rejected_ids"]
