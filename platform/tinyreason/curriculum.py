@@ -19,6 +19,7 @@ from pathlib import Path
 from tinyreason.config import ExperimentConfig, StageConfig, dump_config
 from tinyreason.data.blend import Blend, build_blend
 from tinyreason.model import presets
+from tinyreason.tracking import wandb_env
 from tinyreason.train import common, launch
 
 MANIFEST = "manifest.json"
@@ -112,7 +113,14 @@ def stage_key(stage: StageConfig, parent: ModelRef, blend: Blend, seed: int) -> 
                    "seed": seed})
 
 
-def run_stage(cfg: ExperimentConfig, index: int, stage: StageConfig, parent: ModelRef, storage: Path) -> StageOutcome:
+def run_stage(cfg: ExperimentConfig, index: int, stage: StageConfig, parent: ModelRef, storage: Path,
+              group: str | None = None, job_overrides: dict | None = None, data_hook=None,
+              callbacks: list | None = None) -> StageOutcome:
+    """Train one stage unless its content-addressed output is complete.
+
+    Sweeps pass `data_hook` (e.g. to attach shared reference log-probs to the
+    tokenized rows) and Ray Train `callbacks` (to forward reports to Tune).
+    """
     prefix = f"stage {index + 1}/{len(cfg.stages)} {stage.name} ({stage.kind})"
     blend = build_blend(stage.data.resolved_blend(), stage.kind, storage / "blends", seed=cfg.seed)
     log(f"{prefix}: blend {blend.rows:,} rows{' (cached)' if blend.cached else ''} at {blend.path}")
@@ -127,7 +135,10 @@ def run_stage(cfg: ExperimentConfig, index: int, stage: StageConfig, parent: Mod
     out.mkdir(parents=True, exist_ok=True)
     module = launch.module_for(stage.kind)
     tok_dir = _prepare_tokenizer(module, stage, parent, out, cfg.model.trust_remote_code)
-    tokenized = module.tokenize(blend.dataset(), tok_dir, stage).materialize()
+    tokenized = module.tokenize(blend.dataset(), tok_dir, stage)
+    if data_hook is not None:
+        tokenized = data_hook(tokenized, tok_dir)
+    tokenized = tokenized.materialize()
     n_rows = tokenized.count()
     if n_rows < stage.scaling.num_workers:
         raise ValueError(
@@ -136,12 +147,20 @@ def run_stage(cfg: ExperimentConfig, index: int, stage: StageConfig, parent: Mod
         )
     log(f"{prefix}: {n_rows:,} training sequences of <= {stage.data.max_length} tokens; training on "
         f"{stage.scaling.num_workers} worker(s)")
-    (out / common.METRICS_FILE).unlink(missing_ok=True)
+    # Ray Train keeps the run's checkpoints under <storage>/ray/<stage dir name>: an earlier
+    # attempt that died left them there, and the new TorchTrainer resumes from the latest.
+    if (storage / "ray" / out.name).exists():
+        log(f"{prefix}: an interrupted attempt exists; resuming from its latest checkpoint")
+    else:
+        (out / common.METRICS_FILE).unlink(missing_ok=True)
     job = common.StageJob(stage=stage, parent_model=parent.path, tokenizer_dir=tok_dir, output_dir=str(out),
                           trust_remote_code=cfg.model.trust_remote_code,
-                          attn_implementation=cfg.model.attn_implementation)
+                          attn_implementation=cfg.model.attn_implementation,
+                          run_name=f"{cfg.name}/{stage.name}",
+                          env=wandb_env(cfg.tracking, storage, group=group or cfg.name, tags=[stage.kind, cfg.name]),
+                          **(job_overrides or {}))
     t0 = time.time()
-    launch.fit_stage(job, tokenized, str((storage / "ray").resolve()))
+    launch.fit_stage(job, tokenized, str(storage / "ray"), callbacks=callbacks)
     manifest = _stage_manifest(stage, key, parent, blend, out, n_rows, time.time() - t0)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))  # written last: marks the stage complete
     _write_model_card(out, manifest)

@@ -2,12 +2,17 @@
 
 Every reader returns a `ray.data.Dataset` of raw rows in whatever shape the source
 ships; normalizing to the stage schema happens later in `blend.py`, so adding a
-source never touches validation.
+source never touches validation. JSON rows travel as one string column (`_json`)
+and are parsed inside the blend's map_batches: Arrow then never has to unify the
+nested shapes of real chat dumps, and a garbage line is one rejected row, not a
+failed read.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -22,6 +27,13 @@ SYNTHETIC = {
     "preference": synthetic.preference_rows,
 }
 READERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+RAW_JSON = "_json"  # column holding one unparsed JSON row
+# Hub streams are cut into 2,000-row Arrow chunks put in the object store one at a
+# time: the driver holds ~2k rows (tens of MB of traces), never the whole cap.
+HUB_CHUNK_ROWS = 2000
+# Files up to 64 MiB are fingerprinted by content (~50 ms); bigger ones by size,
+# mtime and their first/last MiB, so a 20 GB dump is not re-read on every run.
+FULL_HASH_BYTES = 64 << 20
 
 
 class DataError(ValueError):
@@ -33,6 +45,7 @@ def expand_files(spec: str | list[str]) -> list[str]:
     paths: list[str] = []
     for pattern in patterns:
         hits = sorted(os.path.abspath(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True))
+        hits = [p for p in hits if os.path.isfile(p)]
         if not hits:
             raise DataError(f"no file matches {pattern!r}; check the path (relative paths start at the working dir)")
         paths += hits
@@ -50,12 +63,14 @@ def check_readable(path: str) -> None:
                 while f.read(1 << 20):
                     pass
         except UnicodeDecodeError as e:
-            raise DataError(f"{path} is not UTF-8 (byte {e.start}); re-encode it, e.g. iconv -t UTF-8") from None
+            raise DataError(f"{path} is not UTF-8 (byte {e.start} of a 1 MiB chunk); re-encode it, "
+                            f"e.g. iconv -f latin1 -t UTF-8 {Path(path).name} > fixed{Path(path).suffix}") from None
         except OSError as e:
             raise DataError(f"{path} cannot be read: {e.strerror}; check permissions") from None
 
 
 def read_source(src: SourceConfig):
+    """Raw rows of one source, capped at `entries` rows read (before validation)."""
     import ray.data
 
     if src.synthetic:
@@ -77,43 +92,42 @@ def _read_files(src: SourceConfig):
         raise DataError(f"source {src.label} mixes file types {sorted(kinds)}; give one source per type")
     kind = kinds.pop()
     if kind == "json":
-        # JSON is read in the driver: Arrow's JSON reader rejects rows whose nested
-        # shapes differ (real chat dumps mix them), and we validate per row anyway.
-        import json
-
-        rows = []
-        for p in paths:
-            rows += _json_rows(p, json)
-        ds = ray.data.from_items(rows)
+        arrays = [p for p in paths if _is_json_array(p)]
+        lines = [p for p in paths if p not in arrays]
+        parts = []
+        if lines:  # JSON Lines are read by Ray tasks, one line per row
+            parts.append(ray.data.read_text(lines, drop_empty_lines=True).rename_columns({"text": RAW_JSON}))
+        if arrays:  # a JSON array must be parsed whole; that happens here, in the driver
+            parts.append(ray.data.from_items([{RAW_JSON: s} for p in arrays for s in _array_items(p, src.entries)]))
+        ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     else:
         ds = getattr(ray.data, f"read_{kind}")(paths)
     return ds.limit(src.entries) if src.entries else ds
 
 
-def _json_rows(path: str, json) -> list[dict]:
-    text = Path(path).read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: invalid JSON at line {e.lineno}; fix the file or export it as JSONL") from None
-        return [r if isinstance(r, dict) else {"_bad": r} for r in data]
-    rows = []
-    for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            row = {"_bad_line": i}  # counted as a rejected row, not a crash
-        rows.append(row if isinstance(row, dict) else {"_bad": row})
-    return rows
+def _is_json_array(path: str) -> bool:
+    with open(path, encoding="utf-8") as f:
+        head = f.read(4096).lstrip()
+    return head.startswith("[")
+
+
+def _array_items(path: str, cap: int | None) -> list[str]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}; fix the file or export it as "
+                        "JSON Lines (one object per line), where a bad line is only one rejected row") from None
+    return [json.dumps(item, ensure_ascii=False) for item in data[:cap]]
 
 
 def _read_hub(src: SourceConfig):
-    """Hub datasets stream, so a 50k-row cap on a 3M-row subset downloads 50k rows."""
+    """Hub datasets stream, so a 50k-row cap on a 3M-row subset downloads 50k rows.
+
+    `hub:` may also be a local dataset dir laid out like a hub repo (README `configs:`
+    and parquet files); `datasets.load_dataset` reads both the same way.
+    """
     import datasets
+    import ray
     import ray.data
 
     try:
@@ -121,18 +135,47 @@ def _read_hub(src: SourceConfig):
     except Exception as e:  # the hub client raises many types; all mean "cannot get it"
         raise DataError(
             f"cannot load {src.hub} (subset={src.subset}, split={src.split}): {type(e).__name__}: {e}. "
-            "Check the name and your network, or download it and use `files:` instead"
+            "Check the name, subset and split, and your network, or download it and use `files:` instead"
         ) from None
-    if src.streaming:
-        rows = list(ds.take(src.entries)) if src.entries else list(ds)
-        return ray.data.from_items(rows)
+    if not src.streaming:
+        if src.entries:
+            ds = ds.select(range(min(src.entries, len(ds))))
+        return ray.data.from_arrow(ds.with_format("arrow")[:])
     if src.entries:
-        ds = ds.select(range(min(src.entries, len(ds))))
-    return ray.data.from_huggingface(ds)
+        ds = ds.take(src.entries)
+    refs = [ray.put(t) for t in ds.with_format("arrow").iter(batch_size=HUB_CHUNK_ROWS)]
+    if not refs:
+        raise DataError(f"{src.hub} (subset={src.subset}, split={src.split}) has no rows; check the split name")
+    return ray.data.from_arrow_refs(refs)
+
+
+def file_digest(path: str) -> str:
+    size = os.path.getsize(path)
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        if size <= FULL_HASH_BYTES:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        else:
+            h.update(str(os.stat(path).st_mtime_ns).encode())
+            h.update(f.read(1 << 20))
+            f.seek(size - (1 << 20))
+            h.update(f.read())
+    return h.hexdigest()[:16]
 
 
 def fingerprint(src: SourceConfig) -> dict:
-    """What identifies a source's content, for the blend cache key."""
+    """What identifies a source's content, for the blend cache key.
+
+    Files (and hub sources that are local dirs) by content; synthetic sources by
+    the generator's code, so editing synthetic.py rebuilds their blends. Remote hub
+    sources by name/subset/split only (in the config): pin a revision to freeze them.
+    """
     if src.files:
-        return {"files": [(p, os.path.getsize(p), int(os.path.getmtime(p))) for p in expand_files(src.files)]}
+        return {"files": [(p, file_digest(p)) for p in expand_files(src.files)]}
+    if src.synthetic:
+        return {"generator": hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()[:16]}
+    if src.hub and os.path.isdir(src.hub):
+        files = sorted(p for p in glob.glob(os.path.join(src.hub, "**", "*"), recursive=True) if os.path.isfile(p))
+        return {"files": [(os.path.relpath(p, src.hub), file_digest(p)) for p in files]}
     return {}

@@ -31,7 +31,9 @@ class StageJob:
     output_dir: str  # the stage's content-addressed output dir
     trust_remote_code: bool = False
     attn_implementation: str = "sdpa"
-    ref_logps_dir: str | None = None  # dpo: precomputed reference log-probs (shared by sweep trials)
+    run_name: str = "stage"  # tracking: experiment/stage (or sweep/trial)
+    env: dict | None = None  # tracking environment (wandb group, mode, dir); never secrets
+    report_every_log: bool = False  # sweeps: every log goes to Ray Train so Tune schedulers see it
 
     @property
     def export_dir(self) -> str:
@@ -99,16 +101,20 @@ def trl_arguments(cls, job: StageJob, precision: str, **platform: Any):
     """Build SFTConfig / DPOConfig from the stage's TRL settings plus what the platform owns."""
     import torch
 
+    from tinyreason.tracking import report_to
+
     stage = job.stage
     settings = stage.trainer.to_trl()
     ds_cfg = deepspeed_config(stage.deepspeed, precision)
+    os.environ.update(job.env or {})
     return cls(
         output_dir=str(Path(job.output_dir) / "trainer"),
         deepspeed=ds_cfg,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=not torch.cuda.is_available(),
-        report_to=[],  # tracking goes through Ray Train reports and our own wandb hook
+        report_to=report_to(job.env or {}),
+        run_name=job.run_name,
         save_strategy="steps",
         remove_unused_columns=False,
         dataloader_drop_last=True,  # equal step counts on every rank, or collectives hang
@@ -192,7 +198,7 @@ def tokens_in(inputs: dict) -> int:
     return int(mask.sum()) if mask is not None else int(ids.numel())
 
 
-def make_report_callback(output_dir: str, timeline: Timeline | None = None):
+def make_report_callback(output_dir: str, timeline: Timeline | None = None, every_log: bool = False):
     """A TrainerCallback that appends every log to metrics.jsonl, checks it is finite,
     reports checkpoints to Ray Train, and closes the start-up timeline."""
     import ray.train
@@ -230,6 +236,8 @@ def make_report_callback(output_dir: str, timeline: Timeline | None = None):
             self.last_logs = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
             if is_rank_zero():
                 _append(output_dir, logs)
+            if every_log:
+                ray.train.report({**self.last_logs})
 
         # Ray Train's report is a barrier across workers (~0.3 s on 2 CPU workers), so it is
         # called when there is a checkpoint to register, not at every log line.
@@ -254,6 +262,29 @@ def read_metrics(output_dir: str | Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def resume_checkpoint(fallback: str | None = None) -> str | None:
+    """The checkpoint this attempt resumes from: Ray Train's latest reported one.
+
+    After a worker fault Ray Train restarts the worker group and hands back the
+    last checkpoint; after a driver fault a new TorchTrainer with the same run name
+    and storage restores the same bookkeeping. The Hugging Face checkpoint inside
+    holds optimizer, scheduler, RNG and trainer state (global step, data position),
+    so training continues at the step it reached, not at the start of the epoch.
+    """
+    import ray.train
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return fallback
+    path = Path(ckpt.path)
+    if path.exists() and (path / "trainer_state.json").exists():
+        return str(path)  # local or shared storage: read in place
+    return ckpt.to_directory()
 
 
 # --------------------------------------------------------------------------- export

@@ -46,7 +46,41 @@ def trainer_class():
                 return dataset
             return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
 
+        def _precompute_ref_logps(self, dataset, name, batch_size):
+            # rows that arrive with shared reference log-probs (a sweep's cache) keep them
+            if "ref_chosen_logps" in dataset.column_names:
+                return dataset
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+
     return PretokenizedDPOTrainer
+
+
+def reference_logps(model_dir: str, rows: list[dict], pad_token_id: int, max_length: int,
+                    batch_size: int = 16, trust_remote_code: bool = False) -> list[tuple[float, float]]:
+    """Sum of the reference model's log-probs over each chosen and rejected completion.
+
+    Batched exactly as TRL's DataCollatorForPreference batches training rows, so the
+    values equal what DPOTrainer's own precompute pass would produce for these rows.
+    """
+    import torch
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+    from tinyreason.model.presets import load_model
+
+    model = load_model(model_dir, trust_remote_code).eval()
+    collate = DataCollatorForPreference(pad_token_id=pad_token_id, max_length=max_length)
+    out = []
+    for i in range(0, len(rows), batch_size):
+        batch = collate(rows[i:i + batch_size])
+        with torch.no_grad():
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        targets = batch["input_ids"][:, 1:]
+        mask = batch["completion_mask"][:, 1:].float()
+        token_logps = torch.log_softmax(logits.float(), -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        sums = (token_logps * mask).sum(-1)
+        chosen, rejected = sums.chunk(2)
+        out += list(zip(chosen.tolist(), rejected.tolist()))
+    return out
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -80,12 +114,12 @@ def train_loop_per_worker(config: dict) -> None:
     args = common.trl_arguments(DPOConfig, job, precision, max_length=stage.data.max_length)
     trainer = trainer_class()(
         model=model, ref_model=ref_model, args=args, train_dataset=train, processing_class=tok,
-        callbacks=[common.make_report_callback(job.output_dir, timeline)],
+        callbacks=[common.make_report_callback(job.output_dir, timeline, job.report_every_log)],
     )
     common.keep_local_shard(trainer)
 
     # train
-    trainer.train(resume_from_checkpoint=config.get("resume_from"))
+    trainer.train(resume_from_checkpoint=common.resume_checkpoint(config.get("resume_from")))
 
     # save
     common.export_model(trainer, tok, job)

@@ -59,7 +59,8 @@ def _autoscaling() -> bool:
     return os.environ.get("TINYREASON_AUTOSCALING", "") == "1"
 
 
-def fit_stage(job: common.StageJob, train_ds, storage_path: str, resume_from: str | None = None):
+def fit_stage(job: common.StageJob, train_ds, storage_path: str, resume_from: str | None = None,
+              callbacks: list | None = None):
     """Run the stage's TorchTrainer to completion; returns Ray Train's Result."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -77,6 +78,7 @@ def fit_stage(job: common.StageJob, train_ds, storage_path: str, resume_from: st
             storage_path=storage_path,
             failure_config=FailureConfig(max_failures=stage.scaling.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=stage.trainer.save_total_limit),
+            callbacks=callbacks or [],
         ),
     )
     return trainer.fit()

@@ -90,11 +90,11 @@ def train_loop_per_worker(config: dict) -> None:
     )
     # TRL builds the padding-free collator: position ids restart at every packed example
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tok,
-                         callbacks=[common.make_report_callback(job.output_dir, timeline)])
+                         callbacks=[common.make_report_callback(job.output_dir, timeline, job.report_every_log)])
     common.keep_local_shard(trainer)
 
     # train
-    trainer.train(resume_from_checkpoint=config.get("resume_from"))
+    trainer.train(resume_from_checkpoint=common.resume_checkpoint(config.get("resume_from")))
 
     # save
     common.export_model(trainer, tok, job)

@@ -1,0 +1,58 @@
+"""Experiment tracking: wandb, online when credentials exist, offline files otherwise.
+
+Nothing ever asks for a login: with no WANDB_API_KEY (and mode `auto`) runs are
+written offline under `<storage>/wandb` and can be uploaded later with
+`wandb sync`. One wandb group per curriculum run or sweep; one run per stage or trial.
+Credentials are read from the environment by wandb itself and never copied into
+the env we build, the configs or the manifests.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tinyreason.config import TrackingConfig
+
+SECRET_ENV = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def wandb_mode(cfg: TrackingConfig) -> str:
+    mode = cfg.wandb.mode
+    if not cfg.wandb.enabled:
+        return "disabled"
+    if mode == "auto":
+        return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    return mode
+
+
+def wandb_env(cfg: TrackingConfig, storage: Path, group: str, tags: list[str]) -> dict[str, str]:
+    """Environment for the trainer's WandbCallback (it calls wandb.init on rank 0)."""
+    mode = wandb_mode(cfg)
+    if mode == "disabled":
+        return {}
+    wandb_dir = Path(storage) / "wandb"
+    wandb_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        "WANDB_MODE": mode,
+        "WANDB_PROJECT": cfg.wandb.project,
+        "WANDB_RUN_GROUP": group,
+        "WANDB_TAGS": ",".join(tags),
+        "WANDB_DIR": str(wandb_dir),
+        "WANDB_SILENT": "true",
+        "WANDB_CONSOLE": "off",  # console capture would copy every log line (and any secret in one) to files
+        "WANDB_DISABLE_GIT": "true",
+    }
+
+
+def report_to(env: dict[str, str]) -> list[str]:
+    return ["wandb"] if env.get("WANDB_MODE") in ("online", "offline") else []
+
+
+def redact(text: str) -> str:
+    """Replace the value of any secret in the environment with ***."""
+    for name in SECRET_ENV:
+        value = os.environ.get(name)
+        if value and len(value) >= 6:
+            text = text.replace(value, "***")
+    return text

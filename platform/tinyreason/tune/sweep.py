@@ -1,0 +1,249 @@
+"""Ray Tune sweeps over one stage's trainer settings, scored by benchmark results.
+
+The stages before the swept one are trained once (or found in the content-
+addressed cache) and every trial starts from their export. Each trial is a Tune
+function that launches the stage's own TorchTrainer (Ray Train V2 inside Tune),
+evaluates the result, and reports the objective. A failed trial is recorded,
+not fatal. For DPO the reference model's log-probs depend only on (parent
+model, blend, template), so they are computed once and shared by every trial.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tinyreason.config import ExperimentConfig, StageConfig, SweepConfig, TrainerSettings
+from tinyreason.curriculum import (
+    ModelRef,
+    digest,
+    evaluate,
+    log,
+    prepare_base,
+    run_stage,
+)
+from tinyreason.eval.scores import benchmark_scores, objective_value
+
+
+@dataclass
+class SweepContext:
+    """What every trial needs; shipped to trials with tune.with_parameters."""
+
+    sweep: SweepConfig
+    cfg: ExperimentConfig
+    index: int
+    parent: ModelRef
+    storage: Path
+    ref_cache: str | None
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    params: dict
+    status: str  # TERMINATED | ERROR
+    metrics: dict
+    error: str | None
+    stage_dir: str | None
+
+
+# --------------------------------------------------------------------------- space
+
+
+def search_space(sweep: SweepConfig) -> dict:
+    from ray import tune
+
+    space = {}
+    for key, p in sweep.space.items():
+        if p.grid is not None:
+            space[key] = tune.grid_search(p.grid)
+        elif p.choice is not None:
+            space[key] = tune.choice(p.choice)
+        elif p.uniform is not None:
+            space[key] = tune.uniform(*p.uniform)
+        else:
+            space[key] = tune.loguniform(*p.loguniform)
+    return space
+
+
+def search_algorithm(sweep: SweepConfig):
+    from ray.tune.search import ConcurrencyLimiter
+
+    if sweep.search == "optuna":
+        if any(p.grid is not None for p in sweep.space.values()):
+            raise ValueError("search: optuna samples its own points; use choice/uniform/loguniform, not grid")
+        from ray.tune.search.optuna import OptunaSearch
+
+        return ConcurrencyLimiter(OptunaSearch(metric="objective", mode="max", seed=sweep.seed),
+                                  max_concurrent=sweep.max_concurrent)
+    return None  # grid/random: Tune's BasicVariantGenerator
+
+
+def scheduler(sweep: SweepConfig):
+    if sweep.scheduler.type == "none":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    s = sweep.scheduler
+    return ASHAScheduler(metric=s.metric, mode=s.mode, grace_period=s.grace_period,
+                         reduction_factor=s.reduction_factor, time_attr="training_iteration")
+
+
+def trial_stage(stage: StageConfig, params: dict) -> StageConfig:
+    """The swept stage with one point of the space filled in, validated like any config."""
+    trainer = TrainerSettings.model_validate({**stage.trainer.model_dump(), **params})
+    return StageConfig.model_validate({**stage.model_dump(), "trainer": trainer.model_dump()})
+
+
+# --------------------------------------------------------------------------- trial
+
+
+def run_trial(params: dict, ctx: SweepContext) -> None:
+    """One Tune trial: train the stage with `params`, evaluate, report the objective."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    stage = trial_stage(ctx.cfg.stages[ctx.index], params)
+    if ctx.sweep.resources.gpus_per_worker is not None:
+        stage = stage.model_copy(update={"scaling": stage.scaling.model_copy(
+            update={"gpus_per_worker": ctx.sweep.resources.gpus_per_worker})})
+    t0 = time.time()
+    hook = _attach_reference(ctx.ref_cache) if ctx.ref_cache else None
+    asha = ctx.sweep.scheduler.type != "none"
+    outcome = run_stage(
+        ctx.cfg, ctx.index, stage, ctx.parent, ctx.storage, group=f"sweep/{ctx.sweep.name}",
+        job_overrides={"report_every_log": asha, "run_name": f"{ctx.sweep.name}/{tune.get_context().get_trial_id()}"},
+        data_hook=hook, callbacks=[TuneReportCallback()],
+    )
+    evaluation = evaluate(ctx.cfg, outcome.model, outcome.dir)
+    scores = benchmark_scores(evaluation)
+    summary = outcome.manifest.get("summary", {})
+    tune.report({
+        "objective": objective_value(scores, ctx.cfg.evaluation.objective.weights),
+        **{f"bench/{k}": v for k, v in scores.items()},
+        "loss": summary.get("loss_last", float("nan")),
+        "train_seconds": outcome.manifest.get("train_seconds", time.time() - t0),
+        "stage_dir": str(outcome.dir),
+    })
+
+
+# --------------------------------------------------------------------------- shared reference log-probs
+
+
+def _attach_reference(cache_dir: str):
+    def hook(tokenized, tok_dir):
+        import ray.data
+
+        return ray.data.read_parquet(cache_dir)
+
+    return hook
+
+
+def reference_cache(ctx_cfg: ExperimentConfig, index: int, parent: ModelRef, storage: Path) -> str:
+    """Tokenize the DPO blend once and attach the parent's log-probs; reused by all trials.
+
+    Keyed by (parent model, blend, tokenizer/template, lengths): beta and the learning
+    rate do not enter, so a 12-trial beta sweep runs one reference pass instead of 12.
+    """
+    import ray
+
+    from tinyreason.curriculum import _prepare_tokenizer
+    from tinyreason.data.blend import build_blend
+    from tinyreason.train import dpo
+
+    stage = ctx_cfg.stages[index]
+    blend = build_blend(stage.data.resolved_blend(), stage.kind, storage / "blends", seed=ctx_cfg.seed)
+    key = digest({"parent": parent.key, "blend": blend.manifest["key"], "max_length": stage.data.max_length,
+                  "max_prompt_length": stage.data.max_prompt_length})
+    out = storage / "ref-logps" / key
+    if (out / "DONE").exists():
+        log(f"reference log-probs: cached at {out}")
+        return str(out)
+    tok_dir = _prepare_tokenizer(dpo, stage, parent, out / "tokenizer-build", ctx_cfg.model.trust_remote_code)
+    from transformers import AutoTokenizer
+
+    pad = AutoTokenizer.from_pretrained(tok_dir).pad_token_id
+    rows = dpo.tokenize(blend.dataset(), tok_dir, stage).take_all()
+    rows = [{k: list(r[k]) for k in ("prompt_ids", "chosen_ids", "rejected_ids")} for r in rows]
+    t0 = time.time()
+    task = ray.remote(num_cpus=1)(dpo.reference_logps)
+    logps = ray.get(task.remote(parent.path, rows, pad, stage.data.max_length, 16, ctx_cfg.model.trust_remote_code))
+    for r, (c, j) in zip(rows, logps):
+        r["ref_chosen_logps"], r["ref_rejected_logps"] = c, j
+    ray.data.from_items(rows).write_parquet(str(out))
+    (out / "DONE").write_text(json.dumps({"rows": len(rows), "seconds": time.time() - t0}))
+    log(f"reference log-probs: {len(rows):,} pairs in {time.time() - t0:.1f}s, cached at {out}")
+    return str(out)
+
+
+# --------------------------------------------------------------------------- the sweep
+
+
+@dataclass
+class SweepResult:
+    sweep: SweepConfig
+    cfg: ExperimentConfig
+    sweep_dir: Path
+    parent: ModelRef
+    parent_eval: dict | None
+    trials: list[TrialRecord]
+    best: TrialRecord | None
+
+
+def run_sweep(sweep: SweepConfig, cfg: ExperimentConfig) -> SweepResult:
+    from ray import tune
+
+    storage = Path(cfg.storage.path).expanduser().resolve()
+    index = [s.name for s in cfg.stages].index(sweep.stage)
+    sweep_dir = storage / "sweeps" / sweep.name
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+
+    # the parent stages: trained once for the whole sweep (or reused from the cache)
+    parent = prepare_base(cfg, storage)
+    for i in range(index):
+        parent = run_stage(cfg, i, cfg.stages[i], parent, storage, group=f"sweep/{sweep.name}").model
+    parent_eval = evaluate(cfg, parent, storage / "base-evals" / parent.key) if index > 0 else None
+    stage = cfg.stages[index]
+    uses_reference = stage.kind == "dpo" and stage.trainer.model_extra.get("precompute_ref_log_probs", True)
+    ref_cache = reference_cache(cfg, index, parent, storage) if uses_reference else None
+    if ref_cache:
+        cfg = _with_precomputed_reference(cfg, index)
+
+    ctx = SweepContext(sweep, cfg, index, parent, storage, ref_cache)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"CPU": sweep.resources.cpu})
+    tuner = tune.Tuner(
+        trainable,
+        param_space=search_space(sweep),
+        tune_config=tune.TuneConfig(num_samples=sweep.num_samples, max_concurrent_trials=sweep.max_concurrent,
+                                    search_alg=search_algorithm(sweep), scheduler=scheduler(sweep)),
+        run_config=tune.RunConfig(name=sweep.name, storage_path=str(storage / "ray"),
+                                  failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
+    )
+    grid = tuner.fit()
+    trials = [_record(r) for r in grid]
+    done = [t for t in trials if t.status == "TERMINATED" and "objective" in t.metrics]
+    best = max(done, key=lambda t: t.metrics["objective"]) if done else None
+    return SweepResult(sweep, cfg, sweep_dir, parent, parent_eval, trials, best)
+
+
+def _with_precomputed_reference(cfg: ExperimentConfig, index: int) -> ExperimentConfig:
+    stage = cfg.stages[index]
+    trainer = TrainerSettings.model_validate({**stage.trainer.model_dump(), "precompute_ref_log_probs": True})
+    stages = list(cfg.stages)
+    stages[index] = StageConfig.model_validate({**stage.model_dump(), "trainer": trainer.model_dump()})
+    return cfg.model_copy(update={"stages": stages})
+
+
+def _record(result) -> TrialRecord:
+    metrics = dict(result.metrics or {})
+    params = {k: v for k, v in (result.config or {}).items()}
+    trial_id = metrics.get("trial_id") or Path(result.path).name
+    error = None
+    if result.error is not None:
+        from tinyreason.runtime import root_message
+
+        error = root_message(result.error)
+    status = "ERROR" if error else "TERMINATED"
+    return TrialRecord(trial_id, params, status, metrics, error, metrics.get("stage_dir"))

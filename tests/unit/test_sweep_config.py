@@ -1,0 +1,52 @@
+"""Sweep configs validate as a whole: every point of the space is a valid stage."""
+
+import glob
+
+import pytest
+import yaml
+
+from tinyreason.config import CONFIG_DIR, ConfigError, load_config, load_sweep
+from tinyreason.eval.scores import benchmark_scores, objective_value
+from tinyreason.tune.sweep import search_space, trial_stage
+
+SWEEPS = sorted(glob.glob(str(CONFIG_DIR / "sweeps" / "*.yaml")))
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.rsplit("/", 1)[-1])
+def test_every_sweep_config_validates(path):
+    sweep, cfg = load_sweep(path)
+    assert sweep.stage in [s.name for s in cfg.stages]
+    assert set(search_space(sweep)) == set(sweep.space)
+
+
+def _write(tmp_path, **fields):
+    raw = {"name": "t", "curriculum": "micro.yaml", "stage": "dpo", "space": {"beta": {"grid": [0.1]}}}
+    raw.update(fields)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_space_values_are_validated_against_the_stage(tmp_path):
+    with pytest.raises(ConfigError, match=r"(?s)space.learning_rate=-0.1.*greater than 0"):
+        load_sweep(_write(tmp_path, space={"learning_rate": {"grid": [1e-3, -0.1]}}))
+    with pytest.raises(ConfigError, match="not a TRL dpo argument"):
+        load_sweep(_write(tmp_path, space={"betta": {"grid": [0.1]}}))
+    with pytest.raises(ConfigError, match="no stage named 'ppo'"):
+        load_sweep(_write(tmp_path, stage="ppo"))
+    with pytest.raises(ConfigError, match="exactly one of grid, choice, uniform, loguniform"):
+        load_sweep(_write(tmp_path, space={"beta": {"grid": [0.1], "uniform": [0.1, 0.2]}}))
+
+
+def test_trial_stage_fills_in_the_point():
+    stage = load_config(CONFIG_DIR / "micro.yaml").stage("dpo")
+    assert trial_stage(stage, {"beta": 0.3, "learning_rate": 2e-5}).trainer.beta == 0.3
+
+
+def test_objective_is_a_weighted_mean_and_names_missing_benchmarks():
+    ev = {"accuracy": 0.5, "format": {"well_formed": 1.0}}
+    scores = benchmark_scores(ev)
+    assert objective_value(scores, {}) == 0.5
+    assert objective_value(scores, {"heldout/accuracy": 1, "heldout/well_formed": 3}) == pytest.approx(0.875)
+    with pytest.raises(ValueError, match="'gsm8k', which no benchmark reported"):
+        objective_value(scores, {"gsm8k": 1.0})
