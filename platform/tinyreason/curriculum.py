@@ -153,12 +153,11 @@ def run_stage(cfg: ExperimentConfig, index: int, stage: StageConfig, parent: Mod
         log(f"{prefix}: an interrupted attempt exists; resuming from its latest checkpoint")
     else:
         (out / common.METRICS_FILE).unlink(missing_ok=True)
-    job = common.StageJob(stage=stage, parent_model=parent.path, tokenizer_dir=tok_dir, output_dir=str(out),
-                          trust_remote_code=cfg.model.trust_remote_code,
-                          attn_implementation=cfg.model.attn_implementation,
-                          run_name=f"{cfg.name}/{stage.name}",
-                          env=wandb_env(cfg.tracking, storage, group=group or cfg.name, tags=[stage.kind, cfg.name]),
-                          **(job_overrides or {}))
+    job_fields = dict(stage=stage, parent_model=parent.path, tokenizer_dir=tok_dir, output_dir=str(out),
+                      trust_remote_code=cfg.model.trust_remote_code, attn_implementation=cfg.model.attn_implementation,
+                      run_name=f"{cfg.name}/{stage.name}",
+                      env=wandb_env(cfg.tracking, storage, group=group or cfg.name, tags=[stage.kind, cfg.name]))
+    job = common.StageJob(**{**job_fields, **(job_overrides or {})})
     t0 = time.time()
     launch.fit_stage(job, tokenized, str(storage / "ray"), callbacks=callbacks)
     manifest = _stage_manifest(stage, key, parent, blend, out, n_rows, time.time() - t0)
@@ -229,20 +228,37 @@ def _write_model_card(out: Path, manifest: dict) -> None:
 
 
 def evaluate(cfg: ExperimentConfig, model: ModelRef, cache_dir: Path) -> dict | None:
-    """Held-out problems, scored as a Ray task so it lands wherever a CPU (or GPU) is free."""
+    """Held-out problems (accuracy + <think> health) and the lm-eval suite, each a Ray task
+    so it lands wherever a CPU or GPU is free. Cached next to the model by eval settings.
+
+    A failure here never costs the trained model: the stage's manifest is already
+    written, and the error names the stage, the task and where the model is.
+    """
     import ray
 
+    from tinyreason.eval.harness import EvalError, run_suite_remote
     from tinyreason.eval.heldout import evaluate_heldout
 
     ev = cfg.evaluation
-    if ev.heldout_problems == 0:
+    if ev.heldout_problems == 0 and not ev.benchmarks.tasks:
         return None
     path = cache_dir / f"eval-{digest(ev.model_dump())}.json"
     if path.exists():
         return json.loads(path.read_text())
-    task = ray.remote(num_cpus=1)(evaluate_heldout)
-    result = ray.get(task.remote(model.path, ev.heldout_problems, ev.max_new_tokens, ev.batch_size,
-                                 cfg.model.trust_remote_code))
+    result: dict = {}
+    try:
+        if ev.heldout_problems:
+            task = ray.remote(num_cpus=1)(evaluate_heldout)
+            result = ray.get(task.remote(model.path, ev.heldout_problems, ev.max_new_tokens, ev.batch_size,
+                                         cfg.model.trust_remote_code))
+        if ev.benchmarks.tasks:
+            result["benchmarks"] = run_suite_remote(model.path, ev.benchmarks, cache_dir / "lm-eval",
+                                                    cfg.model.trust_remote_code)
+    except (EvalError, OSError, ray.exceptions.RayTaskError) as e:
+        from tinyreason.runtime import root_message
+
+        raise EvalError(f"evaluating {model.name} failed: {root_message(e)}. "
+                        f"The trained model is kept at {model.path}; fix the cause and re-run to evaluate it") from None
     cache_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
     return result
@@ -270,8 +286,7 @@ def run_curriculum(cfg: ExperimentConfig) -> CurriculumResult:
     base = prepare_base(cfg, storage)
     log(f"base model: {base.path}")
     base_eval = None
-    # A from-scratch preset is random before its pretrain stage: nothing to score.
-    if cfg.evaluation.after_each_stage and cfg.stages[0].kind != "pretrain":
+    if cfg.evaluation.after_each_stage:  # a from-scratch base scores chance: the floor of the table
         base_eval = evaluate(cfg, base, storage / "base-evals" / base.key)
     outcomes, parent = [], base
     for i, stage in enumerate(cfg.stages):
@@ -279,9 +294,10 @@ def run_curriculum(cfg: ExperimentConfig) -> CurriculumResult:
         if cfg.evaluation.after_each_stage:
             outcome.evaluation = evaluate(cfg, outcome.model, outcome.dir)
             if outcome.evaluation:
-                f = outcome.evaluation["format"]
-                log(f"stage {i + 1}/{len(cfg.stages)} {stage.name}: held-out accuracy "
-                    f"{outcome.evaluation['accuracy']:.1%}, well-formed <think> {f['well_formed']:.1%}")
+                from tinyreason.eval.scores import primary_scores
+
+                shown = ", ".join(f"{k} {v:.3f}" for k, v in primary_scores(outcome.evaluation).items())
+                log(f"stage {i + 1}/{len(cfg.stages)} {stage.name}: {shown}")
         outcomes.append(outcome)
         parent = outcome.model
     return CurriculumResult(cfg, run_dir, base, base_eval, outcomes)

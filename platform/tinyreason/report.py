@@ -1,28 +1,34 @@
-"""The curriculum report: per-stage summary, loss curves, held-out results across stages.
+"""The curriculum report: per-stage summary, loss curves, benchmarks across stages.
 
-Written as report.md (+ PNG plots) and results.json in the run directory, and
-printed as a table at the end of `jobs/curriculum.py`.
+Written as report.md and a self-contained report.html (plots inlined) plus
+results.json in the run directory, and printed at the end of jobs/curriculum.py.
+The benchmark table follows the reference report's: one row per benchmark, one
+column per stage plus the base model, deltas against the base.
 """
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 from pathlib import Path
 
 from tinyreason.curriculum import CurriculumResult
+from tinyreason.eval.harness import results_table
+from tinyreason.eval.scores import objective_value, primary_scores
 
 
 def stage_rows(result: CurriculumResult) -> list[dict]:
     rows = []
     for o in result.stages:
         s = o.manifest.get("summary", {})
-        ev = o.evaluation or {}
+        scores = primary_scores(o.evaluation)
         rows.append({
             "stage": o.stage.name, "kind": o.stage.kind, "status": "cached" if o.cached else "trained",
             "steps": s.get("steps"), "loss_first": s.get("loss_first"), "loss_last": s.get("loss_last"),
             "tokens_per_s": s.get("tokens_per_s"), "train_seconds": o.manifest.get("train_seconds"),
-            "heldout_accuracy": ev.get("accuracy"),
-            "well_formed_think": (ev.get("format") or {}).get("well_formed"),
+            "heldout_accuracy": scores.get("heldout/accuracy"),
+            "well_formed_think": scores.get("heldout/well_formed"),
             "reward_margin": s.get("rewards/margins"),
             "model_dir": str(o.dir / "model"),
         })
@@ -32,9 +38,7 @@ def stage_rows(result: CurriculumResult) -> list[dict]:
 def _fmt(v, spec: str = ".3f") -> str:
     if v is None:
         return "-"
-    if isinstance(v, float):
-        return format(v, spec)
-    return str(v)
+    return format(v, spec) if isinstance(v, float) else str(v)
 
 
 def summary_table(rows: list[dict]) -> str:
@@ -50,12 +54,24 @@ def summary_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_losses(result: CurriculumResult, path: Path) -> Path | None:
+def benchmark_columns(result: CurriculumResult) -> dict[str, dict[str, float]]:
+    cols = {"base": primary_scores(result.base_eval)} if result.base_eval else {}
+    for o in result.stages:
+        cols[o.stage.name] = primary_scores(o.evaluation)
+    return {k: v for k, v in cols.items() if v}
+
+
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_losses(result: CurriculumResult, path: Path) -> Path | None:
+    plt = _plt()
     stages = [o for o in result.stages if any("loss" in m for m in o.metrics)]
     if not stages:
         return None
@@ -63,10 +79,29 @@ def plot_losses(result: CurriculumResult, path: Path) -> Path | None:
     for ax, o in zip(axes[0], stages):
         pts = [(m["step"], m["loss"]) for m in o.metrics if "loss" in m]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", lw=1)
-        ax.set_title(f"{o.stage.name} ({o.stage.kind})")
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("loss")
+        ax.set(title=f"{o.stage.name} ({o.stage.kind})", xlabel="optimizer step", ylabel="loss")
         ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_benchmarks(columns: dict[str, dict[str, float]], path: Path) -> Path | None:
+    """Grouped bars: each benchmark across base and stages, the way the reference report reads."""
+    plt = _plt()
+    benches = list(dict.fromkeys(b for c in columns.values() for b in c))
+    if not benches:
+        return None
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(benches) * len(columns) / 3), 3.4))
+    width = 0.8 / len(columns)
+    for i, (name, scores) in enumerate(columns.items()):
+        xs = [j + i * width for j in range(len(benches))]
+        ax.bar(xs, [scores.get(b, 0) for b in benches], width, label=name)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(benches))], benches, rotation=15, fontsize=8)
+    ax.set_ylabel("score")
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -76,25 +111,63 @@ def plot_losses(result: CurriculumResult, path: Path) -> Path | None:
 def write_report(result: CurriculumResult) -> Path:
     run_dir = result.run_dir
     rows = stage_rows(result)
-    plot = plot_losses(result, run_dir / "loss_curves.png")
-    base = result.base_eval
-    results = {"base": {"model": result.base.path, "evaluation": _strip(base)}, "stages": rows,
-               "evaluations": {o.stage.name: _strip(o.evaluation) for o in result.stages}}
+    columns = benchmark_columns(result)
+    weights = result.config.evaluation.objective.weights
+    objectives = {name: _objective({"base": result.base_eval, **{o.stage.name: o.evaluation
+                                                                   for o in result.stages}}[name], weights)
+                  for name in columns}
+    plots = [p for p in (plot_losses(result, run_dir / "loss_curves.png"),
+                         plot_benchmarks(columns, run_dir / "benchmarks.png")) if p]
+    results = {"base": {"model": result.base.path}, "stages": rows, "benchmarks": columns,
+               "objective": {"name": result.config.evaluation.objective.name, "values": objectives}}
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    md = [f"# Curriculum report: {result.config.name}", "",
-          f"Base model: `{result.base.path}`", "", "## Stages", "", summary_table(rows), ""]
-    if plot:
-        md += ["## Loss curves", "", f"![loss curves]({plot.name})", ""]
-    md += ["## Outputs", ""] + [f"- {r['stage']}: `{r['model_dir']}`" for r in rows]
+    md = [f"# Curriculum report: {result.config.name}", "", f"Base model: `{result.base.path}`", "",
+          "## Stages", "", summary_table(rows), ""]
+    if columns:
+        md += ["## Benchmarks", "", "Deltas in parentheses are against the base model.", "",
+               results_table(columns, "base" if "base" in columns else None),
+               f"Objective ({results['objective']['name']}): "
+               + ", ".join(f"{k} {_fmt(v)}" for k, v in objectives.items()), ""]
+    md += [f"![{p.stem}]({p.name})" for p in plots] + ["", "## Outputs", ""]
+    md += [f"- {r['stage']}: `{r['model_dir']}`" for r in rows]
     path = run_dir / "report.md"
     path.write_text("\n".join(md) + "\n", encoding="utf-8")
+    (run_dir / "report.html").write_text(markdown_to_html(md, run_dir), encoding="utf-8")
     return path
 
 
-def _strip(ev: dict | None) -> dict | None:
-    return None if ev is None else {k: v for k, v in ev.items() if k != "samples"}
+def _objective(evaluation: dict | None, weights: dict) -> float | None:
+    try:
+        return objective_value(evaluation, weights) if evaluation else None
+    except ValueError:
+        return None  # a weight naming a benchmark this model did not run: shown as "-"
 
 
 def print_summary(result: CurriculumResult, report: Path) -> None:
     print("\n" + summary_table(stage_rows(result)))
-    print(f"\nreport: {report}\nfinal model: {result.stages[-1].dir / 'model'}")
+    columns = benchmark_columns(result)
+    if columns:
+        print("\n" + results_table(columns, "base" if "base" in columns else None))
+    print(f"report: {report}\nfinal model: {result.stages[-1].dir / 'model'}")
+
+
+def markdown_to_html(md_lines: list[str], out: Path) -> str:
+    """Markdown tables and images to a standalone page; images inlined as base64."""
+    body = []
+    for line in md_lines:
+        if line.startswith("!["):
+            name = line[line.index("(") + 1:-1]
+            data = base64.b64encode((out / name).read_bytes()).decode()
+            body.append(f'<img src="data:image/png;base64,{data}" style="max-width:48%">')
+        elif line.startswith("|") and "---" not in line:
+            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
+            body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
+        elif line:
+            body.append(f"<p>{html.escape(line)}</p>")
+    page = "\n".join(body).replace("</p>\n<tr>", "</p>\n<table>\n<tr>").replace("</tr>\n<p>", "</tr>\n</table>\n<p>")
+    page = page.replace("</tr>\n<h", "</tr>\n</table>\n<h")
+    style = "body{font-family:sans-serif;max-width:1100px;margin:auto} td{border:1px solid #ccc;padding:3px 6px}"
+    return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>{page}</body></html>"

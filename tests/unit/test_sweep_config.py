@@ -45,8 +45,11 @@ def test_trial_stage_fills_in_the_point():
 
 def test_objective_is_a_weighted_mean_and_names_missing_benchmarks():
     ev = {"accuracy": 0.5, "format": {"well_formed": 1.0}}
-    scores = benchmark_scores(ev)
-    assert objective_value(scores, {}) == 0.5
-    assert objective_value(scores, {"heldout/accuracy": 1, "heldout/well_formed": 3}) == pytest.approx(0.875)
-    with pytest.raises(ValueError, match="'gsm8k', which no benchmark reported"):
-        objective_value(scores, {"gsm8k": 1.0})
+    assert benchmark_scores(ev) == {"heldout/accuracy": 0.5, "heldout/well_formed": 1.0}
+    assert objective_value(ev, {}) == 0.5  # no suite: the held-out accuracy
+    assert objective_value(ev, {"heldout/accuracy": 1, "heldout/well_formed": 3}) == pytest.approx(0.875)
+    with pytest.raises(ValueError, match="'gsm8k' names a benchmark that was not scored"):
+        objective_value(ev, {"gsm8k": 1.0})
+    suite = {**ev, "benchmarks": {"primary": {"a": 0.2, "b": 0.4}, "scores": {"a": {"acc": 0.2}, "b": {"em": 0.4}}}}
+    assert objective_value(suite, {}) == pytest.approx(0.3)  # a suite: the mean of its tasks
+    assert benchmark_scores(suite)["b/em"] == 0.4

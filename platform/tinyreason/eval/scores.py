@@ -1,47 +1,43 @@
-"""One flat dict of benchmark scores per evaluated model, and the sweep objective.
+"""One evaluation per model: the held-out probe plus the lm-eval suite, flattened.
 
-Keys are "task/metric" (lm-eval tasks) plus "heldout/accuracy" and
-"heldout/well_formed" (the built-in held-out problems and their format health),
-so a sweep objective can weight any of them by name.
+Keys are "task/metric" for lm-eval tasks plus "heldout/accuracy" and
+"heldout/well_formed" (the built-in held-out problems and their <think> health),
+so a sweep objective and the results table can name any of them.
 """
 
 from __future__ import annotations
 
+from tinyreason.eval.harness import objective
 
-def benchmark_scores(evaluation: dict | None) -> dict[str, float]:
+HELDOUT = ("heldout/accuracy", "heldout/well_formed")
+
+
+def primary_scores(evaluation: dict | None) -> dict[str, float]:
+    """One number per benchmark: each lm-eval task's primary metric and the held-out probe."""
     if not evaluation:
         return {}
-    scores: dict[str, float] = {}
-    if "accuracy" in evaluation:  # the held-out reasoning problems
-        scores["heldout/accuracy"] = float(evaluation["accuracy"])
-        scores["heldout/well_formed"] = float(evaluation["format"]["well_formed"])
-    for task, metrics in (evaluation.get("benchmarks") or {}).get("scores", {}).items():
-        for metric, value in metrics.items():
-            if isinstance(value, (int, float)):
-                scores[f"{task}/{metric}"] = float(value)
-    return scores
+    out: dict[str, float] = {}
+    if "accuracy" in evaluation:
+        out["heldout/accuracy"] = float(evaluation["accuracy"])
+        out["heldout/well_formed"] = float(evaluation["format"]["well_formed"])
+    out.update((evaluation.get("benchmarks") or {}).get("primary", {}))
+    return out
 
 
-def objective_value(scores: dict[str, float], weights: dict[str, float]) -> float:
-    """Weighted mean of the named scores; with no weights, the held-out accuracy.
+def benchmark_scores(evaluation: dict | None) -> dict[str, float]:
+    """Every reported metric, flat: the primary ones and each task's full metric set."""
+    out = primary_scores(evaluation)
+    for task, metrics in ((evaluation or {}).get("benchmarks") or {}).get("scores", {}).items():
+        out.update((f"{task}/{m}", float(v)) for m, v in metrics.items() if isinstance(v, (int, float)))
+    return out
 
-    A weight names "task/metric" exactly, or a bare task (its first metric). A name
-    that matches nothing is an error: a silently missing benchmark would make every
-    trial look equally good.
-    """
+
+def objective_value(evaluation: dict | None, weights: dict[str, float]) -> float:
+    """The sweep objective: the configured weighted mean; with no weights, the mean of the
+    lm-eval tasks' primary metrics, or the held-out accuracy when no suite is configured."""
+    primary = primary_scores(evaluation)
+    scores = ((evaluation or {}).get("benchmarks") or {}).get("scores")
     if not weights:
-        weights = {"heldout/accuracy": 1.0}
-    total, wsum = 0.0, 0.0
-    for name, w in weights.items():
-        value = scores.get(name)
-        if value is None:
-            matches = [v for k, v in scores.items() if k.split("/")[0] == name]
-            if not matches:
-                raise ValueError(
-                    f"evaluation.objective.weights names {name!r}, which no benchmark reported; "
-                    f"available: {', '.join(sorted(scores)) or 'none'}"
-                )
-            value = matches[0]
-        total += w * value
-        wsum += w
-    return total / wsum
+        suite = {k: v for k, v in primary.items() if k not in HELDOUT}
+        weights = dict.fromkeys(suite, 1.0) if suite else {"heldout/accuracy": 1.0}
+    return objective(primary, weights, scores)

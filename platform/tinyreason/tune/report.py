@@ -7,14 +7,13 @@ best values written in, runnable as it is with jobs/curriculum.py.
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 from pathlib import Path
 
 import yaml
 
 from tinyreason.config import _read_yaml, _resolve_path, apply_override
+from tinyreason.report import markdown_to_html
 from tinyreason.train.common import read_metrics
 from tinyreason.tune.sweep import SweepResult
 
@@ -133,7 +132,7 @@ def write_sweep_report(result: SweepResult) -> Path:
         md += ["### Best trial against the parent stage", "", _vs_parent(result), ""]
     md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots + ([curves] if curves else [])]
     (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
-    (out / "report.html").write_text(_html(md, out), encoding="utf-8")
+    (out / "report.html").write_text(markdown_to_html(md, out), encoding="utf-8")
     (out / "trials.json").write_text(json.dumps([t.__dict__ for t in result.trials], indent=2, default=str))
     return out / "report.md"
 
@@ -146,25 +145,3 @@ def _vs_parent(result: SweepResult) -> str:
     rows = [[k, _fmt(parent.get(k)), _fmt(v), _fmt(v - parent[k]) if k in parent else "-"]
             for k, v in sorted(best.items())]
     return _md_table(["benchmark", f"parent ({result.parent.name})", "best trial", "delta"], rows)
-
-
-def _html(md_lines: list[str], out: Path) -> str:
-    """Markdown tables and images to a standalone page; images inlined as base64."""
-    body = []
-    for line in md_lines:
-        if line.startswith("!["):
-            name = line[line.index("(") + 1:-1]
-            data = base64.b64encode((out / name).read_bytes()).decode()
-            body.append(f'<img src="data:image/png;base64,{data}" style="max-width:48%">')
-        elif line.startswith("|") and "---" not in line:
-            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
-            body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-        elif line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
-        elif line:
-            body.append(f"<p>{html.escape(line)}</p>")
-    page = "\n".join(body).replace("</p>\n<tr>", "</p>\n<table>\n<tr>").replace("</tr>\n<p>", "</tr>\n</table>\n<p>")
-    page = page.replace("</tr>\n<h", "</tr>\n</table>\n<h")
-    style = "body{font-family:sans-serif;max-width:1100px;margin:auto} td{border:1px solid #ccc;padding:3px 6px}"
-    return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>{page}</body></html>"

@@ -91,6 +91,18 @@ def scheduler(sweep: SweepConfig):
                          reduction_factor=s.reduction_factor, time_attr="training_iteration")
 
 
+def trial_resources(sweep: SweepConfig) -> dict:
+    """What the trial driver itself holds while its TorchTrainer's workers train.
+
+    It only waits, so by default it asks for no CPU (on a 2-core machine a 0.1-CPU
+    driver would leave 1.9 CPUs for 2 one-CPU workers: a deadlock). Tune needs a
+    non-empty request, so it asks for a little memory instead.
+    """
+    if sweep.resources.cpu > 0:
+        return {"CPU": sweep.resources.cpu}
+    return {"CPU": 0, "memory": 64 * 1024**2}
+
+
 def trial_stage(stage: StageConfig, params: dict) -> StageConfig:
     """The swept stage with one point of the space filled in, validated like any config."""
     trainer = TrainerSettings.model_validate({**stage.trainer.model_dump(), **params})
@@ -121,7 +133,7 @@ def run_trial(params: dict, ctx: SweepContext) -> None:
     scores = benchmark_scores(evaluation)
     summary = outcome.manifest.get("summary", {})
     tune.report({
-        "objective": objective_value(scores, ctx.cfg.evaluation.objective.weights),
+        "objective": objective_value(evaluation, ctx.cfg.evaluation.objective.weights),
         **{f"bench/{k}": v for k, v in scores.items()},
         "loss": summary.get("loss_last", float("nan")),
         "train_seconds": outcome.manifest.get("train_seconds", time.time() - t0),
@@ -212,7 +224,7 @@ def run_sweep(sweep: SweepConfig, cfg: ExperimentConfig) -> SweepResult:
         cfg = _with_precomputed_reference(cfg, index)
 
     ctx = SweepContext(sweep, cfg, index, parent, storage, ref_cache)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"CPU": sweep.resources.cpu})
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), trial_resources(sweep))
     tuner = tune.Tuner(
         trainable,
         param_space=search_space(sweep),

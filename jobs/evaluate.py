@@ -1,0 +1,79 @@
+"""Evaluate one model alone: the config's lm-eval suite, then the held-out probe.
+
+    python jobs/evaluate.py runs/stages/03-dpo-xxxx                  # a stage dir (its model/) or a model dir
+    python jobs/evaluate.py runs/stages/03-dpo-xxxx --tasks tinyreason_reasoning,tinyreason_choice --out /tmp/ev
+    ray job submit --working-dir . -- python jobs/evaluate.py /data/model --config configs/trlm-135m.yaml
+
+Scores go to OUT/lm_eval_results.json with per-sample outputs next to it
+(default OUT: <stage dir>/lm-eval, or <storage.path>/evals/<model dir name>).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))  # the submitted code, not a stale install
+
+from tinyreason.runtime import fail, init_ray  # noqa: E402
+
+BUILTIN = ("tinyreason_reasoning", "tinyreason_choice")  # the suite when the config names none
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("path", help="a model dir, or a stage output dir with model/")
+    parser.add_argument("--config", help="experiment YAML (default: configs/default.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    parser.add_argument("--tasks", help="comma-separated lm-eval tasks, replacing the config's list")
+    parser.add_argument("--out", help="output dir for lm_eval_results.json and samples")
+    args = parser.parse_args(argv)
+
+    from tinyreason.config import TaskSpec, load_config
+    from tinyreason.eval import harness
+
+    with fail.on_error():
+        cfg = load_config(args.config, args.set)
+        model_dir = harness.resolve_model_dir(args.path)
+        bench = cfg.evaluation.benchmarks
+        names = args.tasks.split(",") if args.tasks else [s.task for s in bench.tasks] or list(BUILTIN)
+        known = {s.task: s for s in bench.tasks}  # keep a configured task's few-shot, limit and metric
+        bench = bench.model_copy(update={"tasks": [known.get(n.strip(), TaskSpec(task=n.strip())) for n in names]})
+        given = Path(args.path).resolve()
+        is_stage = model_dir == given / "model"
+        out = Path(args.out) if args.out else (
+            given / "lm-eval" if is_stage else Path(cfg.storage.path) / "evals" / model_dir.name)
+        init_ray(cfg)
+        result = harness.run_suite_remote(model_dir, bench, out, cfg.model.trust_remote_code)
+        print("\n" + harness.results_table({given.name: result["primary"]}))
+        try:  # weights may name tasks that --tasks left out: the scores above still stand
+            score = harness.objective(result["primary"], cfg.evaluation.objective.weights, result["scores"])
+            print(f"{cfg.evaluation.objective.name}: {score:.4f}")
+        except ValueError as e:
+            print(f"{cfg.evaluation.objective.name}: n/a ({e})")
+        print(f"scores and per-sample outputs: {result['results_file']}")
+        _heldout(cfg, model_dir, Path(result["results_file"]).parent)
+    return fail.exit_code
+
+
+def _heldout(cfg, model_dir: Path, out: Path) -> None:
+    """The same held-out probe the curriculum runs after each stage: accuracy and <think> health."""
+    import ray
+
+    from tinyreason.eval.heldout import evaluate_heldout
+
+    ev = cfg.evaluation
+    if ev.heldout_problems == 0:
+        return
+    res = ray.get(ray.remote(num_cpus=1)(evaluate_heldout).remote(
+        str(model_dir), ev.heldout_problems, ev.max_new_tokens, ev.batch_size, cfg.model.trust_remote_code))
+    (out / "heldout.json").write_text(json.dumps(res, indent=2))
+    f = res["format"]
+    print(f"held-out accuracy {res['accuracy']:.1%} on {res['n']} problems; "
+          f"well-formed <think> {f['well_formed']:.1%}, "
+          f"answer after it {f['has_answer']:.1%}, truncated {f['truncated']:.1%}, repetition {f['repetition']:.3f}, "
+          f"think words p50/p90 {f['think_tokens_p50']:.0f}/{f['think_tokens_p90']:.0f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
