@@ -226,6 +226,15 @@ class ObjectiveConfig(Strict):
     weights: dict[str, float] = {}  # "task/metric" or "task" -> weight; empty: the mean of every task's metric
 
 
+class DecontamConfig(Strict):
+    """Training rows that overlap an evaluation item are dropped and counted in the blend card."""
+
+    enabled: bool = True
+    files: list[str] = []  # local eval sets (jsonl with question/text fields), e.g. exported benchmark items
+    n: int | None = Field(None, ge=2)  # word n-gram size; None: 13 for benchmark files, 8 for synthetic items
+    threshold: float | None = Field(None, gt=0, le=1)  # share of one eval item's n-grams found in a row
+
+
 class EvalConfig(Strict):
     heldout_problems: int = Field(100, ge=0)  # synthetic held-out reasoning problems scored after every stage
     max_new_tokens: int = Field(96, gt=0)  # generation limit; outputs hitting it count as truncated
@@ -233,6 +242,7 @@ class EvalConfig(Strict):
     after_each_stage: bool = True
     benchmarks: BenchmarkConfig = BenchmarkConfig()
     objective: ObjectiveConfig = ObjectiveConfig()
+    decontamination: DecontamConfig = DecontamConfig()
 
 
 class WandbConfig(Strict):

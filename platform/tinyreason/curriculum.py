@@ -74,7 +74,7 @@ def prepare_base(cfg: ExperimentConfig, storage: Path) -> ModelRef:
             f"model.preset={cfg.model.preset!r} starts from scratch, which needs a tokenizer: set tokenizer.path "
             "or make the first stage a pretrain stage (its corpus trains one)"
         )
-    blend = build_blend(first.data.resolved_blend(), first.kind, storage / "blends", seed=cfg.seed)
+    blend = stage_blend(cfg, first, storage)
     key = digest({"preset": cfg.model.preset, "tok": cfg.tokenizer.model_dump(), "corpus": blend.manifest["key"],
                   "seed": cfg.seed, "attn": cfg.model.attn_implementation})
     out = storage / "base" / f"{cfg.model.preset}-{key}"
@@ -108,6 +108,24 @@ def _build_base(cfg: ExperimentConfig, blend: Blend, out: Path) -> None:
 # --------------------------------------------------------------------------- stages
 
 
+_DECONTAMINATORS: dict[str, object] = {}
+
+
+def stage_blend(cfg: ExperimentConfig, stage: StageConfig, storage: Path) -> Blend:
+    """A stage's blend, decontaminated against every evaluation set of the experiment.
+
+    The n-gram index is built once per evaluation config (not per stage) and its key
+    enters the blend's cache key, so changing the eval suite rebuilds the blends.
+    """
+    from tinyreason.data.decontam import decontaminator_for
+
+    key = digest(cfg.evaluation.model_dump())
+    if key not in _DECONTAMINATORS:
+        _DECONTAMINATORS[key] = decontaminator_for(cfg)
+    return build_blend(stage.data.resolved_blend(), stage.kind, storage / "blends", seed=cfg.seed,
+                       decontaminate=_DECONTAMINATORS[key])
+
+
 def stage_key(stage: StageConfig, parent: ModelRef, blend: Blend, seed: int) -> str:
     return digest({"stage": stage.model_dump(mode="json"), "parent": parent.key, "blend": blend.manifest["key"],
                    "seed": seed})
@@ -122,7 +140,7 @@ def run_stage(cfg: ExperimentConfig, index: int, stage: StageConfig, parent: Mod
     tokenized rows) and Ray Train `callbacks` (to forward reports to Tune).
     """
     prefix = f"stage {index + 1}/{len(cfg.stages)} {stage.name} ({stage.kind})"
-    blend = build_blend(stage.data.resolved_blend(), stage.kind, storage / "blends", seed=cfg.seed)
+    blend = stage_blend(cfg, stage, storage)
     log(f"{prefix}: blend {blend.rows:,} rows{' (cached)' if blend.cached else ''} at {blend.path}")
     key = stage_key(stage, parent, blend, cfg.seed)
     out = storage / "stages" / f"{index:02d}-{stage.name}-{key}"

@@ -1,32 +1,47 @@
 """The blend builder: sources -> caps -> columns -> normalize -> validate -> provenance
--> seeded shuffle -> parquet shards + card.md + manifest.json, on Ray Data.
+-> decontaminate -> seeded shuffle -> parquet shards + card.md + manifest.json, on Ray Data.
 
 Bad rows never crash a build: each is tagged with a reason code, counted per
-source, and a sample is kept in `rejected.jsonl` for inspection. A blend whose
-config and source fingerprints are unchanged is not rebuilt.
+source, and a few per reason are kept in `rejected.jsonl` for inspection. A
+source whose every row is rejected is a mapping bug and fails the build, naming it.
+A blend whose config, source fingerprints and validation rules are unchanged is
+not rebuilt; a build writes to `<dir>.partial` and renames, so a crash never
+leaves a half blend that looks finished.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import json
+import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tinyreason.config import SCHEMA_OF_KIND, BlendConfig, SourceConfig
 from tinyreason.data import schema
-from tinyreason.data.sources import DataError, fingerprint, read_source
-from tinyreason.data.tokenize import rows_of
+from tinyreason.data.sources import BAD_JSON, DataError, decode_json_cells, fingerprint, raw_rows, read_source
 
-BLEND_FORMAT = 1  # bump when the output layout or validation rules change
+BLEND_FORMAT = 2  # bump when the output layout changes (validation rules are hashed from schema.py)
 COLUMNS = {
     "text": ["text"],
     "chat": ["messages", "chat_template_kwargs"],
     "preference": ["prompt", "chosen", "rejected", "chat_template_kwargs"],
 }
 PROVENANCE = ["_source_dataset", "_source_subset", "_source_split"]
-EMPTY = {"text": "", "messages": [], "prompt": [], "chosen": [], "rejected": [], "chat_template_kwargs": "{}"}
+# Reasons found before schema.normalize_row sees a row.
+EXTRA_REASONS = {
+    "bad_json": "The line is not valid JSON (truncated, or not JSON at all).",
+    "bad_unicode": "The text holds characters that cannot be stored as UTF-8 (lone surrogates).",
+}
+SAMPLES_PER_REASON = 3
+ORDER_BITS = 60  # the shuffle key is a 60-bit hash: fits int64, ties only between identical rows
+# Ray's distributed sort costs ~8 s of fixed overhead on 2 cores even for 3k rows
+# (sampling + shuffle tasks); blends under 256 MiB sort in one task in < 1 s per 100 MB.
+ONE_TASK_SORT_BYTES = 256 << 20
+ROWS_PER_SHARD = 20_000  # ~100 MB parquet files at ~5 KB per chat row
 
 
 @dataclass
@@ -48,161 +63,335 @@ class Blend:
 
         return ray.data.read_parquet(str(self.data_dir))
 
+    def heldout_dataset(self):
+        """Rows kept back by `heldout_fraction` (validation perplexity), or None."""
+        import ray.data
+
+        return ray.data.read_parquet(str(self.path / "heldout")) if self.manifest.get("heldout_rows") else None
+
+
+def _arrow_schema(kind: str):
+    import pyarrow as pa
+
+    msgs = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+    payload = [(c, pa.string() if c in ("text", "chat_template_kwargs") else msgs) for c in COLUMNS[SCHEMA_OF_KIND[kind]]]
+    meta = [("_reject", pa.string()), ("_raw", pa.string()), ("_columns", pa.string()), ("_source_id", pa.int32()),
+            ("_h", pa.string()), ("_order", pa.int64())]
+    return pa.schema(payload + [(c, pa.string()) for c in PROVENANCE] + meta)
+
 
 def blend_key(blend: BlendConfig, kind: str, seed: int, extra: dict | None = None) -> str:
-    spec = {
-        "format": BLEND_FORMAT,
-        "kind": kind,
-        "seed": seed,
-        "blend": blend.model_dump(mode="json"),
-        "sources": [fingerprint(s) for s in blend.sources],
-        "extra": extra or {},
-    }
+    rules = hashlib.sha256(Path(schema.__file__).read_bytes()).hexdigest()[:16]  # edits to validation rebuild
+    spec = {"format": BLEND_FORMAT, "rules": rules, "kind": kind, "seed": seed, "blend": blend.model_dump(mode="json"),
+            "sources": [fingerprint(s) for s in blend.sources], "extra": extra or {}}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def clean_batch(batch: dict, src: SourceConfig, index: int, kind: str, max_chars: int) -> dict:
-    """Pure: raw rows -> canonical columns + provenance + `_reject` ('' when kept)."""
+# --------------------------------------------------------------------------- pure row transforms
+
+
+def row_hash(row: dict, kind: str) -> str:
+    """128-bit hash of a blend row's payload and provenance, as written to parquet."""
+    payload = {c: row[c] for c in COLUMNS[SCHEMA_OF_KIND[kind]] + PROVENANCE}
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def content_hash(row_hashes) -> str:
+    """Order-free hash of a multiset of rows (sum of 128-bit row hashes): computable
+    per batch in parallel; the row order is fixed separately by the seed."""
+    hashes = list(row_hashes)
+    return _combine(len(hashes), sum(int(h, 16) for h in hashes) % (1 << 128))
+
+
+def _combine(n: int, total: int) -> str:
+    return hashlib.sha256(f"{n}:{total:032x}".encode()).hexdigest()[:16]
+
+
+def shuffle_key(h: str, seed: int) -> int:
+    return int(hashlib.sha256(f"{seed}:{h}".encode()).hexdigest()[:ORDER_BITS // 4], 16)
+
+
+def clean_row(raw, src: SourceConfig, kind: str, max_chars: int) -> tuple[dict | None, str | None]:
+    """(canonical row, None) or (None, reason code)."""
+    if isinstance(raw, dict) and BAD_JSON in raw:
+        return None, "bad_json"
+    if not isinstance(raw, dict):
+        return None, "not_a_dict"
+    row = {src.rename_columns.get(k, k): v for k, v in raw.items() if k not in src.drop_columns}
+    try:
+        row = schema.normalize_row(decode_json_cells(row), kind)
+        reason = schema.validate_row(row, kind, max_chars=max_chars)
+    except schema.RowError as e:
+        return None, e.reason
+    return (row, None) if reason is None else (None, reason)
+
+
+def clean_batch(batch, src: SourceConfig, index: int, kind: str, max_chars: int, seed: int = 0):
+    """Pure: raw rows -> an Arrow table of canonical columns + provenance + `_reject`
+    ('' when kept), `_raw` (rejected rows only), `_h` (row hash), `_order` (shuffle key).
+
+    The explicit schema makes every batch of every source the same Arrow type, so a
+    batch of rejected rows (null payload) unions with kept ones.
+    """
+    import pyarrow as pa
+
     cols = COLUMNS[SCHEMA_OF_KIND[kind]]
-    out = collections.defaultdict(list)
-    for raw in rows_of(batch):
-        row = {k: v for k, v in raw.items() if k not in src.drop_columns}
-        row = {src.rename_columns.get(k, k): v for k, v in row.items()}
-        try:
-            row = schema.normalize_row(row, kind)
-            reason = schema.validate_row(row, kind, max_chars=max_chars)
-        except schema.RowError as e:
-            reason = e.reason
-        kept = reason is None
-        for c in cols:
-            value = row.get(c) if kept else None
-            if c == "chat_template_kwargs":
-                value = json.dumps(value or {}, sort_keys=True)
-            out[c].append(EMPTY[c] if value is None else value)
-        out["_reject"].append("" if kept else reason)
-        out["_raw"].append("" if kept else json.dumps(raw, default=str)[:2000])
-        out["_source_id"].append(index)
-        out["_source_dataset"].append(src.hub or src.label)
-        out["_source_subset"].append(src.subset or "")
-        out["_source_split"].append(src.split)
-    return dict(out)
+    prov = {"_source_dataset": src.hub or src.label, "_source_subset": src.subset or "", "_source_split": src.split}
+    raws = raw_rows(batch)
+    seen = sorted({k for r in raws if isinstance(r, dict) for k in r if k != BAD_JSON})
+    out = []
+    for i, raw in enumerate(raws):
+        row, reason = clean_row(raw, src, kind, max_chars)
+        rec = {**prov, "_source_id": index, "_columns": json.dumps(seen) if i == 0 else "", "_h": "", "_order": 0}
+        if row is not None:
+            payload = {c: row.get(c) for c in cols}
+            if "chat_template_kwargs" in payload:
+                payload["chat_template_kwargs"] = json.dumps(payload["chat_template_kwargs"] or {}, sort_keys=True)
+            try:
+                rec["_h"] = row_hash({**payload, **prov}, kind)
+                rec.update(payload, _order=shuffle_key(rec["_h"], seed))
+            except UnicodeEncodeError:
+                reason = "bad_unicode"
+        rec["_reject"] = reason or ""
+        rec["_raw"] = json.dumps(raw, default=str)[:2000] if reason else ""
+        out.append(rec)
+    return pa.Table.from_pylist(out, schema=_arrow_schema(kind))
+
+
+# --------------------------------------------------------------------------- per-batch statistics
+
+
+def read_stats_batch(batch):
+    """Per (source, reason): row count, a few raw samples, and the raw column names seen."""
+    import pyarrow as pa
+
+    d = batch.to_pydict()
+    counts, samples, columns = collections.Counter(), collections.defaultdict(list), collections.defaultdict(set)
+    for sid, reason, raw, cols in zip(d["_source_id"], d["_reject"], d["_raw"], d["_columns"]):
+        counts[(sid, reason)] += 1
+        if reason and len(samples[(sid, reason)]) < SAMPLES_PER_REASON:
+            samples[(sid, reason)].append(raw)
+        if cols:
+            columns[sid].update(json.loads(cols))
+    return pa.Table.from_pylist([
+        {"sid": sid, "reason": reason, "count": n, "samples": json.dumps(samples[(sid, reason)]),
+         "columns": json.dumps(sorted(columns[sid]))} for (sid, reason), n in counts.items()
+    ], schema=pa.schema([("sid", pa.int32()), ("reason", pa.string()), ("count", pa.int64()),
+                         ("samples", pa.string()), ("columns", pa.string())]))
+
+
+def kept_stats_batch(batch):
+    """Per source: kept rows and the sum of their 128-bit hashes (as hex: > int64)."""
+    import pyarrow as pa
+
+    d = batch.to_pydict()
+    acc: dict = collections.defaultdict(lambda: [0, 0])
+    for sid, h in zip(d["_source_id"], d["_h"]):
+        acc[sid][0] += 1
+        acc[sid][1] = (acc[sid][1] + int(h, 16)) % (1 << 128)
+    return pa.Table.from_pylist([{"sid": s, "count": c, "hsum": f"{t:032x}"} for s, (c, t) in acc.items()],
+                                schema=pa.schema([("sid", pa.int32()), ("count", pa.int64()), ("hsum", pa.string())]))
+
+
+def merge_read_stats(rows: list[dict], n_sources: int) -> list[dict]:
+    out = [{"read": 0, "rejected": collections.Counter(), "samples": collections.defaultdict(list),
+            "columns": set()} for _ in range(n_sources)]
+    for r in rows:
+        s = out[r["sid"]]
+        s["read"] += r["count"]
+        s["columns"].update(json.loads(r["columns"]))
+        if r["reason"]:
+            s["rejected"][r["reason"]] += r["count"]
+            room = SAMPLES_PER_REASON - len(s["samples"][r["reason"]])
+            s["samples"][r["reason"]] += json.loads(r["samples"])[:max(room, 0)]
+    return out
+
+
+# --------------------------------------------------------------------------- the build
+
+
+@contextlib.contextmanager
+def _ordered():
+    """Deterministic caps: with preserve_order a `limit` takes the first rows, not the
+    first blocks to finish, so a capped blend is the same on 2 cores or 200."""
+    import ray.data
+
+    opts = ray.data.DataContext.get_current().execution_options
+    before, opts.preserve_order = opts.preserve_order, True
+    try:
+        yield
+    finally:
+        opts.preserve_order = before
 
 
 def build_blend(blend: BlendConfig, kind: str, out_dir: str | Path, seed: int = 0, decontaminate=None) -> Blend:
-    """Build (or reuse) a blend for a stage kind under out_dir/<name>-<key>/."""
+    """Build (or reuse) a blend for a stage kind under out_dir/<name>-<key>/.
+
+    `decontaminate(ds) -> (ds, Counter{source index: removed})`, with a `.key` that
+    enters the cache key (see tinyreason.data.decontam.Decontaminator).
+    """
     key = blend_key(blend, kind, seed, extra={"decon": getattr(decontaminate, "key", None)})
     name = blend.name or f"{kind}-blend"
     path = Path(out_dir) / f"{name}-{key}"
-    manifest_path = path / "manifest.json"
-    if manifest_path.exists():
-        return Blend(path, json.loads(manifest_path.read_text()), cached=True)
+    if (path / "manifest.json").exists():
+        return Blend(path, json.loads((path / "manifest.json").read_text()), cached=True)
+    started, tmp = time.time(), path.with_name(path.name + ".partial")  # renamed to path when complete
+    with _ordered():
+        # Materialized once: hub streams and big files are read a single time for
+        # the counts, the reject samples and the kept rows.
+        ds = _read_all(blend, kind, seed).materialize()
+        stats = merge_read_stats(ds.select_columns(["_source_id", "_reject", "_raw", "_columns"])
+                                 .map_batches(read_stats_batch, batch_format="pyarrow").take_all(), len(blend.sources))
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        _write_rejected(tmp / "rejected.jsonl", blend, stats)
+        _check_sources(blend, name, kind, stats, tmp / "rejected.jsonl")
+        from ray.data.expressions import col
 
-    from ray.data.expressions import col
-
-    datasets = []
-    for i, src in enumerate(blend.sources):
-        ds = read_source(src)
-        datasets.append(
-            ds.map_batches(clean_batch, fn_kwargs=dict(src=src, index=i, kind=kind, max_chars=blend.max_chars),
-                           batch_size=256)
-        )
-    ds = datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
-    ds = ds.materialize()
-    tags = ds.select_columns(["_source_id", "_reject"]).take_all()
-    rejected = ds.filter(expr=col("_reject") != "").select_columns(["_source_id", "_reject", "_raw"]).take(200)
-    kept = ds.filter(expr=col("_reject") == "")
-
-    decon_counts: collections.Counter = collections.Counter()
-    if decontaminate is not None:
-        kept, decon_counts = decontaminate(kept)
-    n_kept = kept.count()
-    if n_kept == 0:
-        raise DataError(
-            f"blend {name} for a {kind} stage is empty after filtering "
-            f"({len(tags)} rows read, all rejected or removed); see {path}/rejected.jsonl and the card, "
-            "then fix the sources or their column mapping"
-        )
-    cols = COLUMNS[SCHEMA_OF_KIND[kind]] + PROVENANCE
-    kept = kept.select_columns(cols + ["_source_id"])
-    per_source_kept = collections.Counter(r["_source_id"] for r in kept.select_columns(["_source_id"]).take_all())
-    data_dir = path / "data"
-    kept.drop_columns(["_source_id"]).random_shuffle(seed=seed).write_parquet(str(data_dir))
-
-    manifest = _manifest(blend, kind, key, tags, per_source_kept, decon_counts, data_dir)
-    _write_outputs(path, blend, manifest, rejected)
+        kept = ds.filter(expr=col("_reject") == "")
+        decon: collections.Counter = collections.Counter()
+        if decontaminate is not None:
+            kept, decon = decontaminate(kept)
+        kept = kept.materialize()
+        per_source, chash = _kept_stats(kept)
+        if not per_source:
+            raise DataError(f"blend {name} ({kind} stage) is empty after decontamination (removed {sum(decon.values())} "
+                            "rows): it holds the evaluation set itself; check the sources and the eval set")
+        heldout_rows = _write_rows(kept, kind, tmp, blend.heldout_fraction)
+    manifest = _manifest(blend, name, kind, key, stats, per_source, decon, decontaminate, chash, heldout_rows)
+    manifest["build_seconds"] = round(time.time() - started, 1)
+    _finish(tmp, path, manifest)
     return Blend(path, manifest)
 
 
-def _content_hash(data_dir: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(data_dir.glob("*.parquet")):
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def _manifest(blend, kind, key, tags, per_source_kept, decon_counts, data_dir) -> dict:
-    read = collections.Counter(t["_source_id"] for t in tags)
-    reasons: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
-    for t in tags:
-        if t["_reject"]:
-            reasons[t["_source_id"]][t["_reject"]] += 1
-    total = sum(per_source_kept.values())
-    sources = []
+def _read_all(blend: BlendConfig, kind: str, seed: int):
+    datasets = []
     for i, src in enumerate(blend.sources):
-        sources.append({
-            "source": src.hub or src.label,
-            "subset": src.subset or "",
-            "split": src.split,
-            "requested": src.entries,
-            "read": read.get(i, 0),
-            "kept": per_source_kept.get(i, 0),
-            "rejected": dict(reasons[i]),
-            "decontaminated": decon_counts.get(i, 0),
-            "share": per_source_kept.get(i, 0) / total if total else 0.0,
-        })
+        kwargs = dict(src=src, index=i, kind=kind, max_chars=blend.max_chars, seed=seed)
+        datasets.append(read_source(src).map_batches(clean_batch, fn_kwargs=kwargs, batch_size=256,
+                                                     batch_format="pyarrow"))
+    return datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
+
+
+def _kept_stats(kept) -> tuple[collections.Counter, str]:
+    rows = kept.select_columns(["_source_id", "_h"]).map_batches(kept_stats_batch, batch_format="pyarrow").take_all()
+    counts, total = collections.Counter(), 0
+    for r in rows:
+        counts[r["sid"]] += r["count"]
+        total = (total + int(r["hsum"], 16)) % (1 << 128)
+    return counts, _combine(sum(counts.values()), total)
+
+
+def _write_rows(kept, kind: str, tmp: Path, heldout_fraction: float) -> int:
+    """Seeded shuffle = sort by a hash of (seed, row): the same order for the same rows
+    on any cluster size. The first `heldout_fraction` of that order is held out."""
+    from ray.data.expressions import col
+
+    cols = COLUMNS[SCHEMA_OF_KIND[kind]] + PROVENANCE
+    if kept.size_bytes() <= ONE_TASK_SORT_BYTES:
+        ds = kept.repartition(1).map_batches(lambda t: t.sort_by("_order"), batch_format="pyarrow", batch_size=None)
+    else:
+        ds = kept.sort("_order")
+    cut = int(heldout_fraction * (1 << ORDER_BITS))
+    heldout_rows = 0
+    if cut:
+        ds = ds.materialize()
+        held = ds.filter(expr=col("_order") < cut).select_columns(cols).materialize()
+        heldout_rows = held.count()
+        if heldout_rows:
+            held.write_parquet(str(tmp / "heldout"), max_rows_per_file=ROWS_PER_SHARD)
+        ds = ds.filter(expr=col("_order") >= cut)
+    ds.select_columns(cols).write_parquet(str(tmp / "data"), max_rows_per_file=ROWS_PER_SHARD)
+    return heldout_rows
+
+
+def _check_sources(blend: BlendConfig, name: str, kind: str, stats: list[dict], rejected: Path) -> None:
+    for i, (src, s) in enumerate(zip(blend.sources, stats)):
+        where = f"blend {name} ({kind} stage), source {i} ({src.label})"
+        if s["read"] == 0:
+            raise DataError(f"{where} has no rows; check its files, subset and split")
+        if sum(s["rejected"].values()) == s["read"]:
+            top = s["rejected"].most_common(3)
+            fix = ("map its columns to the stage schema with rename_columns (e.g. {conversation: messages})"
+                   if top[0][0].startswith("missing_") else "check its column mapping and that it suits this stage")
+            raise DataError(f"{where}: all {s['read']} rows were rejected ({', '.join(f'{r}: {n}' for r, n in top)}); "
+                            f"{fix}. Rejected samples: {rejected}")
+        unknown = [c for c in [*src.drop_columns, *src.rename_columns] if c not in s["columns"]]
+        if unknown:
+            raise DataError(f"{where}: drop_columns/rename_columns name {unknown}, which no row has; "
+                            f"its columns are {sorted(s['columns'])}; fix the names")
+
+
+def _write_rejected(path: Path, blend: BlendConfig, stats: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for src, s in zip(blend.sources, stats):
+            for reason, raws in sorted(s["samples"].items()):
+                for raw in raws:
+                    f.write(json.dumps({"source": src.label, "reason": reason, "row": raw}, ensure_ascii=False) + "\n")
+
+
+def _manifest(blend, name, kind, key, stats, per_source, decon, decontaminate, chash, heldout_rows) -> dict:
+    total = sum(per_source.values())
+    sources = [{"source": src.hub or src.label, "subset": src.subset or "", "split": src.split,
+                "requested": src.entries, "read": s["read"], "kept": per_source.get(i, 0),
+                "rejected": dict(sorted(s["rejected"].items())), "decontaminated": decon.get(i, 0),
+                "share": per_source.get(i, 0) / total if total else 0.0, "columns": sorted(s["columns"])}
+               for i, (src, s) in enumerate(zip(blend.sources, stats))]
+    describe = getattr(decontaminate, "describe", None)
+    hook = {"eval_set": f"the hook {getattr(decontaminate, '__name__', type(decontaminate).__name__)}"}
     return {
-        "name": blend.name, "kind": kind, "key": key, "rows": total,
-        "content_hash": _content_hash(data_dir), "sources": sources,
-        "rejected_total": sum(sum(c.values()) for c in reasons.values()),
-        "decontaminated_total": sum(decon_counts.values()),
+        "name": name, "kind": kind, "key": key, "rows": total - heldout_rows, "heldout_rows": heldout_rows,
+        "content_hash": chash, "sources": sources,
+        "rejected_total": sum(sum(s["rejected"].values()) for s in stats),
+        "decontaminated_total": sum(decon.values()),
+        "decontamination": describe() if callable(describe) else hook if decontaminate else None,
     }
 
 
-def _write_outputs(path: Path, blend: BlendConfig, manifest: dict, rejected: list[dict]) -> None:
-    with open(path / "rejected.jsonl", "w", encoding="utf-8") as f:
-        for r in rejected:
-            f.write(json.dumps({"source": blend.sources[r["_source_id"]].label, "reason": r["_reject"],
-                                "row": r["_raw"]}) + "\n")
-    (path / "card.md").write_text(render_card(manifest), encoding="utf-8")
-    # The manifest is written last: its presence marks the blend complete.
-    (path / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+def _finish(tmp: Path, path: Path, manifest: dict) -> None:
+    (tmp / "card.md").write_text(render_card(manifest), encoding="utf-8")
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")  # last: marks it complete
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
+# --------------------------------------------------------------------------- the card
 
 
 def composition_table(manifest: dict) -> str:
-    lines = [
-        "| source | subset | requested | kept | rejected | decontaminated | share |",
-        "| --- | --- | ---: | ---: | --- | ---: | ---: |",
-    ]
+    """Like Tables 1-3 of the TRLM report, plus what validation and decontamination removed."""
+    lines = ["| source | subset | split | requested | kept | rejected | decontaminated | share |",
+             "| --- | --- | --- | ---: | ---: | --- | ---: | ---: |"]
     for s in manifest["sources"]:
         rej = ", ".join(f"{k}: {v}" for k, v in sorted(s["rejected"].items())) or "0"
-        lines.append(
-            f"| {s['source']} | {s['subset'] or '-'} | {s['requested'] or 'all'} | {s['kept']:,} | {rej} "
-            f"| {s['decontaminated']} | {s['share']:.1%} |"
-        )
-    lines.append(f"| **total** | | | **{manifest['rows']:,}** | {manifest['rejected_total']} "
+        lines.append(f"| {s['source']} | {s['subset'] or '-'} | {s['split']} | {s['requested'] or 'all'} "
+                     f"| {s['kept']:,} | {rej} | {s['decontaminated']} | {s['share']:.1%} |")
+    kept = sum(s["kept"] for s in manifest["sources"])
+    lines.append(f"| **total** | | | | **{kept:,}** | {manifest['rejected_total']} "
                  f"| {manifest['decontaminated_total']} | 100% |")
     return "\n".join(lines)
 
 
 def render_card(manifest: dict) -> str:
-    used = sorted({r for s in manifest["sources"] for r in s["rejected"]})
-    reasons = "\n".join(f"- `{r}`: {schema.REASONS.get(r, r)}" for r in used) or "- none"
+    counts = sum((collections.Counter(s["rejected"]) for s in manifest["sources"]), collections.Counter())
+    reasons = "\n".join(f"- `{r}` ({n}): {schema.REASONS.get(r) or EXTRA_REASONS.get(r, r)}"
+                        for r, n in sorted(counts.items())) or "- none"
+    d = manifest.get("decontamination")
+    decon = "Not run for this blend."
+    if d:
+        how = (f" ({d['items']} items, {d['n']}-word n-grams; a row is removed when it holds {d['threshold']:.0%} of "
+               "one item's n-grams)") if "n" in d else ""
+        decon = (f"Against {d['eval_set']}{how}: {manifest['decontaminated_total']} rows removed." + "".join(
+            f"\n- {m['rows']} row(s) matching item {m['item']}: {m['text']!r}" for m in d.get("matched_items", [])))
+    held = f" (+{manifest['heldout_rows']:,} held out in `heldout/`)" if manifest.get("heldout_rows") else ""
     return (
-        f"# Dataset card: {manifest['name'] or manifest['kind'] + ' blend'}\n\n"
-        f"Stage kind: `{manifest['kind']}`. Rows: {manifest['rows']:,}. "
+        f"# Dataset card: {manifest['name']}\n\n"
+        f"Stage kind: `{manifest['kind']}`. Training rows: {manifest['rows']:,}{held}. "
         f"Content hash: `{manifest['content_hash']}`. Build key: `{manifest['key']}`.\n\n"
         f"## Composition\n\n{composition_table(manifest)}\n\n"
         f"## Reject reasons\n\n{reasons}\n\n"
+        f"## Decontamination\n\n{decon}\n\n"
         "Every row carries `_source_dataset`, `_source_subset` and `_source_split`. "
-        "A sample of rejected rows is in `rejected.jsonl`.\n"
+        "A sample of rejected rows (3 per source and reason) is in `rejected.jsonl`.\n"
     )

@@ -28,6 +28,8 @@ SYNTHETIC = {
 }
 READERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 RAW_JSON = "_json"  # column holding one unparsed JSON row
+BAD_JSON = "\x00bad_json"  # key of the stand-in row for a line that is not JSON
+JSON_CELLS = ("messages", "conversations", "chosen", "rejected")  # csv/parquet exports store these as JSON text
 # Hub streams are cut into 2,000-row Arrow chunks put in the object store one at a
 # time: the driver holds ~2k rows (tens of MB of traces), never the whole cap.
 HUB_CHUNK_ROWS = 2000
@@ -67,6 +69,33 @@ def check_readable(path: str) -> None:
                             f"e.g. iconv -f latin1 -t UTF-8 {Path(path).name} > fixed{Path(path).suffix}") from None
         except OSError as e:
             raise DataError(f"{path} cannot be read: {e.strerror}; check permissions") from None
+
+
+def raw_rows(batch) -> list:
+    """A Ray Data batch (Arrow table or dict of columns) as raw rows, `_json` strings parsed."""
+    from tinyreason.data.tokenize import rows_of
+
+    rows = batch.to_pylist() if hasattr(batch, "to_pylist") else rows_of(batch)
+    out = []
+    for r in rows:
+        if RAW_JSON in r:
+            try:
+                r = json.loads(r[RAW_JSON].lstrip("\ufeff"))  # a BOM on line 1 is not a broken row
+            except (TypeError, ValueError):
+                r = {BAD_JSON: str(r[RAW_JSON])[:500]}
+        out.append(r)
+    return out
+
+
+def decode_json_cells(row: dict) -> dict:
+    for c in JSON_CELLS:
+        v = row.get(c)
+        if isinstance(v, str) and v.lstrip()[:1] in ("[", "{"):
+            try:
+                row[c] = json.loads(v)
+            except ValueError:
+                pass  # left as text: validation rejects it as bad_messages
+    return row
 
 
 def read_source(src: SourceConfig):

@@ -161,12 +161,11 @@ def reference_cache(ctx_cfg: ExperimentConfig, index: int, parent: ModelRef, sto
     """
     import ray
 
-    from tinyreason.curriculum import _prepare_tokenizer
-    from tinyreason.data.blend import build_blend
+    from tinyreason.curriculum import _prepare_tokenizer, stage_blend
     from tinyreason.train import dpo
 
     stage = ctx_cfg.stages[index]
-    blend = build_blend(stage.data.resolved_blend(), stage.kind, storage / "blends", seed=ctx_cfg.seed)
+    blend = stage_blend(ctx_cfg, stage, storage)
     key = digest({"parent": parent.key, "blend": blend.manifest["key"], "max_length": stage.data.max_length,
                   "max_prompt_length": stage.data.max_prompt_length})
     out = storage / "ref-logps" / key
