@@ -20,12 +20,13 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     args = parser.parse_args(argv)
 
-    from tinyreason.config import load_config
+    from tinyreason.config import check_storage, load_config
     from tinyreason.curriculum import run_curriculum
     from tinyreason.report import print_summary, write_report
 
     with fail.on_error():
         config = load_config(args.config, args.set)  # validated whole, before Ray starts
+        check_storage(config.storage.path)
         init_ray(config)
         result = run_curriculum(config)
         report = write_report(result)

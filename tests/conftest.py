@@ -31,6 +31,11 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
 
 
+# Fake credentials every Ray worker sees, as on a real cluster with wandb and hub tokens set:
+# tests check that none of them ever lands in a file the platform writes.
+FAKE_SECRETS = {"WANDB_API_KEY": "wandb-fake-key-7f3e9c1d2b", "HF_TOKEN": "hf_fakeTokenTinyreason4821"}
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """One real local Ray for the whole session: starting Ray costs ~4 s on 2 cores."""
@@ -38,7 +43,7 @@ def ray_local():
 
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", **FAKE_SECRETS}})
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False

@@ -496,10 +496,13 @@ def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
         cfg = ExperimentConfig.model_validate(copy.deepcopy(raw))
     except ValidationError as e:
         raise ConfigError(format_errors(e, prefix=source)) from None
+    _check_model_path(cfg.model, source)
     for i, stage in enumerate(cfg.stages):
         blend = stage.data.resolved_blend()
         want = SCHEMA_OF_KIND[stage.kind]
         for j, src in enumerate(blend.sources):
+            if src.files:
+                _check_files(src, f"{source}: stages.{i}.data.blend.sources.{j}.files")
             if src.synthetic and SYNTHETIC_SCHEMA[src.synthetic] != want:
                 raise ConfigError(
                     f"{source} is invalid:\n  stages.{i}.data.blend.sources.{j}.synthetic = {src.synthetic!r}: "
@@ -508,6 +511,50 @@ def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
                     + " or ".join(repr(k) for k, v in SYNTHETIC_SCHEMA.items() if v == want)
                 )
     return cfg
+
+
+def _check_files(src: SourceConfig, where: str) -> None:
+    from tinyreason.data.sources import DataError, expand_files
+
+    try:
+        expand_files(src.files)
+    except DataError as e:
+        raise ConfigError(f"{where} = {src.files!r}: {e}") from None
+
+
+def _looks_local(ref: str) -> bool:
+    return ref.startswith(("/", "./", "../", "~")) or Path(ref).expanduser().exists()
+
+
+def _check_model_path(model: ModelConfig, source: str) -> None:
+    """A local model dir must exist and hold safetensors weights (pickled .bin files are refused)."""
+    ref = model.name_or_path
+    if not ref or not _looks_local(ref):
+        return  # a hub id: resolved when the base model loads
+    path = Path(ref).expanduser()
+    where = f"{source}: model.name_or_path = {ref!r}"
+    if not path.is_dir():
+        raise ConfigError(f"{where}: no such directory; give a model dir or a hub id like HuggingFaceTB/SmolLM2-135M")
+    if not list(path.glob("*.safetensors")):
+        hint = " (it has only pickle .bin weights, which are never loaded)" if list(path.glob("*.bin")) else ""
+        raise ConfigError(f"{where}: no *.safetensors weights in it{hint}; re-save the model with "
+                          "model.save_pretrained(dir) (safetensors is the default)")
+
+
+def check_storage(path: str) -> Path | str:
+    """Fail before any work when the storage path cannot be written."""
+    if "://" in path:
+        return path  # object storage: the first write reports problems with credentials
+    p = Path(path).expanduser().resolve()
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        probe = p / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"storage.path = {path!r} is not writable ({e.strerror}); choose a directory you can "
+                          "write, e.g. --set storage.path=$HOME/tinyreason-runs") from None
+    return p
 
 
 def dump_config(cfg: ExperimentConfig) -> dict:

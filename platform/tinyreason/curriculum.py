@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tinyreason.config import ExperimentConfig, StageConfig, dump_config
+from tinyreason.config import ExperimentConfig, StageConfig, check_storage, dump_config
 from tinyreason.data.blend import Blend, build_blend
 from tinyreason.model import presets
 from tinyreason.tracking import wandb_env
@@ -296,7 +296,7 @@ class CurriculumResult:
 
 def run_curriculum(cfg: ExperimentConfig) -> CurriculumResult:
     # absolute: Ray workers run in their own working dirs
-    storage = Path(cfg.storage.path).expanduser().resolve()
+    storage = check_storage(cfg.storage.path)
     run_dir = storage / "runs" / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(dump_config(cfg), indent=2))

@@ -2,6 +2,8 @@
 DeepSpeed ZeRO-2: every stage exports a loadable model and learns something."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -14,9 +16,19 @@ from tinyreason.report import write_report
 @pytest.fixture(scope="module")
 def micro_run(ray_local, tmp_path_factory):
     storage = tmp_path_factory.mktemp("storage")
-    cfg = load_config("configs/micro.yaml", [f"storage.path={storage}"])
+    cfg = load_config("configs/micro.yaml", [f"storage.path={storage}", "tracking.wandb.mode=offline"])
     assert all(s.scaling.num_workers == 2 and s.deepspeed.zero_stage == 2 for s in cfg.stages)
-    return cfg, run_curriculum(cfg)
+    from conftest import FAKE_SECRETS
+
+    saved = {k: os.environ.get(k) for k in FAKE_SECRETS}
+    os.environ.update(FAKE_SECRETS)  # the driver has credentials too, as a logged-in user's would
+    try:
+        result = run_curriculum(cfg)
+        write_report(result)
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    return cfg, result
 
 
 def test_every_stage_exports_a_loadable_safetensors_model(micro_run):
@@ -58,6 +70,19 @@ def test_losses_go_down_and_dpo_reports_reward_margins(micro_run):
     dpo = result.stages[3].manifest["summary"]
     assert "rewards/margins" in dpo and "rewards/accuracies" in dpo
     assert all("tokens_per_s" in o.manifest["summary"] for o in result.stages)
+
+
+def test_no_secret_reaches_any_file_the_run_wrote(micro_run, monkeypatch):
+    from conftest import FAKE_SECRETS
+
+    cfg, result = micro_run
+    storage = Path(cfg.storage.path)
+    files = [p for p in storage.rglob("*") if p.is_file()]
+    assert len(files) > 50 and any("wandb" in str(p) for p in files)  # wandb offline files included
+    for path in files:
+        data = path.read_bytes()
+        for name, value in FAKE_SECRETS.items():
+            assert value.encode() not in data, f"{name} leaked into {path}"
 
 
 def test_rerun_skips_finished_stages_and_report_is_written(micro_run):

@@ -1,0 +1,101 @@
+"""Bad input of every kind ends in one clear error naming the problem and the fix,
+before any work starts, and never in a traceback from deep inside a library."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tinyreason.config import ConfigError, check_storage, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _config(tmp_path: Path, **changes) -> Path:
+    raw = yaml.safe_load((ROOT / "configs" / "micro.yaml").read_text())
+    for dotted, value in changes.items():
+        node = raw
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
+        node[last] = value
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _model_dir(tmp_path: Path, weights: str | None) -> str:
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    if weights:
+        (d / weights).write_bytes(b"\0")
+    return str(d)
+
+
+CASES = [
+    ("malformed yaml", lambda t: _raw(t, "stages: [\n  - name: x\n"), ["not valid YAML"]),
+    ("not utf-8 yaml", lambda t: _raw(t, b"name: caf\xe9\n"), ["not UTF-8"]),
+    ("unknown key", lambda t: _config(t, **{"stages.0.colour": "red"}), ["stages.0.colour", "Extra inputs"]),
+    ("wrong type", lambda t: _config(t, **{"stages.0.trainer.num_train_epochs": "many"}),
+     ["stages.0.trainer.num_train_epochs", "'many'", "valid number"]),
+    ("missing data file", lambda t: _config(t, **{"stages.1.data.blend.sources": [{"files": "/no/such/*.jsonl"}]}),
+     ["stages.1.data.blend.sources.0.files", "no file matches", "/no/such/*.jsonl"]),
+    ("wrong file type", lambda t: _config(t, **{"stages.1.data.blend.sources": [{"files": str(_touch(t, "x.txt"))}]}),
+     ["unsupported file type", ".jsonl"]),
+    ("model dir without weights", lambda t: _config(t, **{"model.name_or_path": _model_dir(t, None)}),
+     ["model.name_or_path", "no *.safetensors weights"]),
+    ("model dir with pickle weights only", lambda t: _config(t, **{"model.name_or_path": _model_dir(t, "pytorch_model.bin")}),
+     ["only pickle .bin weights"]),
+    ("missing model dir", lambda t: _config(t, **{"model.name_or_path": "./no-such-model"}), ["no such directory"]),
+    ("missing blend file", lambda t: _config(t, **{"stages.0.data.blend": "blends/nope.yaml"}), ["nope.yaml", "not found"]),
+    ("dpo given chat rows", lambda t: _config(t, **{"stages.3.data.blend.sources": [{"synthetic": "chat"}]}),
+     ["stages.3.data.blend.sources.0.synthetic", "preference"]),
+]
+
+
+def _raw(tmp_path: Path, text) -> Path:
+    path = tmp_path / "raw.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+def _touch(tmp_path: Path, name: str) -> Path:
+    p = tmp_path / name
+    p.write_text("x")
+    return p
+
+
+@pytest.mark.parametrize("name, make, fragments", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_named_with_its_fix(tmp_path, name, make, fragments):
+    with pytest.raises(ConfigError) as err:
+        load_config(make(tmp_path))
+    for fragment in fragments:
+        assert fragment in str(err.value), str(err.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_storage_is_named(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o500)
+    with pytest.raises(ConfigError, match="storage.path .* is not writable"):
+        check_storage(str(ro / "runs"))
+
+
+def test_storage_under_a_file_is_not_writable(tmp_path):
+    blocker = _touch(tmp_path, "a-file")
+    with pytest.raises(ConfigError, match="is not writable.*--set storage.path"):
+        check_storage(str(blocker / "runs"))
+
+
+def test_the_entry_point_prints_one_line_and_exits_nonzero(tmp_path):
+    bad = _config(tmp_path, **{"stages.0.trainer.learning_rate": -1})
+    out = subprocess.run([sys.executable, "jobs/curriculum.py", "--config", str(bad)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    assert "stages.0.trainer.learning_rate" in out.stderr and "greater than 0" in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+    assert not (tmp_path / "runs").exists()  # nothing started
