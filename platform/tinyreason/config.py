@@ -193,6 +193,10 @@ class StageConfig(Strict):
                 raise ValueError(f"trainer.loss_type={loss!r} is not an SFT loss; allowed: nll, dft")
         if self.kind != "dpo" and self.data.max_prompt_length is not None:
             raise ValueError("data.max_prompt_length applies to dpo stages only")
+        s = self.scaling
+        if s.use_gpu and s.num_workers > 1 and s.gpus_per_worker < 1:
+            raise ValueError(f"scaling.gpus_per_worker={s.gpus_per_worker} with {s.num_workers} workers: NCCL "
+                             "refuses two ranks on one GPU; use gpus_per_worker: 1, or num_workers: 1 to share a GPU")
         return self
 
     @property

@@ -9,8 +9,12 @@ library. Finished stages are on disk before any of this can happen.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import socket
 import sys
+import time
+from pathlib import Path
 
 
 class _Fail:
@@ -62,7 +66,7 @@ def init_ray(config=None) -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # Ray workers already fork; avoid nested pools
     if os.environ.get("RAY_ADDRESS") or _inside_ray_job():
-        ray.init(address="auto", log_to_driver=True)
+        _join_cluster(os.environ.get("RAY_ADDRESS", ""))
     else:
         # address="local": never attach to some other `ray start` cluster on this machine by accident
         ray.init(address="local", include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=True,
@@ -74,3 +78,152 @@ def init_ray(config=None) -> None:
 
 def _inside_ray_job() -> bool:
     return bool(os.environ.get("RAY_JOB_ID") or os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"))
+
+
+# --------------------------------------------------------------------------- joining a cluster
+
+
+def _join_cluster(address: str) -> None:
+    """ray.init against a running cluster, shipping this package to every worker.
+
+    An unreachable GCS makes ray.init retry forever (measured: still waiting after
+    5 min), so the address is checked first and a bad one fails in seconds.
+    """
+    import ray
+    from ray.exceptions import AuthenticationError
+
+    check_cluster_address(address)
+    env, override = cluster_runtime_env(_job_runtime_env(), address)
+    previous = os.environ.get("RAY_OVERRIDE_JOB_RUNTIME_ENV")
+    if override:  # the job already has py_modules: ours extends that list instead of conflicting with it
+        os.environ["RAY_OVERRIDE_JOB_RUNTIME_ENV"] = "1"
+    try:
+        ray.init(address="auto", log_to_driver=True, runtime_env=env)
+    except AuthenticationError as e:
+        raise RuntimeError(
+            f"the Ray cluster at {address or 'auto'} rejected this client's token ({_first_line(e)}); "
+            "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH to the cluster's token file (docs/cluster.md)"
+        ) from e
+    finally:
+        if override:
+            _restore_env("RAY_OVERRIDE_JOB_RUNTIME_ENV", previous)
+
+
+def check_cluster_address(address: str, timeout_s: float = 10.0) -> None:
+    """Fail with one line when RAY_ADDRESS cannot be a reachable Ray cluster."""
+    address = address.strip()
+    if address in ("", "auto"):
+        return  # inside `ray job submit` Ray sets the address itself
+    if address.startswith(("http://", "https://")):
+        raise RuntimeError(
+            f"RAY_ADDRESS={address} is a dashboard / job-submission address; submit with "
+            f"`ray job submit --address {address} --working-dir . -- python jobs/...`, "
+            "or unset RAY_ADDRESS to run on a local Ray"
+        )
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise RuntimeError(f"RAY_ADDRESS={address} is not host:port (e.g. 10.0.0.5:6379); fix it or unset it")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=2):
+                return
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(
+                    f"cannot reach the Ray cluster at RAY_ADDRESS={address} ({e.strerror or e}); start it "
+                    "(`ray start --head` / `ray up cluster.yaml`), fix RAY_ADDRESS, or unset it to run on a local Ray"
+                ) from None
+            time.sleep(1)
+
+
+def cluster_runtime_env(job_env: dict | None = None, address: str = "") -> tuple[dict, bool]:
+    """The runtime env this driver adds to the job's: this package as a py_module.
+
+    `ray job submit --working-dir .` puts the repository root on the workers' path,
+    but the package lives in platform/, so without this every Ray Data and Ray Train
+    worker on a node without an install (or with a stale one) fails to unpickle
+    `tinyreason...`. The package is uploaded from wherever this driver imported it:
+    the submitted working dir inside a job, the checkout otherwise (~1 MB).
+
+    Workers also get the GCS address: Ray Train's PlacementGroupCleaner looks the
+    cluster up with address "auto", which fails on a machine running more than one
+    Ray (a rehearsal, a shared dev box) and kills its monitor thread.
+    Returns (runtime_env, whether it must override the job's own py_modules).
+    """
+    import tinyreason
+
+    job_env = job_env or {}
+    package = str(Path(tinyreason.__file__).resolve().parent)
+    env: dict = {}
+    override = False
+    job_modules = list(job_env.get("py_modules") or [])
+    if job_modules:
+        if not any(str(m).rstrip("/").endswith("tinyreason") for m in job_modules):
+            env["py_modules"], override = job_modules + [package], True
+    else:
+        env["py_modules"] = [package]
+    wanted = {"TOKENIZERS_PARALLELISM": "false"}
+    if address and "://" not in address and address != "auto":
+        wanted["RAY_ADDRESS"] = address
+    env_vars = {k: v for k, v in wanted.items() if k not in (job_env.get("env_vars") or {})}
+    if env_vars:
+        env["env_vars"] = env_vars
+    return env, override
+
+
+def _job_runtime_env() -> dict:
+    """The runtime env `ray job submit` gave this driver (working_dir, py_modules, ...)."""
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return {}
+    try:
+        return dict(json.loads(raw).get("runtime_env") or {})
+    except (ValueError, AttributeError):
+        return {}
+
+
+def _restore_env(key: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = value
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+# --------------------------------------------------------------------------- GPU workers
+
+
+def set_local_device():
+    """Pin this Ray Train worker to the GPU Ray assigned it, and make LOCAL_RANK name it.
+
+    Call first thing in a `train_loop_per_worker`. DeepSpeed's engine calls
+    torch.cuda.set_device(int(os.environ["LOCAL_RANK"])) (deepspeed/runtime/engine.py,
+    `_set_distributed_vars`), while Ray Train and accelerate place tensors on
+    `ray.train.torch.get_device()`: the index of this worker's GPU id in its
+    CUDA_VISIBLE_DEVICES. The two agree only for one whole GPU per worker with
+    Ray's shared CUDA_VISIBLE_DEVICES on a node with < 11 GPUs (ids sort as
+    strings). With 2 GPUs per worker, fractional GPUs, per-worker
+    CUDA_VISIBLE_DEVICES (RAY_TRAIN_ENABLE_SHARE_CUDA_VISIBLE_DEVICES=0) or 16-GPU
+    nodes they differ, and the worker dies with "invalid device ordinal" or
+    trains on another worker's GPU. Returns the device; a no-op on CPU.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    import ray.train.torch
+
+    device = ray.train.torch.get_device()
+    if device.type != "cuda":
+        return device
+    torch.cuda.set_device(device)
+    os.environ["ACCELERATE_TORCH_DEVICE"] = str(device)  # accelerate's PartialState reads this
+    if os.environ.get("LOCAL_RANK") != str(device.index):
+        os.environ["LOCAL_RANK"] = str(device.index)  # what DeepSpeed's engine turns into its device
+    return device

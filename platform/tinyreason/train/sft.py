@@ -63,6 +63,9 @@ def train_loop_per_worker(config: dict) -> None:
 
     from tinyreason.model.presets import load_model
 
+    from tinyreason.runtime import set_local_device
+
+    set_local_device()  # before anything touches CUDA: DeepSpeed and Ray must agree on this worker's GPU
     timeline.mark("imports")
     job: common.StageJob = config["job"]
     stage = job.stage

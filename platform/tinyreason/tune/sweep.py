@@ -118,9 +118,9 @@ def run_trial(params: dict, ctx: SweepContext) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     stage = trial_stage(ctx.cfg.stages[ctx.index], params)
-    if ctx.sweep.resources.gpus_per_worker is not None:
-        stage = stage.model_copy(update={"scaling": stage.scaling.model_copy(
-            update={"gpus_per_worker": ctx.sweep.resources.gpus_per_worker})})
+    if ctx.sweep.resources.gpus_per_worker is not None:  # validated: fractions need a single worker
+        scaling = {**stage.scaling.model_dump(), "gpus_per_worker": ctx.sweep.resources.gpus_per_worker}
+        stage = StageConfig.model_validate({**stage.model_dump(), "scaling": scaling})
     t0 = time.time()
     hook = _attach_reference(ctx.ref_cache) if ctx.ref_cache else None
     asha = ctx.sweep.scheduler.type != "none"
