@@ -33,7 +33,7 @@ def pytest_collection_modifyitems(config, items):
 
 # Fake credentials every Ray worker sees, as on a real cluster with wandb and hub tokens set:
 # tests check that none of them ever lands in a file the platform writes.
-FAKE_SECRETS = {"WANDB_API_KEY": "wandb-fake-key-7f3e9c1d2b", "HF_TOKEN": "hf_fakeTokenTinyreason4821"}
+FAKE_SECRETS = {"WANDB_API_KEY": "0f3e9c1d2bfake7f3e9c1d2bfake7f3e9c1d2bfake", "HF_TOKEN": "hf_fakeTokenTinyreason4821"}
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +49,10 @@ def ray_local():
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def micro_storage(tmp_path_factory):
+    """One storage path for every test that runs the micro curriculum: stages are
+    content-addressed, so a sweep's parents are the curriculum test's stages (~2 min saved)."""
+    return tmp_path_factory.mktemp("micro-storage")

@@ -256,6 +256,7 @@ def evaluate(cfg: ExperimentConfig, model: ModelRef, cache_dir: Path) -> dict | 
 
     from tinyreason.eval.harness import EvalError, run_suite_remote
     from tinyreason.eval.heldout import evaluate_heldout
+    from tinyreason.runtime import free_task
 
     ev = cfg.evaluation
     if ev.heldout_problems == 0 and not ev.benchmarks.tasks:
@@ -266,7 +267,7 @@ def evaluate(cfg: ExperimentConfig, model: ModelRef, cache_dir: Path) -> dict | 
     result: dict = {}
     try:
         if ev.heldout_problems:
-            task = ray.remote(num_cpus=1)(evaluate_heldout)
+            task = free_task(evaluate_heldout, num_cpus=1)
             result = ray.get(task.remote(model.path, ev.heldout_problems, ev.max_new_tokens, ev.batch_size,
                                          cfg.model.trust_remote_code))
         if ev.benchmarks.tasks:

@@ -152,22 +152,31 @@ def print_summary(result: CurriculumResult, report: Path) -> None:
 
 
 def markdown_to_html(md_lines: list[str], out: Path) -> str:
-    """Markdown tables and images to a standalone page; images inlined as base64."""
-    body = []
-    for line in md_lines:
-        if line.startswith("!["):
-            name = line[line.index("(") + 1:-1]
-            data = base64.b64encode((out / name).read_bytes()).decode()
+    """The report's markdown as one standalone page: tables, headings, text, and the PNG
+    plots inlined as base64 so the file can be mailed or attached as it is."""
+    body, in_table = [], False
+    for line in "\n".join(md_lines).splitlines():
+        is_row = line.startswith("|")
+        if in_table and not is_row:
+            body.append("</table>")
+        if is_row and not in_table:
+            body.append("<table>")
+        in_table = is_row
+        if is_row:
+            if set(line.replace("|", "").strip()) <= set("-: "):
+                continue  # the markdown separator row
+            cells = "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip().strip("|").split("|"))
+            body.append(f"<tr>{cells}</tr>")
+        elif line.startswith("!["):
+            data = base64.b64encode((out / line[line.index("(") + 1:-1]).read_bytes()).decode()
             body.append(f'<img src="data:image/png;base64,{data}" style="max-width:48%">')
-        elif line.startswith("|") and "---" not in line:
-            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
-            body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         elif line.startswith("#"):
             level = len(line) - len(line.lstrip("#"))
             body.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
-        elif line:
+        elif line.strip():
             body.append(f"<p>{html.escape(line)}</p>")
-    page = "\n".join(body).replace("</p>\n<tr>", "</p>\n<table>\n<tr>").replace("</tr>\n<p>", "</tr>\n</table>\n<p>")
-    page = page.replace("</tr>\n<h", "</tr>\n</table>\n<h")
+    if in_table:
+        body.append("</table>")
     style = "body{font-family:sans-serif;max-width:1100px;margin:auto} td{border:1px solid #ccc;padding:3px 6px}"
-    return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>{page}</body></html>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>"
+            + "\n".join(body) + "</body></html>")

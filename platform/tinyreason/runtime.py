@@ -227,3 +227,17 @@ def set_local_device():
     if os.environ.get("LOCAL_RANK") != str(device.index):
         os.environ["LOCAL_RANK"] = str(device.index)  # what DeepSpeed's engine turns into its device
     return device
+
+
+def free_task(fn, **resources):
+    """A Ray remote of `fn` scheduled on the cluster, never inside the caller's placement group.
+
+    A Tune trial runs in a placement group that holds only what its driver function
+    needs (no CPU: its TorchTrainer reserves its own). Ray would place child tasks,
+    such as the trial's evaluation, into that group by default, where they never fit.
+    """
+    import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    return ray.remote(**resources)(fn).options(
+        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))

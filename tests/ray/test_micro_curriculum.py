@@ -14,8 +14,8 @@ from tinyreason.report import write_report
 
 
 @pytest.fixture(scope="module")
-def micro_run(ray_local, tmp_path_factory):
-    storage = tmp_path_factory.mktemp("storage")
+def micro_run(ray_local, micro_storage):
+    storage = micro_storage
     cfg = load_config("configs/micro.yaml", [f"storage.path={storage}", "tracking.wandb.mode=offline"])
     assert all(s.scaling.num_workers == 2 and s.deepspeed.zero_stage == 2 for s in cfg.stages)
     from conftest import FAKE_SECRETS

@@ -15,15 +15,17 @@ from tinyreason.tune.sweep import run_sweep
 def _sweep_file(tmp: Path, name: str, stage: str, space: dict, storage: Path, search="grid") -> Path:
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump({
-        "name": name, "curriculum": "configs/micro.yaml", "overrides": [f"storage.path={storage}"],
+        "name": name, "curriculum": "configs/micro.yaml",
+        # Ray workers carry a (fake) WANDB_API_KEY: "auto" would go online, and there is no network here
+        "overrides": [f"storage.path={storage}", "tracking.wandb.mode=offline"],
         "stage": stage, "search": search, "space": space, "num_samples": 1, "max_concurrent": 1,
     }))
     return path
 
 
 @pytest.fixture(scope="module")
-def storage(tmp_path_factory):
-    return tmp_path_factory.mktemp("sweep-storage")
+def storage(micro_storage):
+    return micro_storage
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,11 @@ def test_parent_stages_trained_once_and_every_trial_scored(beta_sweep, storage):
     assert len(result.trials) == 3 and all(t.status == "TERMINATED" for t in result.trials)
     for name in ("pretrain", "sft", "reasoning"):
         assert len(_stage_dirs(storage, name)) == 1, name  # one parent, shared by all trials
-    assert len(_stage_dirs(storage, "dpo")) == 3
+    trial_dirs = {t.stage_dir for t in result.trials}
+    assert len(trial_dirs) == 3 and all(d and d.endswith(tuple("0123456789abcdef")) for d in trial_dirs)
+    for d in trial_dirs:  # every trial started from the one cached reasoning stage
+        parent = json.loads((Path(d) / "manifest.json").read_text())["parent"]["path"]
+        assert parent == str(_stage_dirs(storage, "reasoning")[0] / "model")
     for t in result.trials:
         assert 0.0 <= t.metrics["objective"] <= 1.0
         assert "bench/heldout/accuracy" in t.metrics and "bench/heldout/well_formed" in t.metrics
@@ -55,8 +61,10 @@ def test_reference_logprobs_computed_once_and_shared(beta_sweep, storage):
     caches = list((storage / "ref-logps").glob("*/DONE"))
     assert len(caches) == 1
     assert json.loads(caches[0].read_text())["rows"] > 0
-    for d in _stage_dirs(storage, "dpo"):
-        assert json.loads((d / "manifest.json").read_text())["config"]["trainer"]["precompute_ref_log_probs"]
+    result, _ = beta_sweep
+    for t in result.trials:
+        manifest = json.loads((Path(t.stage_dir) / "manifest.json").read_text())
+        assert manifest["config"]["trainer"]["precompute_ref_log_probs"]
 
 
 def test_report_and_best_yaml_validate(beta_sweep):

@@ -53,3 +53,12 @@ def test_objective_is_a_weighted_mean_and_names_missing_benchmarks():
     suite = {**ev, "benchmarks": {"primary": {"a": 0.2, "b": 0.4}, "scores": {"a": {"acc": 0.2}, "b": {"em": 0.4}}}}
     assert objective_value(suite, {}) == pytest.approx(0.3)  # a suite: the mean of its tasks
     assert benchmark_scores(suite)["b/em"] == 0.4
+
+
+def test_markdown_report_becomes_one_standalone_html_page(tmp_path):
+    from tinyreason.report import markdown_to_html
+
+    (tmp_path / "p.png").write_bytes(b"\x89PNG fake")
+    page = markdown_to_html(["# T", "", "| a | b |", "| --- | --- |", "| 1 | <2> |", "", "![p](p.png)"], tmp_path)
+    assert "<table>\n<tr><td>a</td><td>b</td></tr>\n<tr><td>1</td><td>&lt;2&gt;</td></tr>\n</table>" in page
+    assert "data:image/png;base64," in page and "---" not in page

@@ -280,7 +280,9 @@ def run_suite_remote(model_dir: str | Path, bench: BenchmarkConfig, out_dir: str
     # Ray workers run in their own working dirs: hand them absolute paths.
     bench = bench.model_copy(update={"include_path": [str(Path(p).expanduser().resolve()) if Path(p).exists()
                                                       else p for p in bench.include_path]})
-    task = ray.remote(num_cpus=1, num_gpus=gpus)(run_suite)
+    from tinyreason.runtime import free_task
+
+    task = free_task(run_suite, num_cpus=1, num_gpus=gpus)
     ref = task.remote(str(Path(model_dir).expanduser().resolve()), bench, str(Path(out_dir).expanduser().resolve()),
                       trust_remote_code, dtype)
     try:

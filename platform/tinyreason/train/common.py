@@ -247,7 +247,7 @@ def make_report_callback(output_dir: str, timeline: Timeline | None = None, ever
             ray.train.report({**self.last_logs, "step": state.global_step}, checkpoint=checkpoint)
 
         def on_train_end(self, args, state, control, **kwargs):
-            ray.train.report({**self.last_logs, "step": state.global_step, "done": 1})
+            ray.train.report({**self.last_logs, "step": state.global_step, "train_finished": 1})  # "done" is Tune's stop signal
 
     return RayReport()
 

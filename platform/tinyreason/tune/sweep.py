@@ -222,6 +222,10 @@ def run_sweep(sweep: SweepConfig, cfg: ExperimentConfig) -> SweepResult:
     if ref_cache:
         cfg = _with_precomputed_reference(cfg, index)
 
+    # "auto" tracking is decided here, where the user's credentials are, not in each trial's process
+    from tinyreason.tracking import wandb_mode
+
+    cfg.tracking.wandb.mode = wandb_mode(cfg.tracking) if cfg.tracking.wandb.enabled else "disabled"
     ctx = SweepContext(sweep, cfg, index, parent, storage, ref_cache)
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), trial_resources(sweep))
     tuner = tune.Tuner(
