@@ -125,6 +125,22 @@ def trl_arguments(cls, job: StageJob, precision: str, **platform: Any):
     )
 
 
+def begin_worker(config: dict) -> tuple[StageJob, Timeline, str]:
+    """The first lines of every stage's loop: pin the device, read the job, pick precision.
+
+    The device comes first, before anything touches CUDA: DeepSpeed and Ray must agree
+    on this worker's GPU (see runtime.set_local_device).
+    """
+    timeline = Timeline()
+    from tinyreason.runtime import set_local_device
+
+    set_local_device()
+    job: StageJob = config["job"]
+    avoid_cpu_jit(job.stage.deepspeed)
+    timeline.mark("setup")
+    return job, timeline, resolve_precision(job.stage.deepspeed)
+
+
 # --------------------------------------------------------------------------- data
 
 

@@ -85,20 +85,14 @@ def reference_logps(model_dir: str, rows: list[dict], pad_token_id: int, max_len
 
 def train_loop_per_worker(config: dict) -> None:
     """model -> data -> trainer -> train -> save, on one Ray Train worker."""
-    timeline = common.Timeline()
+    job, timeline, precision = common.begin_worker(config)
+    stage = job.stage
     from transformers import AutoTokenizer
     from trl import DPOConfig
 
     from tinyreason.model.presets import load_model
 
-    from tinyreason.runtime import set_local_device
-
-    set_local_device()  # before anything touches CUDA: DeepSpeed and Ray must agree on this worker's GPU
     timeline.mark("imports")
-    job: common.StageJob = config["job"]
-    stage = job.stage
-    common.avoid_cpu_jit(stage.deepspeed)
-    precision = common.resolve_precision(stage.deepspeed)
 
     # model: the policy and a frozen reference, both the parent stage's export
     tok = AutoTokenizer.from_pretrained(job.tokenizer_dir)

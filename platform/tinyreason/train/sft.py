@@ -57,20 +57,14 @@ def cached_tokenizer(path: str):
 
 def train_loop_per_worker(config: dict) -> None:
     """model -> data -> trainer -> train -> save, on one Ray Train worker."""
-    timeline = common.Timeline()
+    job, timeline, precision = common.begin_worker(config)
+    stage = job.stage
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     from tinyreason.model.presets import load_model
 
-    from tinyreason.runtime import set_local_device
-
-    set_local_device()  # before anything touches CUDA: DeepSpeed and Ray must agree on this worker's GPU
     timeline.mark("imports")
-    job: common.StageJob = config["job"]
-    stage = job.stage
-    common.avoid_cpu_jit(stage.deepspeed)
-    precision = common.resolve_precision(stage.deepspeed)
 
     # model
     tok = AutoTokenizer.from_pretrained(job.tokenizer_dir)
