@@ -52,6 +52,11 @@ def ray_local():
 
 
 @pytest.fixture(scope="session")
+def fake_secrets():
+    return dict(FAKE_SECRETS)
+
+
+@pytest.fixture(scope="session")
 def micro_storage(tmp_path_factory):
     """One storage path for every test that runs the micro curriculum: stages are
     content-addressed, so a sweep's parents are the curriculum test's stages (~2 min saved)."""

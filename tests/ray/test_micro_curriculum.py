@@ -14,14 +14,12 @@ from tinyreason.report import write_report
 
 
 @pytest.fixture(scope="module")
-def micro_run(ray_local, micro_storage):
+def micro_run(ray_local, micro_storage, fake_secrets):
     storage = micro_storage
     cfg = load_config("configs/micro.yaml", [f"storage.path={storage}", "tracking.wandb.mode=offline"])
     assert all(s.scaling.num_workers == 2 and s.deepspeed.zero_stage == 2 for s in cfg.stages)
-    from conftest import FAKE_SECRETS
-
-    saved = {k: os.environ.get(k) for k in FAKE_SECRETS}
-    os.environ.update(FAKE_SECRETS)  # the driver has credentials too, as a logged-in user's would
+    saved = {k: os.environ.get(k) for k in fake_secrets}
+    os.environ.update(fake_secrets)  # the driver has credentials too, as a logged-in user's would
     try:
         result = run_curriculum(cfg)
         write_report(result)
@@ -72,16 +70,14 @@ def test_losses_go_down_and_dpo_reports_reward_margins(micro_run):
     assert all("tokens_per_s" in o.manifest["summary"] for o in result.stages)
 
 
-def test_no_secret_reaches_any_file_the_run_wrote(micro_run, monkeypatch):
-    from conftest import FAKE_SECRETS
-
+def test_no_secret_reaches_any_file_the_run_wrote(micro_run, fake_secrets):
     cfg, result = micro_run
     storage = Path(cfg.storage.path)
     files = [p for p in storage.rglob("*") if p.is_file()]
     assert len(files) > 50 and any("wandb" in str(p) for p in files)  # wandb offline files included
     for path in files:
         data = path.read_bytes()
-        for name, value in FAKE_SECRETS.items():
+        for name, value in fake_secrets.items():
             assert value.encode() not in data, f"{name} leaked into {path}"
 
 
