@@ -24,10 +24,6 @@ SHAPES = {
 }
 
 
-def is_from_scratch(preset: str | None, name_or_path: str | None) -> bool:
-    return name_or_path is None and preset in SHAPES
-
-
 def weights_source(preset: str | None, name_or_path: str | None) -> str | None:
     """Where pretrained weights come from, or None for a from-scratch preset."""
     if name_or_path:

@@ -206,14 +206,6 @@ def is_rank_zero() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def tokens_in(inputs: dict) -> int:
-    ids = inputs.get("input_ids")
-    if ids is None:
-        return 0
-    mask = inputs.get("attention_mask")
-    return int(mask.sum()) if mask is not None else int(ids.numel())
-
-
 def make_report_callback(output_dir: str, timeline: Timeline | None = None, every_log: bool = False):
     """A TrainerCallback that appends every log to metrics.jsonl, checks it is finite,
     reports checkpoints to Ray Train, and closes the start-up timeline."""
