@@ -131,6 +131,20 @@ class ScalingConfig(Strict):
     max_failures: int = Field(0, ge=-1)  # worker faults tolerated; the stage resumes from its last checkpoint
 
 
+class CheckpointPolicy(Strict):
+    """Which checkpoints stay on storage besides the last `trainer.save_total_limit`.
+
+    The last N guard resume (a corrupt latest still has N-1 behind it); the best by a
+    logged metric is the one to pick when training overshoots. The metric is averaged
+    over the logs since the previous checkpoint, so one noisy batch does not decide.
+    """
+
+    keep_best: bool = True
+    metric: str = "loss"  # any key the trainer logs: loss, mean_token_accuracy, rewards/accuracies, ...
+    mode: Literal["min", "max"] = "min"
+    upload: Literal["async", "sync"] = "async"  # async: training goes on while Ray copies the checkpoint
+
+
 class TrainerSettings(BaseModel):
     """TRL/transformers argument names, unchanged. Common ones are typed; the rest are
     checked against TRL's config dataclass for the stage kind."""
@@ -149,7 +163,7 @@ class TrainerSettings(BaseModel):
     lr_scheduler_kwargs: dict[str, Any] = {}
     logging_steps: int = Field(5, ge=1)
     save_steps: int = Field(200, ge=1)
-    save_total_limit: int | None = Field(2, ge=1)
+    save_total_limit: int | None = Field(2, ge=1)  # checkpoints kept on storage: the last N, plus the best
     seed: int = 0
     gradient_checkpointing: bool = False
     neftune_noise_alpha: float | None = Field(None, ge=0)
@@ -175,6 +189,7 @@ class StageConfig(Strict):
     trainer: TrainerSettings = TrainerSettings()
     deepspeed: DeepSpeedConfig = DeepSpeedConfig()
     scaling: ScalingConfig = ScalingConfig()
+    checkpoints: CheckpointPolicy = CheckpointPolicy()
     add_think_tokens: bool | None = None  # default: True for reasoning_sft
 
     @model_validator(mode="after")

@@ -35,6 +35,8 @@ class StageJob:
     env: dict | None = None  # tracking environment (wandb group, mode, dir); never secrets
     report_every_log: bool = False  # sweeps: every log goes to Ray Train so Tune schedulers see it
 
+    ray_run_dir: str = ""  # where Ray Train keeps this stage's checkpoints (a path or URI)
+
     @property
     def export_dir(self) -> str:
         return str(Path(self.output_dir) / "model")
@@ -105,6 +107,8 @@ def trl_arguments(cls, job: StageJob, precision: str, **platform: Any):
 
     stage = job.stage
     settings = stage.trainer.to_trl()
+    # One local copy: the copies that count are on storage, kept by checkpoints.Retention
+    settings["save_total_limit"] = 1
     ds_cfg = deepspeed_config(stage.deepspeed, precision)
     os.environ.update(job.env or {})
     return cls(
@@ -134,27 +138,50 @@ def begin_worker(config: dict) -> tuple[StageJob, Timeline, str]:
     timeline = Timeline()
     from tinyreason.runtime import set_local_device
 
-    set_local_device()
+    device = set_local_device()
     job: StageJob = config["job"]
+    _record_worker(job.output_dir, device)
     avoid_cpu_jit(job.stage.deepspeed)
     timeline.mark("setup")
     return job, timeline, resolve_precision(job.stage.deepspeed)
 
 
+WORKERS_FILE = "workers.jsonl"
+
+
+def _record_worker(output_dir: str, device) -> None:
+    """One line per worker per attempt: which process on which node trained which rank.
+    What an operator reads first when a stage hangs or a node is lost."""
+    import socket
+
+    import ray
+    import ray.train
+
+    ctx = ray.train.get_context()
+    record = {"rank": ctx.get_world_rank(), "local_rank": ctx.get_local_rank(), "pid": os.getpid(),
+              "node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname(),
+              "device": str(device), "time": time.time()}
+    _append(output_dir, record, WORKERS_FILE)
+
+
 # --------------------------------------------------------------------------- data
 
 
-def load_shard(name: str = "train"):
+def shard_name(rank: int) -> str:
+    return f"train_{rank}"
+
+
+def load_shard():
     """This worker's shard of the Ray Dataset, as a map-style HF dataset.
 
-    Ray Train splits the dataset across workers (`get_dataset_shard`); we read our
-    shard once into memory (a 100k-row packed blend is ~50 MB per worker) so the
+    The driver split the rows into one fixed shard per rank (`launch.fit_stage`); we
+    read ours once into memory (a 100k-row packed blend is ~50 MB per worker) so the
     trainer can seek in it: resume skips exactly the batches already seen.
     """
     import datasets
     import ray.train
 
-    shard = ray.train.get_dataset_shard(name)
+    shard = ray.train.get_dataset_shard(shard_name(ray.train.get_context().get_world_rank()))
     columns: dict[str, list] = {}
     for batch in shard.iter_batches(batch_size=1024, batch_format="pandas"):
         for col in batch.columns:
@@ -195,6 +222,7 @@ class Timeline:
     def __init__(self):
         self.t0 = self.last = time.perf_counter()
         self.phases: dict[str, float] = {}
+        self.closed = False
 
     def mark(self, phase: str) -> None:
         now = time.perf_counter()
@@ -206,25 +234,34 @@ def is_rank_zero() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def make_report_callback(output_dir: str, timeline: Timeline | None = None, every_log: bool = False):
+def make_report_callback(job: StageJob, timeline: Timeline | None = None):
     """A TrainerCallback that appends every log to metrics.jsonl, checks it is finite,
     reports checkpoints to Ray Train, and closes the start-up timeline."""
     import ray.train
+    from ray.train import CheckpointUploadMode
     from transformers import TrainerCallback
+
+    from tinyreason.train import checkpoints
+
+    output_dir, policy = job.output_dir, job.stage.checkpoints
+    upload = CheckpointUploadMode.ASYNC if policy.upload == "async" else CheckpointUploadMode.SYNC
 
     class RayReport(TrainerCallback):
         def __init__(self):
             self.t_last, self.tokens_last, self.last_logs = time.perf_counter(), 0, {}
+            self.window = checkpoints.MetricWindow(policy.metric)
+            self.saved_step = None
 
         def on_train_begin(self, args, state, control, **kwargs):
             if timeline:
                 timeline.mark("trainer_setup")  # DeepSpeed engine, optimizer, scheduler, dataloader
 
         def on_step_end(self, args, state, control, **kwargs):
-            if timeline and state.global_step == 1:
-                timeline.mark("first_step")
+            if timeline and not timeline.closed:
+                timeline.mark("first_step")  # the first step of this attempt (a resumed one starts later)
+                timeline.closed = True
                 if is_rank_zero():
-                    _append(output_dir, {"event": "startup", **timeline.phases,
+                    _append(output_dir, {"event": "startup", "step": state.global_step, **timeline.phases,
                                          "to_first_step": round(time.perf_counter() - timeline.t0, 3)})
 
         def on_log(self, args, state, control, logs=None, **kwargs):
@@ -237,22 +274,33 @@ def make_report_callback(output_dir: str, timeline: Timeline | None = None, ever
             logs["step"] = state.global_step
             bad = [k for k in ("loss", "grad_norm") if k in logs and not math.isfinite(float(logs[k]))]
             if bad:
+                last_good = (f"the last good checkpoint is step {self.saved_step}, the latest under {job.ray_run_dir}"
+                             if self.saved_step else "no checkpoint was saved before it")
                 raise FloatingPointError(
-                    f"non-finite {bad[0]}={logs[bad[0]]} at step {state.global_step}; lower the learning rate or "
-                    f"max_grad_norm. The last good checkpoint is in {args.output_dir}"
+                    f"non-finite {bad[0]}={logs[bad[0]]} at step {state.global_step}; {last_good}. Lower the "
+                    "learning rate or max_grad_norm; the exported model is not written"
                 )
             self.last_logs = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
+            self.window.add(self.last_logs)
             if is_rank_zero():
                 _append(output_dir, logs)
-            if every_log:
+            if job.report_every_log:
                 ray.train.report({**self.last_logs})
 
         # Ray Train's report is a barrier across workers (~0.3 s on 2 CPU workers), so it is
         # called when there is a checkpoint to register, not at every log line.
         def on_save(self, args, state, control, **kwargs):
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            checkpoint = ray.train.Checkpoint.from_directory(str(ckpt)) if ckpt.exists() else None
-            ray.train.report({**self.last_logs, "step": state.global_step}, checkpoint=checkpoint)
+            value = self.window.take()
+            checkpoint = None
+            if ckpt.exists():
+                if is_rank_zero():
+                    checkpoints.write_info(ckpt, state.global_step, policy.metric, value)
+                snapshot = checkpoints.stage_for_upload(ckpt, int(os.environ.get("RANK", "0")))
+                checkpoint = ray.train.Checkpoint.from_directory(str(snapshot))
+                self.saved_step = state.global_step
+            ray.train.report({**self.last_logs, "step": state.global_step}, checkpoint=checkpoint,
+                             checkpoint_upload_mode=upload, delete_local_checkpoint_after_upload=True)
 
         def on_train_end(self, args, state, control, **kwargs):
             ray.train.report({**self.last_logs, "step": state.global_step, "train_finished": 1})  # "done" is Tune's stop signal
@@ -260,13 +308,13 @@ def make_report_callback(output_dir: str, timeline: Timeline | None = None, ever
     return RayReport()
 
 
-def _append(output_dir: str, record: dict) -> None:
-    with open(Path(output_dir) / METRICS_FILE, "a", encoding="utf-8") as f:
+def _append(output_dir: str, record: dict, name: str = METRICS_FILE) -> None:
+    with open(Path(output_dir) / name, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
 
 
-def read_metrics(output_dir: str | Path) -> list[dict]:
-    path = Path(output_dir) / METRICS_FILE
+def read_metrics(output_dir: str | Path, name: str = METRICS_FILE) -> list[dict]:
+    path = Path(output_dir) / name
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -104,14 +104,14 @@ def train_loop_per_worker(config: dict) -> None:
     timeline.mark("model_load")
 
     # data
-    train = common.load_shard("train")
+    train = common.load_shard()
     timeline.mark("data_shard")
 
     # trainer
     args = common.trl_arguments(DPOConfig, job, precision, max_length=stage.data.max_length)
     trainer = trainer_class()(
         model=model, ref_model=ref_model, args=args, train_dataset=train, processing_class=tok,
-        callbacks=[common.make_report_callback(job.output_dir, timeline, job.report_every_log)],
+        callbacks=[common.make_report_callback(job, timeline)],
     )
     common.keep_local_shard(trainer)
 

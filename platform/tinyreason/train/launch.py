@@ -61,24 +61,39 @@ def _autoscaling() -> bool:
 
 def fit_stage(job: common.StageJob, train_ds, storage_path: str, resume_from: str | None = None,
               callbacks: list | None = None):
-    """Run the stage's TorchTrainer to completion; returns Ray Train's Result."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    """Run the stage's TorchTrainer to completion; returns Ray Train's Result.
+
+    Each rank gets a fixed shard (a deterministic split of the materialized rows, read
+    in order) rather than Ray Data's streaming split, which hands blocks to whichever
+    worker asks first. Resume relies on this: the trainer skips the batches it has
+    already seen, and they must be the same batches on the new attempt.
+    """
+    from ray.data import ExecutionOptions
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
+
+    from tinyreason.train import checkpoints
 
     stage = job.stage
     module = module_for(stage.kind)
+    n = stage.scaling.num_workers
+    shards = train_ds.split(n, equal=True) if n > 1 else [train_ds]
+    policy = stage.checkpoints
+    retention = checkpoints.retention_callback(stage.trainer.save_total_limit, policy.keep_best, policy.mode)
     trainer = TorchTrainer(
         module.train_loop_per_worker,
         train_loop_config={"job": job, "resume_from": resume_from},
         scaling_config=scaling_config(stage),
         torch_config=TorchConfig(backend="nccl" if stage.scaling.use_gpu else "gloo"),
-        datasets={"train": train_ds},
+        datasets={common.shard_name(rank): shard for rank, shard in enumerate(shards)},
+        dataset_config=DataConfig(datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True)),
         run_config=RunConfig(
             name=Path(job.output_dir).name,
             storage_path=storage_path,
             failure_config=FailureConfig(max_failures=stage.scaling.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=stage.trainer.save_total_limit),
-            callbacks=callbacks or [],
+            # Ray keeps every checkpoint; `retention` keeps the last N and the best (see checkpoints.py)
+            checkpoint_config=CheckpointConfig(num_to_keep=None),
+            callbacks=[retention, *(callbacks or [])],
         ),
     )
     return trainer.fit()

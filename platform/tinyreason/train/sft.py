@@ -74,7 +74,7 @@ def train_loop_per_worker(config: dict) -> None:
     timeline.mark("model_load")
 
     # data: this worker's shard, already tokenized and packed by Ray Data
-    train = common.load_shard("train")
+    train = common.load_shard()
     timeline.mark("data_shard")
 
     # trainer
@@ -87,7 +87,7 @@ def train_loop_per_worker(config: dict) -> None:
     )
     # TRL builds the padding-free collator: position ids restart at every packed example
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tok,
-                         callbacks=[common.make_report_callback(job.output_dir, timeline, job.report_every_log)])
+                         callbacks=[common.make_report_callback(job, timeline)])
     common.keep_local_shard(trainer)
 
     # train
