@@ -2,7 +2,9 @@
 
 Keys are "task/metric" for lm-eval tasks plus "heldout/accuracy" and
 "heldout/well_formed" (the built-in held-out problems and their <think> health),
-so a sweep objective and the results table can name any of them.
+so a sweep objective and the results table can name any of them. A pretrain stage
+also has "pretrain/perplexity": a row of the results table, but never part of the
+objective or the score plot (lower is better, and it is not on a 0-1 scale).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from tinyreason.eval.harness import objective
 
 HELDOUT = ("heldout/accuracy", "heldout/well_formed")
+PERPLEXITY = "pretrain/perplexity"
 
 
 def primary_scores(evaluation: dict | None) -> dict[str, float]:
@@ -22,6 +25,17 @@ def primary_scores(evaluation: dict | None) -> dict[str, float]:
         out["heldout/well_formed"] = float(evaluation["format"]["well_formed"])
     out.update((evaluation.get("benchmarks") or {}).get("primary", {}))
     return out
+
+
+def pretrain_scores(evaluation: dict | None) -> dict[str, float]:
+    """Validation perplexity on the pretrain blend's held-out split, when it was measured."""
+    ppl = ((evaluation or {}).get("pretrain") or {}).get("perplexity")
+    return {PERPLEXITY: float(ppl)} if ppl is not None else {}
+
+
+def table_scores(evaluation: dict | None) -> dict[str, float]:
+    """The rows of the results table: every benchmark's primary metric, then perplexity."""
+    return {**primary_scores(evaluation), **pretrain_scores(evaluation)}
 
 
 def benchmark_scores(evaluation: dict | None) -> dict[str, float]:
