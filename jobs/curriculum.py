@@ -23,6 +23,7 @@ def main(argv=None) -> int:
     from tinyreason.config import check_storage, load_config
     from tinyreason.curriculum import run_curriculum
     from tinyreason.report import print_summary, write_report
+    from tinyreason.storage import Storage, publish
 
     with fail.on_error():
         config = load_config(args.config, args.set)  # validated whole, before Ray starts
@@ -30,6 +31,7 @@ def main(argv=None) -> int:
         init_ray(config)
         result = run_curriculum(config)
         report = write_report(result)
+        publish(Storage(config.storage.path), report.parent)  # object storage: the report goes there too
         print_summary(result, report)
     return fail.exit_code
 

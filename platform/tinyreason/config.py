@@ -132,11 +132,12 @@ class ScalingConfig(Strict):
 
 
 class CheckpointPolicy(Strict):
-    """Which checkpoints stay on storage besides the last `trainer.save_total_limit`.
+    """What stays on storage besides the last `trainer.save_total_limit` checkpoints.
 
-    The last N guard resume (a corrupt latest still has N-1 behind it); the best by a
-    logged metric is the one to pick when training overshoots. The metric is averaged
-    over the logs since the previous checkpoint, so one noisy batch does not decide.
+    The last N guard resume (a corrupt latest still has N-1 behind it). The best by a
+    logged metric is the one to pick when training overshoots: its model files are
+    copied to `<storage>/ray/<stage>/best/`. The metric is averaged over the logs since
+    the previous checkpoint, so one noisy batch does not decide.
     """
 
     keep_best: bool = True
@@ -163,7 +164,7 @@ class TrainerSettings(BaseModel):
     lr_scheduler_kwargs: dict[str, Any] = {}
     logging_steps: int = Field(5, ge=1)
     save_steps: int = Field(200, ge=1)
-    save_total_limit: int | None = Field(2, ge=1)  # checkpoints kept on storage: the last N, plus the best
+    save_total_limit: int | None = Field(2, ge=1)  # checkpoints kept on storage: the last N (None: all)
     seed: int = 0
     gradient_checkpointing: bool = False
     neftune_noise_alpha: float | None = Field(None, ge=0)
@@ -516,6 +517,7 @@ def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
     except ValidationError as e:
         raise ConfigError(format_errors(e, prefix=source)) from None
     _check_model_path(cfg.model, source)
+    _check_tokenizer_path(cfg, source)
     for i, stage in enumerate(cfg.stages):
         blend = stage.data.resolved_blend()
         want = SCHEMA_OF_KIND[stage.kind]
@@ -560,10 +562,38 @@ def _check_model_path(model: ModelConfig, source: str) -> None:
                           "model.save_pretrained(dir) (safetensors is the default)")
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def _check_tokenizer_path(cfg: ExperimentConfig, source: str) -> None:
+    """The tokenizer dir (tokenizer.path, else a local model dir) must hold a tokenizer.
+
+    A missing chat template is not an error: every chat stage installs tinyreason's ChatML
+    template, which adds the `{% generation %}` markers assistant-only losses need.
+    """
+    field, ref = ("tokenizer.path", cfg.tokenizer.path) if cfg.tokenizer.path else \
+        ("model.name_or_path", cfg.model.name_or_path)
+    if not ref or not _looks_local(ref):
+        return
+    path = Path(ref).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"{source}: {field} = {ref!r}: no such directory; give a tokenizer dir or a hub id")
+    if not any((path / f).exists() for f in TOKENIZER_FILES):
+        raise ConfigError(f"{source}: {field} = {ref!r} has no tokenizer ({', '.join(TOKENIZER_FILES)}); save one "
+                          "with tokenizer.save_pretrained(dir), or set tokenizer.path to a dir or hub id that has one")
+
+
 def check_storage(path: str) -> Path | str:
     """Fail before any work when the storage path cannot be written."""
     if "://" in path:
-        return path  # object storage: the first write reports problems with credentials
+        # Object storage: a probe write now, not a traceback from Ray Train at the first checkpoint
+        from tinyreason.storage import Storage
+
+        try:
+            Storage(path).check_writable()
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        return path
     p = Path(path).expanduser().resolve()
     try:
         p.mkdir(parents=True, exist_ok=True)
@@ -577,4 +607,9 @@ def check_storage(path: str) -> Path | str:
 
 
 def dump_config(cfg: ExperimentConfig) -> dict:
-    return cfg.model_dump(mode="json", exclude_none=True)
+    """The config as written into run dirs and trackers: credentials in a storage URI redacted."""
+    from tinyreason.storage import redact
+
+    out = cfg.model_dump(mode="json", exclude_none=True)
+    out["storage"]["path"] = redact(out["storage"]["path"])
+    return out

@@ -3,7 +3,9 @@
 Written as report.md and a self-contained report.html (plots inlined) plus
 results.json in the run directory, and printed at the end of jobs/curriculum.py.
 The benchmark table follows the reference report's: one row per benchmark, one
-column per stage plus the base model, deltas against the base.
+column per stage plus the base model, deltas against the base; a pretrain stage adds
+its validation perplexity as a row (base vs pretrained shows what pre-training did)
+and its fixed-prompt samples as a section.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from tinyreason.curriculum import CurriculumResult
 from tinyreason.eval.harness import results_table
-from tinyreason.eval.scores import objective_value, primary_scores
+from tinyreason.eval.scores import PERPLEXITY, objective_value, pretrain_scores, primary_scores, table_scores
 
 
 def stage_rows(result: CurriculumResult) -> list[dict]:
@@ -30,6 +32,8 @@ def stage_rows(result: CurriculumResult) -> list[dict]:
             "heldout_accuracy": scores.get("heldout/accuracy"),
             "well_formed_think": scores.get("heldout/well_formed"),
             "reward_margin": s.get("rewards/margins"),
+            "perplexity": pretrain_scores(o.evaluation).get(PERPLEXITY),
+            "why": o.reason, "best_checkpoint": (o.manifest.get("checkpoints") or {}).get("best"),
             "model_dir": str(o.dir / "model"),
         })
     return rows
@@ -54,11 +58,40 @@ def summary_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def benchmark_columns(result: CurriculumResult) -> dict[str, dict[str, float]]:
-    cols = {"base": primary_scores(result.base_eval)} if result.base_eval else {}
+def benchmark_columns(result: CurriculumResult, scores=primary_scores) -> dict[str, dict[str, float]]:
+    """{model: {benchmark: value}}, base first; `table_scores` adds the perplexity rows."""
+    cols = {"base": scores(result.base_eval)} if result.base_eval else {}
     for o in result.stages:
-        cols[o.stage.name] = primary_scores(o.evaluation)
+        cols[o.stage.name] = scores(o.evaluation)
     return {k: v for k, v in cols.items() if v}
+
+
+def pretrain_results(result: CurriculumResult) -> dict[str, dict]:
+    """Each model's pre-training evaluation (perplexity, token counts, samples), by name."""
+    evals = {"base": result.base_eval, **{o.stage.name: o.evaluation for o in result.stages}}
+    return {name: ev["pretrain"] for name, ev in evals.items() if ev and ev.get("pretrain")}
+
+
+def _cell(text: str) -> str:
+    # one table cell: newlines shown as the escape, and no "|", which would split the cell
+    return text.replace("\n", "\\n").replace("|", "¦").strip() or "(empty)"
+
+
+def samples_section(pretrain: dict[str, dict]) -> list[str]:
+    from tinyreason.eval.pretrain import SAMPLE_SEED, SAMPLE_TEMPERATURE
+
+    if not any(p.get("samples") for p in pretrain.values()):
+        return []
+    md = ["## Pre-training samples", "",
+          f"Continuations of fixed prompts: greedy, and one sampled at temperature {SAMPLE_TEMPERATURE} "
+          f"seeded per prompt from seed {SAMPLE_SEED}.", ""]
+    for name, p in pretrain.items():
+        ppl = (f"held-out perplexity {p['perplexity']:.3f} over {p['tokens']:,} tokens of {p['documents']:,} "
+               "documents" if p.get("perplexity") is not None else "no held-out split to score")
+        md += [f"### {name}", "", f"{ppl}.", "", "| prompt | greedy | sampled |", "| --- | --- | --- |"]
+        md += [f"| {_cell(s['prompt'])} | {_cell(s['greedy'])} | {_cell(s['sampled'])} |" for s in p["samples"]]
+        md.append("")
+    return md
 
 
 def _plt():
@@ -112,6 +145,8 @@ def write_report(result: CurriculumResult) -> Path:
     run_dir = result.run_dir
     rows = stage_rows(result)
     columns = benchmark_columns(result)
+    table = benchmark_columns(result, table_scores)
+    pretrain = pretrain_results(result)
     weights = result.config.evaluation.objective.weights
     objectives = {name: _objective({"base": result.base_eval, **{o.stage.name: o.evaluation
                                                                    for o in result.stages}}[name], weights)
@@ -119,17 +154,26 @@ def write_report(result: CurriculumResult) -> Path:
     plots = [p for p in (plot_losses(result, run_dir / "loss_curves.png"),
                          plot_benchmarks(columns, run_dir / "benchmarks.png")) if p]
     results = {"base": {"model": result.base.path}, "stages": rows, "benchmarks": columns,
-               "objective": {"name": result.config.evaluation.objective.name, "values": objectives}}
+               "objective": {"name": result.config.evaluation.objective.name, "values": objectives},
+               "pretrain": pretrain}
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     md = [f"# Curriculum report: {result.config.name}", "", f"Base model: `{result.base.path}`", "",
           "## Stages", "", summary_table(rows), ""]
-    if columns:
-        md += ["## Benchmarks", "", "Deltas in parentheses are against the base model.", "",
-               results_table(columns, "base" if "base" in columns else None),
-               f"Objective ({results['objective']['name']}): "
-               + ", ".join(f"{k} {_fmt(v)}" for k, v in objectives.items()), ""]
+    md += [f"- **{r['stage']}**: {r['why']}" for r in rows if r["why"]] + [""]
+    if table:
+        md += ["## Benchmarks", "", "Deltas in parentheses are against the base model."
+               + (f" `{PERPLEXITY}` is on the pretrain blend's held-out split; lower is better."
+                  if any(PERPLEXITY in c for c in table.values()) else ""), "",
+               results_table(table, "base" if "base" in table else None)]
+        if objectives:
+            md += [f"Objective ({results['objective']['name']}): "
+                   + ", ".join(f"{k} {_fmt(v)}" for k, v in objectives.items())]
+        md.append("")
+    md += samples_section(pretrain)
     md += [f"![{p.stem}]({p.name})" for p in plots] + ["", "## Outputs", ""]
-    md += [f"- {r['stage']}: `{r['model_dir']}`" for r in rows]
+    md += [f"- {r['stage']}: `{r['model_dir']}`"
+           + (f"; best checkpoint (step {b['step']}, {b['value']:.4g}): `{b['path']}`"
+              if (b := r["best_checkpoint"]) and b.get("value") is not None else "") for r in rows]
     path = run_dir / "report.md"
     path.write_text("\n".join(md) + "\n", encoding="utf-8")
     (run_dir / "report.html").write_text(markdown_to_html(md, run_dir), encoding="utf-8")
@@ -145,7 +189,7 @@ def _objective(evaluation: dict | None, weights: dict) -> float | None:
 
 def print_summary(result: CurriculumResult, report: Path) -> None:
     print("\n" + summary_table(stage_rows(result)))
-    columns = benchmark_columns(result)
+    columns = benchmark_columns(result, table_scores)
     if columns:
         print("\n" + results_table(columns, "base" if "base" in columns else None))
     print(f"report: {report}\nfinal model: {result.stages[-1].dir / 'model'}")

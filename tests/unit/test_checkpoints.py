@@ -1,31 +1,65 @@
-"""Checkpoint retention and the re-run explanation: pure functions, no Ray."""
+"""Checkpoint bookkeeping on storage and the re-run explanation: pure functions and a
+local pyarrow filesystem, no Ray."""
+
+import json
 
 import pyarrow.fs as pafs
 import pytest
 
 from tinyreason.curriculum import StageOutcome, why_trained
-from tinyreason.train.checkpoints import MetricWindow, Saved, best_and_kept, choose_kept, write_info
+from tinyreason.train.checkpoints import MetricWindow, best_and_kept, is_better, keep_if_best, write_info
+
+FS = pafs.LocalFileSystem()
 
 
-def _saved(*pairs):
-    return [Saved(f"ckpt-{step}", step, value) for step, value in pairs]
+def _checkpoint(run, step, value, optimizer=True):
+    d = run / f"checkpoint_{step:03d}"
+    d.mkdir(parents=True)
+    (d / "model.safetensors").write_bytes(b"w" * step)
+    (d / "config.json").write_text("{}")
+    if optimizer:
+        (d / "global_step").mkdir()
+        (d / "global_step" / "optim_states.pt").write_bytes(b"o")
+        (d / "scheduler.pt").write_bytes(b"s")
+    write_info(d, step, "loss", value)
+    return d
 
 
-def test_keeps_the_last_n_and_the_best():
-    saved = _saved((10, 3.0), (20, 1.5), (30, 2.0), (40, 2.5), (50, 2.2))
-    assert choose_kept(saved, 2, True, "min") == {"ckpt-40", "ckpt-50", "ckpt-20"}
-    assert choose_kept(saved, 2, False, "min") == {"ckpt-40", "ckpt-50"}
-    assert choose_kept(saved, 2, True, "max") == {"ckpt-40", "ckpt-50", "ckpt-10"}
-    assert choose_kept(saved, None, True, "min") == {s.path for s in saved}
+def test_is_better_by_mode():
+    assert is_better(1.0, 2.0, "min") and not is_better(3.0, 2.0, "min")
+    assert is_better(3.0, 2.0, "max") and is_better(1.0, None, "min") and not is_better(None, 1.0, "min")
 
 
-def test_best_among_the_last_adds_nothing_and_ties_go_to_the_later():
-    assert choose_kept(_saved((10, 3.0), (20, 2.0), (30, 1.0)), 2, True, "min") == {"ckpt-20", "ckpt-30"}
-    assert choose_kept(_saved((10, 1.0), (20, 1.0), (30, 5.0), (40, 5.0)), 1, True, "min") == {"ckpt-20", "ckpt-40"}
+def test_the_best_models_files_are_copied_aside_and_the_old_best_removed(tmp_path):
+    run = tmp_path / "run"
+    for step, value, improves in ((10, 3.0, True), (20, 1.5, True), (30, 2.0, False)):
+        assert keep_if_best(FS, str(_checkpoint(run, step, value)), "min") is improves
+    best = json.loads((run / "best.json").read_text())
+    assert best["step"] == 20 and best["value"] == 1.5
+    kept = run / "best" / "checkpoint_020"
+    assert sorted(p.name for p in kept.iterdir()) == ["config.json", "model.safetensors", "tinyreason_checkpoint.json"]
+    assert not (run / "best" / "checkpoint_010").exists()  # the previous best is gone
+    # the run's checkpoints themselves are untouched: Ray owns and prunes those
+    assert all((run / f"checkpoint_{s:03d}" / "scheduler.pt").exists() for s in (10, 20, 30))
 
 
-def test_unscored_checkpoints_are_kept_by_recency_only():
-    assert choose_kept(_saved((10, None), (20, None), (30, None)), 1, True, "min") == {"ckpt-30"}
+def test_max_mode_keeps_the_highest(tmp_path):
+    run = tmp_path / "run"
+    for step, value in ((10, 0.2), (20, 0.9), (30, 0.5)):
+        keep_if_best(FS, str(_checkpoint(run, step, value)), "max")
+    assert json.loads((run / "best.json").read_text())["step"] == 20
+
+
+def test_best_and_kept_lists_complete_checkpoints_only(tmp_path):
+    run = tmp_path / "run"
+    for step, value in ((10, 2.0), (20, 1.0)):
+        keep_if_best(FS, str(_checkpoint(run, step, value)), "min")
+    (run / "checkpoint_030").mkdir()  # no info file yet: still uploading
+    (run / "checkpoint_manager_snapshot.json").write_text("{}")
+    out = best_and_kept(FS, str(run), "min")
+    assert [k["step"] for k in out["kept"]] == [10, 20]
+    assert out["best"]["step"] == 20 and out["best"]["path"].endswith("best/checkpoint_020")
+    assert best_and_kept(FS, str(tmp_path / "missing"), "min") == {"kept": [], "best": None}
 
 
 def test_metric_window_averages_since_the_last_checkpoint():
@@ -35,19 +69,6 @@ def test_metric_window_averages_since_the_last_checkpoint():
     w.add({"grad_norm": 1.0})
     assert w.take() == 3.0
     assert w.take() == 2.0  # nothing logged since: the last value (save_steps < logging_steps)
-
-
-def test_best_and_kept_reads_info_files_and_skips_uploads_in_progress(tmp_path):
-    for step, value in ((10, 2.0), (20, 1.0), (30, 1.5)):
-        d = tmp_path / f"checkpoint_{step}"
-        d.mkdir()
-        write_info(d, step, "loss", value)
-    (tmp_path / "checkpoint_40").mkdir()  # no info file yet: still uploading
-    (tmp_path / "checkpoint_manager_snapshot.json").write_text("{}")
-    out = best_and_kept(pafs.LocalFileSystem(), str(tmp_path), "min")
-    assert [k["step"] for k in out["kept"]] == [10, 20, 30]
-    assert out["best"]["step"] == 20 and out["best"]["value"] == 1.0
-    assert best_and_kept(pafs.LocalFileSystem(), str(tmp_path / "missing"), "min") == {"kept": [], "best": None}
 
 
 def _outcome(config, blend="b1", parent="p1", cached=False, resumed=False):

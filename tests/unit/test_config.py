@@ -1,5 +1,6 @@
 """Every file in configs/ validates; bad configs fail before any work, naming the field."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,11 @@ def test_trl_names_pass_through_unchanged():
                         "gradient_checkpointing": True, "assistant_only_loss": True})
     trl = validate_config(raw).stages[0].trainer.to_trl()
     assert trl["loss_type"] == "dft" and trl["assistant_only_loss"] is True and trl["warmup_steps"] == 0.1
+
+
+def test_credentials_in_a_storage_uri_are_redacted_in_the_dumped_config():
+    from tinyreason.config import dump_config
+
+    cfg = load_config("configs/micro.yaml", ["storage.path=s3://AKIAFAKE:s3cr3tFAKE@bucket/runs?region=us-east-1"])
+    dumped = json.dumps(dump_config(cfg))
+    assert "s3cr3tFAKE" not in dumped and "AKIAFAKE" not in dumped and "s3://" in dumped

@@ -50,6 +50,7 @@ class Blend:
     manifest: dict
     rows: int = field(init=False)
     cached: bool = False
+    store: object = None  # a remote tinyreason.storage.Storage holding a copy: Ray Data reads from there
 
     def __post_init__(self):
         self.rows = self.manifest["rows"]
@@ -59,15 +60,21 @@ class Blend:
         return self.path / "data"
 
     def dataset(self):
-        import ray.data
-
-        return ray.data.read_parquet(str(self.data_dir))
+        return self._read("data")
 
     def heldout_dataset(self):
         """Rows kept back by `heldout_fraction` (validation perplexity), or None."""
+        return self._read("heldout") if self.manifest.get("heldout_rows") else None
+
+    def _read(self, part: str):
+        """Read tasks run on any node: on a cluster with object storage they read the
+        uploaded copy, not the driver's local files."""
         import ray.data
 
-        return ray.data.read_parquet(str(self.path / "heldout")) if self.manifest.get("heldout_rows") else None
+        if self.store is not None and self.store.is_remote:
+            key = f"{self.store.key_of(self.path)}/{part}"
+            return ray.data.read_parquet(self.store.fs_path(key), filesystem=self.store.filesystem)
+        return ray.data.read_parquet(str(self.path / part))
 
 
 def _arrow_schema(kind: str):

@@ -272,8 +272,9 @@ def run_suite(model_dir: str | Path, bench: BenchmarkConfig, out_dir: str | Path
 
 
 def run_suite_remote(model_dir: str | Path, bench: BenchmarkConfig, out_dir: str | Path,
-                     trust_remote_code: bool = False, dtype: str = "auto") -> dict:
-    """`run_suite` as a Ray task: on a GPU when the cluster has one, else one CPU."""
+                     trust_remote_code: bool = False, dtype: str = "auto", store=None) -> dict:
+    """`run_suite` as a Ray task: on a GPU when the cluster has one, else one CPU. With a
+    remote `store`, the task fetches the model on its node and publishes the outputs."""
     import ray
 
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
@@ -281,8 +282,9 @@ def run_suite_remote(model_dir: str | Path, bench: BenchmarkConfig, out_dir: str
     bench = bench.model_copy(update={"include_path": [str(Path(p).expanduser().resolve()) if Path(p).exists()
                                                       else p for p in bench.include_path]})
     from tinyreason.runtime import free_task
+    from tinyreason.storage import on_node
 
-    task = free_task(run_suite, num_cpus=1, num_gpus=gpus)
+    task = free_task(on_node(run_suite, store, read=(0,), write=(2,)), num_cpus=1, num_gpus=gpus)
     ref = task.remote(str(Path(model_dir).expanduser().resolve()), bench, str(Path(out_dir).expanduser().resolve()),
                       trust_remote_code, dtype)
     try:

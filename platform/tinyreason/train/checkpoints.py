@@ -4,13 +4,15 @@ Every `save_steps` each worker's Hugging Face checkpoint (model, optimizer and
 DeepSpeed shards, scheduler, RNG, trainer state) is reported to Ray Train, which
 copies it to `<storage>/ray/<stage run>/checkpoint_*` and hands the latest back
 after a fault. Rank 0 adds a small `tinyreason_checkpoint.json` (step and the
-policy's metric) so retention can be decided from storage alone, with no state in
+policy's metric), so decisions can be made from storage alone, with no state in
 the driver: a re-submitted job after a driver crash applies the same policy.
 
-Retention keeps the last `save_total_limit` checkpoints plus the best by the
-policy's metric. Ray's own `num_to_keep` keeps the top-K by one score plus the
-latest, which cannot express "the last N and the best", so Ray keeps everything
-and `Retention` (a Ray Train callback on the controller) deletes the rest.
+Ray keeps the last `save_total_limit` checkpoints (its own `num_to_keep`; its
+snapshot of the run must only name checkpoints that exist, or a restarted driver
+refuses to resume). The best by the policy's metric is kept beside them, outside
+Ray's bookkeeping: when a checkpoint beats the best so far, `BestKeeper` copies its
+model files (weights, config, tokenizer: what you load, not the optimizer state)
+to `<run>/best/<checkpoint>/` and records it in `<run>/best.json`.
 """
 
 from __future__ import annotations
@@ -69,7 +71,13 @@ def stage_for_upload(ckpt_dir: Path, rank: int) -> Path:
     return dest
 
 
-# --------------------------------------------------------------------------- retention
+# --------------------------------------------------------------------------- the best, and what is left
+
+
+BEST_DIR, BEST_FILE = "best", "best.json"
+# What a loadable model needs; the rest of a checkpoint (optimizer and DeepSpeed shards,
+# scheduler, RNG) only matters for resuming, which the last N checkpoints serve.
+MODEL_FILES = (".safetensors", ".json", ".jinja", ".txt", ".model")
 
 
 @dataclass(frozen=True)
@@ -81,19 +89,25 @@ class Saved:
     value: float | None
 
 
-def choose_kept(saved: list[Saved], keep_last: int | None, keep_best: bool, mode: str) -> set[str]:
-    """The paths to keep: the `keep_last` most recent by step, and the best by value.
+def is_better(value: float | None, best: float | None, mode: str) -> bool:
+    if value is None:
+        return False
+    if best is None:
+        return True
+    return value < best if mode == "min" else value > best
 
-    `keep_last=None` keeps everything. Ties go to the later checkpoint."""
-    if keep_last is None:
-        return {s.path for s in saved}
-    by_step = sorted(saved, key=lambda s: s.step)
-    kept = {s.path for s in by_step[-keep_last:]}
-    scored = [s for s in by_step if s.value is not None]
-    if keep_best and scored:
-        sign = 1 if mode == "min" else -1
-        kept.add(min(reversed(scored), key=lambda s: sign * s.value).path)
-    return kept
+
+def _read_json(fs, path: str) -> dict | None:
+    try:
+        with fs.open_input_stream(path) as f:
+            return json.loads(f.read().decode())
+    except (OSError, FileNotFoundError, ValueError):
+        return None
+
+
+def _write_json(fs, path: str, obj: dict) -> None:
+    with fs.open_output_stream(path) as f:
+        f.write(json.dumps(obj).encode())
 
 
 def list_saved(fs, run_dir: str) -> list[Saved]:
@@ -108,42 +122,53 @@ def list_saved(fs, run_dir: str) -> list[Saved]:
     for entry in entries:
         if entry.type != pafs.FileType.Directory or not entry.base_name.startswith("checkpoint_"):
             continue
+        info = _read_json(fs, f"{entry.path}/{INFO_FILE}")
+        if info is not None:  # else an upload in progress, or a checkpoint from before this policy
+            out.append(Saved(entry.path, int(info["step"]), info.get("value")))
+    return sorted(out, key=lambda s: s.step)
+
+
+def keep_if_best(fs, checkpoint_path: str, mode: str) -> bool:
+    """Copy a checkpoint's model files to `<run>/best/` when its metric beats the best so far."""
+    import pyarrow.fs as pafs
+
+    run_dir = str(Path(checkpoint_path).parent)
+    info = _read_json(fs, f"{checkpoint_path}/{INFO_FILE}")
+    best = _read_json(fs, f"{run_dir}/{BEST_FILE}")
+    if info is None or not is_better(info.get("value"), (best or {}).get("value"), mode):
+        return False
+    dest = f"{run_dir}/{BEST_DIR}/{Path(checkpoint_path).name}"
+    fs.create_dir(dest, recursive=True)
+    for entry in fs.get_file_info(pafs.FileSelector(checkpoint_path)):
+        if entry.type == pafs.FileType.File and entry.base_name.endswith(MODEL_FILES):
+            fs.copy_file(entry.path, f"{dest}/{entry.base_name}")
+    # the pointer moves only once the copy is whole; then the previous best goes
+    _write_json(fs, f"{run_dir}/{BEST_FILE}", {**info, "path": dest})
+    if best and best.get("path") and best["path"] != dest:
         try:
-            with fs.open_input_stream(f"{entry.path}/{INFO_FILE}") as f:
-                info = json.loads(f.read().decode())
-        except (OSError, FileNotFoundError, ValueError):
-            continue  # an upload in progress, or a checkpoint from before this policy: leave it alone
-        out.append(Saved(entry.path, int(info["step"]), info.get("value")))
-    return out
+            fs.delete_dir(best["path"])
+        except (OSError, FileNotFoundError):
+            pass
+    return True
 
 
 def best_and_kept(fs, run_dir: str, mode: str) -> dict:
-    """For the stage manifest: the checkpoints left on storage and the best of them."""
+    """For the stage manifest: the checkpoints left on storage and the best model so far."""
     saved = list_saved(fs, run_dir)
-    scored = [s for s in saved if s.value is not None]
-    sign = 1 if mode == "min" else -1
-    best = min(reversed(sorted(scored, key=lambda s: s.step)), key=lambda s: sign * s.value, default=None)
+    best = _read_json(fs, f"{run_dir}/{BEST_FILE}")
     return {
-        "kept": [{"path": s.path, "step": s.step, "value": s.value} for s in sorted(saved, key=lambda s: s.step)],
-        "best": None if best is None else {"path": best.path, "step": best.step, "value": best.value},
+        "kept": [{"path": s.path, "step": s.step, "value": s.value} for s in saved],
+        "best": None if best is None else {"path": best["path"], "step": best["step"], "value": best["value"]},
     }
 
 
-def retention_callback(keep_last: int | None, keep_best: bool, mode: str):
-    """A Ray Train callback that applies `choose_kept` after each registered checkpoint."""
+def best_keeper(keep_best: bool, mode: str):
+    """A Ray Train callback that runs `keep_if_best` on each registered checkpoint."""
     from ray.train.v2.api.callback import UserCallback
 
-    class Retention(UserCallback):
+    class BestKeeper(UserCallback):
         def after_report(self, run_context, metrics, checkpoint):
-            if checkpoint is None or keep_last is None:
-                return
-            fs, run_dir = checkpoint.filesystem, str(Path(checkpoint.path).parent)
-            saved = list_saved(fs, run_dir)
-            newest = max((s.step for s in saved), default=0)
-            kept = choose_kept(saved, keep_last, keep_best, mode)
-            for s in saved:
-                # Only checkpoints older than the newest complete one: later ones may still be uploading.
-                if s.path not in kept and s.step < newest and s.path != checkpoint.path:
-                    fs.delete_dir(s.path)
+            if checkpoint is not None and keep_best:
+                keep_if_best(checkpoint.filesystem, checkpoint.path, mode)
 
-    return Retention()
+    return BestKeeper()

@@ -36,6 +36,13 @@ class StageJob:
     report_every_log: bool = False  # sweeps: every log goes to Ray Train so Tune schedulers see it
 
     ray_run_dir: str = ""  # where Ray Train keeps this stage's checkpoints (a path or URI)
+    storage: Any = None  # a remote tinyreason.storage.Storage: inputs are fetched from it, outputs published
+
+    def local(self, path: str) -> str:
+        """An input path (parent model, tokenizer) readable on this worker's node."""
+        from tinyreason.storage import localize
+
+        return localize(self.storage, path)
 
     @property
     def export_dir(self) -> str:
@@ -140,6 +147,7 @@ def begin_worker(config: dict) -> tuple[StageJob, Timeline, str]:
 
     device = set_local_device()
     job: StageJob = config["job"]
+    Path(job.output_dir).mkdir(parents=True, exist_ok=True)  # on object storage: this node's mirror
     _record_worker(job.output_dir, device)
     avoid_cpu_jit(job.stage.deepspeed)
     timeline.mark("setup")
@@ -162,6 +170,23 @@ def _record_worker(output_dir: str, device) -> None:
               "node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname(),
               "device": str(device), "time": time.time()}
     _append(output_dir, record, WORKERS_FILE)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def load_tokenizer_and_model(job: StageJob):
+    """The stage's prepared tokenizer and its parent's weights (safetensors only), the
+    embedding matrix grown to the tokenizer when the stage added tokens (<think>)."""
+    from transformers import AutoTokenizer
+
+    from tinyreason.model.presets import load_model
+
+    tok = AutoTokenizer.from_pretrained(job.local(job.tokenizer_dir))
+    model = load_model(job.local(job.parent_model), job.trust_remote_code, job.attn_implementation)
+    if model.get_input_embeddings().num_embeddings != len(tok):
+        model.resize_token_embeddings(len(tok), mean_resizing=True)  # new tokens start at the mean embedding
+    return tok, model
 
 
 # --------------------------------------------------------------------------- data
@@ -357,3 +382,10 @@ def export_model(trainer, tok, job: StageJob) -> None:
         (Path(job.export_dir) / "training_args.bin").unlink(missing_ok=True)
         tok.save_pretrained(job.export_dir)
         trainer.model.generation_config.save_pretrained(job.export_dir)
+        # On object storage the driver and the next stage read these from there, not from this node
+        from tinyreason.storage import publish
+
+        publish(job.storage, job.export_dir)
+        for name in (METRICS_FILE, WORKERS_FILE):
+            if (Path(job.output_dir) / name).exists():
+                publish(job.storage, Path(job.output_dir) / name)

@@ -87,7 +87,6 @@ def train_loop_per_worker(config: dict) -> None:
     """model -> data -> trainer -> train -> save, on one Ray Train worker."""
     job, timeline, precision = common.begin_worker(config)
     stage = job.stage
-    from transformers import AutoTokenizer
     from trl import DPOConfig
 
     from tinyreason.model.presets import load_model
@@ -95,12 +94,11 @@ def train_loop_per_worker(config: dict) -> None:
     timeline.mark("imports")
 
     # model: the policy and a frozen reference, both the parent stage's export
-    tok = AutoTokenizer.from_pretrained(job.tokenizer_dir)
-    model = load_model(job.parent_model, job.trust_remote_code, job.attn_implementation)
+    tok, model = common.load_tokenizer_and_model(job)
     settings = stage.trainer.to_trl()
     ref_model = None
     if not settings.get("precompute_ref_log_probs"):
-        ref_model = load_model(job.parent_model, job.trust_remote_code, job.attn_implementation)
+        ref_model = load_model(job.local(job.parent_model), job.trust_remote_code, job.attn_implementation)
     timeline.mark("model_load")
 
     # data

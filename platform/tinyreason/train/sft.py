@@ -47,11 +47,14 @@ _TOKENIZERS: dict = {}
 
 
 def cached_tokenizer(path: str):
-    """One tokenizer per Ray Data worker process, not one per batch (loading costs ~50 ms)."""
+    """One tokenizer per Ray Data worker process, not one per batch (loading costs ~50 ms).
+    A `storage.Located` path is fetched from object storage on first use on this node."""
     if path not in _TOKENIZERS:
         from transformers import AutoTokenizer
 
-        _TOKENIZERS[path] = AutoTokenizer.from_pretrained(path)
+        from tinyreason.storage import resolve
+
+        _TOKENIZERS[path] = AutoTokenizer.from_pretrained(resolve(path))
     return _TOKENIZERS[path]
 
 
@@ -59,18 +62,12 @@ def train_loop_per_worker(config: dict) -> None:
     """model -> data -> trainer -> train -> save, on one Ray Train worker."""
     job, timeline, precision = common.begin_worker(config)
     stage = job.stage
-    from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
-
-    from tinyreason.model.presets import load_model
 
     timeline.mark("imports")
 
     # model
-    tok = AutoTokenizer.from_pretrained(job.tokenizer_dir)
-    model = load_model(job.parent_model, job.trust_remote_code, job.attn_implementation)
-    if model.get_input_embeddings().num_embeddings != len(tok):
-        model.resize_token_embeddings(len(tok), mean_resizing=True)  # new tokens start at the mean embedding
+    tok, model = common.load_tokenizer_and_model(job)
     timeline.mark("model_load")
 
     # data: this worker's shard, already tokenized and packed by Ray Data
