@@ -77,3 +77,30 @@ def test_preference_split_and_prompt_cut_from_the_left(tok):
     assert len(cut["prompt_ids"]) == 10 and cut["prompt_ids"] == full["prompt_ids"][-10:]
     assert tok.decode(full["chosen_ids"]).startswith(row["chosen"][0]["content"])
     assert full["chosen_ids"] != full["rejected_ids"]
+
+
+def test_packed_rows_attend_only_within_their_own_example():
+    """Two examples packed into one row, a third alone in the next: every token's logits equal
+    those of its example run on its own, so no attention crosses an example boundary."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tinyreason.data.tokenize import IGNORE, collate_packed_rows
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, attn_implementation="sdpa"))
+    model.eval()
+    a, b, c = [3, 4, 5, 6, 7], [8, 9, 10, 11, 12, 13, 14], [15, 16, 17, 18]
+    batch = collate_packed_rows([{"input_ids": a + b, "labels": a + b, "seq_lengths": [5, 7]},
+                                 {"input_ids": c, "labels": c, "seq_lengths": [4]}], pad_token_id=0)
+    assert batch["input_ids"].shape == (2, 12) and "attention_mask" not in batch
+    assert batch["position_ids"].tolist() == [list(range(5)) + list(range(7)), list(range(4)) + list(range(8))]
+    assert batch["labels"][0, 0] == IGNORE and batch["labels"][0, 5] == IGNORE and batch["labels"][0, 6] == 9
+    assert (batch["labels"][1, 4:] == IGNORE).all()  # the pad tail is never a target
+    with torch.no_grad():  # use_cache=False, as every trainer sets it: a cache turns packed-mask detection off
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        alone = [model(input_ids=torch.tensor([x])).logits[0] for x in (a, b, c)]
+    torch.testing.assert_close(packed[0, :5], alone[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(packed[0, 5:12], alone[1], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(packed[1, :4], alone[2], atol=1e-5, rtol=1e-4)

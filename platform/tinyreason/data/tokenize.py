@@ -169,3 +169,29 @@ def real_token_share(rows: list[dict], max_length: int) -> float:
     """Share of computed positions that are real tokens when every row is a max_length sequence."""
     real = sum(len(r["input_ids"]) for r in rows)
     return real / (len(rows) * max_length) if rows else 0.0
+
+
+def collate_packed_rows(examples: list[dict], pad_token_id: int) -> dict:
+    """Packed sequences as the rows of one [B, L] batch, for attention without a varlen kernel.
+
+    Position ids restart at every example (and at the pad tail), and no attention mask is
+    passed, so transformers builds a block-causal mask inside each row: attention costs
+    B * L^2. TRL's padding-free collator instead joins the whole batch into one 1 x (B * L)
+    sequence, which flash-attention varlen handles in B * L^2 as well, but which SDPA (CPU,
+    or GPUs without flash-attn) computes as a full (B * L)^2 score matrix: measured 2.3x
+    slower on CPU at B=4, L=512 (bench/bench_packing.py). Each example's first label is
+    ignored, as TRL's collator does: no token predicts it inside its own document.
+    """
+    import torch
+
+    width = max(len(e["input_ids"]) for e in examples)
+    ids, labels, positions = [], [], []
+    for e in examples:
+        tail = width - len(e["input_ids"])
+        ids.append(list(e["input_ids"]) + [pad_token_id] * tail)
+        labels.append(list(e["labels"]) + [IGNORE] * tail)
+        lengths = list(e.get("seq_lengths") or [len(e["input_ids"])])
+        positions.append([i for n in lengths for i in range(n)] + list(range(tail)))
+    out = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "position_ids": torch.tensor(positions)}
+    out["labels"][out["position_ids"] == 0] = IGNORE
+    return out

@@ -64,6 +64,8 @@ def train_loop_per_worker(config: dict) -> None:
     stage = job.stage
     from trl import SFTConfig, SFTTrainer
 
+    from tinyreason.data.tokenize import collate_packed_rows
+
     timeline.mark("imports")
 
     # model
@@ -74,16 +76,19 @@ def train_loop_per_worker(config: dict) -> None:
     train = common.load_shard()
     timeline.mark("data_shard")
 
-    # trainer
+    # trainer: position ids restart at every packed example, so attention never crosses one.
+    # A varlen kernel (flash attention) takes the batch as one padding-free sequence; without
+    # one (SDPA, eager) each packed row stays a row, or attention would cost (B*L)^2.
+    varlen = job.attn_implementation.startswith("flash_attention")
     args = common.trl_arguments(
         SFTConfig, job, precision,
         max_length=None,  # rows arrive cut to data.max_length and packed on Ray Data
         packing=False,
-        padding_free=True,
+        padding_free=varlen,
         dataset_kwargs={"skip_prepare_dataset": True},
     )
-    # TRL builds the padding-free collator: position ids restart at every packed example
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tok,
+    collator = None if varlen else partial(collate_packed_rows, pad_token_id=tok.pad_token_id)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tok, data_collator=collator,
                          callbacks=[common.make_report_callback(job, timeline)])
     common.keep_local_shard(trainer)
 

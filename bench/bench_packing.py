@@ -1,0 +1,207 @@
+"""Packed (BFD, padding-free) SFT against padded SFT on chat-like lengths: real (non-pad)
+tokens/s, and held-out loss after one epoch of the same rows (the same real tokens).
+
+    .venv/bin/python bench/bench_packing.py            # writes bench/results/packing_sft.json (~5 min)
+    .venv/bin/python bench/bench_packing.py --quick    # 1 round, fewer rows (~2 min)
+
+Rows are the long-tailed multi-turn chat mix of bench_tokenize (mean ~240 tokens, p95 ~680),
+cut at max_length 512. Variants, interleaved per round:
+
+  platform_packed      the SFT stage as configured: data.packing true -> BFD bins of 512 on Ray
+                       Data (train/sft.py: pack), TRL padding-free collator, fit_stage, 1 worker
+  platform_unpacked    the same stage with data.packing false (single_batch): the platform still
+                       trains padding-free (rows of a batch concatenated, no pad tokens)
+  trl_padded           the baseline: a plain TRL SFTTrainer, unpacked rows padded to the longest
+                       of each batch, attention mask (padding_free false), one process
+  trl_packed           the packed rows in the same plain TRL script: packing's own effect,
+                       without the Ray / DeepSpeed difference
+  trl_packed_rows      diagnostic: the same packed bins kept as a [bins, 512] batch (one bin per
+                       row) with per-example position ids and no attention mask, so attention
+                       is block-causal inside each 512-token row; TRL's padding-free collator
+                       instead concatenates the whole batch into one 1 x (bins*512) sequence,
+                       and SDPA on CPU (no varlen kernel) computes its full (bins*512)^2 scores
+
+Every variant trains one epoch over the same rows with the same learning rate, and gets the
+same number of real tokens per optimizer step: 8 chat rows per step unpacked, and as many
+512-token bins as hold that many tokens packed (so equal steps too). Loss is measured on
+held-out chat rows, one row at a time. Ray workers and the baseline process run at the same
+OS priority; see bench_trainer.py for how tokens/s and tokens per CPU-second are taken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib  # noqa: E402
+from benchlib import log, med, ratio  # noqa: E402
+
+MAX_LENGTH, ROWS_PER_STEP = 512, 8
+VARIANTS = ("platform_packed", "platform_unpacked", "trl_padded", "trl_packed", "trl_packed_rows")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", type=int, default=240, help="chat rows trained on (one epoch)")
+    p.add_argument("--heldout", type=int, default=60)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--niceness", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="1 round, 120 rows")
+    p.add_argument("--out", default=str(benchlib.RESULTS / "packing_sft.json"))
+    args = p.parse_args()
+    if args.quick:
+        args.rows, args.rounds = 120, 1
+
+    benchlib.set_niceness(args.niceness)
+    model_dir, tok_dir = benchlib.make_base(args.preset)
+    benchlib.init_ray()
+    chat = benchlib.chat_rows(args.rows, seed=0)
+    probe = benchlib.stage_config("sft", max_length=MAX_LENGTH, batch=ROWS_PER_STEP, steps=-1)
+    packed_rows = benchlib.tokenize_on_ray("sft", chat, tok_dir, probe)
+    unpacked_rows = benchlib.tokenize_on_ray("sft", chat, tok_dir, benchlib.stage_config(
+        "sft", max_length=MAX_LENGTH, batch=ROWS_PER_STEP, steps=-1, packing=False))
+    heldout = benchlib.tokenize_on_ray("sft", benchlib.chat_rows(args.heldout, seed=1), tok_dir,
+                                       benchlib.stage_config("sft", max_length=MAX_LENGTH, batch=1, steps=-1,
+                                                             packing=False))
+    real = sum(len(r["input_ids"]) for r in unpacked_rows)
+    assert real == sum(len(r["input_ids"]) for r in packed_rows), "packing must keep every token"
+    mean_row = real / len(unpacked_rows)
+    bins_per_step = max(1, round(ROWS_PER_STEP * mean_row / (real / len(packed_rows))))
+    padded_positions = padded_share(unpacked_rows, ROWS_PER_STEP)
+    log(f"{len(unpacked_rows)} rows, {real:,} real tokens (mean {mean_row:.0f}); {len(packed_rows)} packed bins "
+        f"({real / (len(packed_rows) * MAX_LENGTH):.1%} full); {bins_per_step} bins per step")
+
+    packed = benchlib.stage_config("sft", max_length=MAX_LENGTH, batch=bins_per_step, steps=-1)
+    unpacked = benchlib.stage_config("sft", max_length=MAX_LENGTH, batch=ROWS_PER_STEP, steps=-1, packing=False)
+    exports = benchlib.WORK / "packing-exports"
+    every = {
+        "platform_packed": lambda: benchlib.run_platform(packed, model_dir, tok_dir, packed_rows, "packing-packed"),
+        "platform_unpacked": lambda: benchlib.run_platform(unpacked, model_dir, tok_dir, unpacked_rows,
+                                                           "packing-unpacked"),
+        "trl_padded": lambda: benchlib.run_plain_trl_sft(
+            unpacked, model_dir, tok_dir, [{k: r[k] for k in ("input_ids", "labels")} for r in unpacked_rows],
+            "packing-trl-padded", 1, export=str(exports / "trl_padded"), padding_free=False),
+        "trl_packed": lambda: benchlib.run_plain_trl_sft(packed, model_dir, tok_dir, packed_rows, "packing-trl-packed",
+                                                         1, export=str(exports / "trl_packed")),
+    }
+    from transformers import AutoTokenizer
+
+    every["trl_packed_rows"] = lambda: benchlib.run_plain_trl_sft(
+        packed, model_dir, tok_dir, packed_rows, "packing-trl-packed-rows", 1, export=str(exports / "trl_packed_rows"),
+        padding_free=False, data_collator=packed_rows_collator(AutoTokenizer.from_pretrained(tok_dir).pad_token_id))
+    variants = {k: every[k] for k in args.variants.split(",")}
+    runs: dict[str, list] = {k: [] for k in variants}
+    started = time.perf_counter()
+    for rnd in range(args.rounds):
+        for name in (list(variants) if rnd % 2 == 0 else list(reversed(variants))):
+            run = variants[name]()
+            run["heldout_loss"] = benchlib.heldout_loss(run["export_dir"], heldout)
+            run["round"], run["loadavg_1m"] = rnd, round(os.getloadavg()[0], 2)
+            runs[name].append(run)
+            log(f"round {rnd}: {name}: {run['tokens_per_s']} real tokens/s, {run['tokens']} tokens in "
+                f"{run['steps']} steps, held-out loss {run['heldout_loss']}, wall {run['wall_s']} s")
+    stats = {"rows": len(unpacked_rows), "real_tokens": real, "mean_row_tokens": round(mean_row, 1),
+             "packed_bins": len(packed_rows), "packed_real_share": round(real / (len(packed_rows) * MAX_LENGTH), 4),
+             "padded_real_share_batch_of_8": round(padded_positions, 4), "bins_per_step": bins_per_step}
+    report(args, runs, stats, model_dir, time.perf_counter() - started)
+
+
+def packed_rows_collator(pad_id: int):
+    """Packed bins as rows of one [B, L] batch: position ids restart at every example (and at
+    the pad tail), labels -100 at each example's first position as TRL's padding-free
+    collator sets them, no attention mask, so transformers builds a block-causal mask per row."""
+    import torch
+
+    def collate(examples):
+        width = max(len(e["input_ids"]) for e in examples)
+        ids, labels, pos = [], [], []
+        for e in examples:
+            tail = width - len(e["input_ids"])
+            ids.append(list(e["input_ids"]) + [pad_id] * tail)
+            labels.append(list(e["labels"]) + [-100] * tail)
+            p = [i for n in e["seq_lengths"] for i in range(n)] + list(range(tail))
+            pos.append(p)
+        out = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "position_ids": torch.tensor(pos)}
+        out["labels"][out["position_ids"] == 0] = -100
+        return out
+
+    return collate
+
+
+def padded_share(rows: list[dict], batch: int) -> float:
+    """Real tokens / computed positions when batches of `batch` rows (in order) pad to their longest."""
+    lengths = [len(r["input_ids"]) for r in rows]
+    computed = sum(max(lengths[i:i + batch]) * len(lengths[i:i + batch]) for i in range(0, len(lengths), batch))
+    return sum(lengths) / computed
+
+
+def per_round(runs, a, b, metric):
+    rs = [ratio(x.get(metric), y.get(metric)) for x, y in zip(runs.get(a, []), runs.get(b, []))]
+    rs = [r for r in rs if r is not None]
+    return (round(statistics.median(rs), 3) if rs else None), rs
+
+
+def report(args, runs, stats, model_dir, seconds) -> None:
+    tps = {k: med(r["tokens_per_s"] for r in v) for k, v in runs.items()}
+    cps = {k: med(r.get("tokens_per_cpu_s") for r in v) for k, v in runs.items()}
+    loss = {k: round(statistics.median(r["heldout_loss"] for r in v), 4) for k, v in runs.items()}
+    common = min(len(r["loss"]) for v in runs.values() for r in v)  # steps every variant took
+    train_loss = {k: round(statistics.median(statistics.mean(r["loss"][common - 8:common]) for r in v), 4)
+                  for k, v in runs.items()}
+    ratios, raw = {}, {}
+    for key, a, b in (("real_tokens_per_s_vs_padded", "platform_packed", "trl_padded"),
+                      ("trl_packed_vs_trl_padded", "trl_packed", "trl_padded"),
+                      ("platform_unpacked_vs_trl_padded", "platform_unpacked", "trl_padded"),
+                      ("platform_packed_vs_platform_unpacked", "platform_packed", "platform_unpacked"),
+                      ("platform_packed_vs_trl_packed", "platform_packed", "trl_packed"),
+                      ("trl_packed_rows_vs_trl_padded", "trl_packed_rows", "trl_padded"),
+                      ("trl_packed_rows_vs_trl_packed", "trl_packed_rows", "trl_packed")):
+        if a in runs and b in runs:
+            ratios[key], raw[key] = per_round(runs, a, b, "tokens_per_s")
+            ratios[key + "_per_cpu_s"], raw[key + "_per_cpu_s"] = per_round(runs, a, b, "tokens_per_cpu_s")
+    if "platform_packed" in loss and "trl_padded" in loss:
+        ratios["heldout_loss_vs_padded"] = round(loss["platform_packed"] / loss["trl_padded"], 4)
+    result = {
+        "name": "packing_sft",
+        "command": f"python bench/bench_packing.py --rows {args.rows} --heldout {args.heldout} --rounds {args.rounds} "
+                   f"--preset {args.preset} --variants {args.variants} --niceness {args.niceness}",
+        "machine": benchlib.MACHINE,
+        "date": benchlib.DATE,
+        "settings": {"preset": args.preset, "parameters": benchlib.parameters(model_dir), "max_length": MAX_LENGTH,
+                     "rows_per_step_unpacked": ROWS_PER_STEP, "epochs": 1, "precision": "fp32",
+                     "learning_rate": 1e-3, "lr_scheduler_type": "constant", "niceness": args.niceness,
+                     "rounds": args.rounds, "bench_seconds": round(seconds, 1), **stats},
+        "metrics": {"real_tokens_per_s": tps.get("platform_packed"),
+                    "real_tokens_per_cpu_s": cps.get("platform_packed"),
+                    "heldout_loss": loss.get("platform_packed")},
+        "baseline": {"name": "TRL SFTTrainer plain script, unpacked rows padded to the longest per batch of 8",
+                     "metrics": {"real_tokens_per_s": tps.get("trl_padded"),
+                                 "real_tokens_per_cpu_s": cps.get("trl_padded"),
+                                 "heldout_loss": loss.get("trl_padded")}},
+        "baselines": {k: {"metrics": {"real_tokens_per_s": tps[k], "real_tokens_per_cpu_s": cps[k],
+                                      "heldout_loss": loss[k],
+                                      f"train_loss_mean_steps_{common - 7}_{common}": train_loss[k]}} for k in runs},
+        "ratios": ratios,
+        "ratios_per_round": raw,
+        "targets": {"real_tokens_per_s_vs_padded": 1.5, "heldout_loss_vs_padded": 1.0},
+        "runs": runs,
+    }
+    benchlib.write_result(result, Path(args.out))
+    benchlib.print_table([(k, tps[k], cps[k], loss[k], train_loss[k], runs[k][0]["steps"], runs[k][0]["tokens"],
+                           len(runs[k])) for k in runs],
+                         ("variant", "real tokens/s", "real tokens/CPU-s", "held-out loss",
+                          f"train loss steps {common - 7}-{common}", "steps", "tokens", "runs"))
+    print()
+    benchlib.print_table([(k, v, result["targets"].get(k, "")) for k, v in ratios.items()],
+                         ("ratio", "value", "target"))
+
+
+if __name__ == "__main__":
+    main()

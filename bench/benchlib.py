@@ -1,0 +1,402 @@
+"""Shared pieces of the trainer benchmarks: a base model, stage configs, the platform's
+own stage launch (launch.fit_stage), plain-TRL and bare-PyTorch baselines, and the
+JSON / table output. Nothing here re-implements the platform: the platform side goes
+through StageJob -> launch.fit_stage -> train/<kind>.py on a real local Ray.
+
+Throughput on both sides is measured the same way: the platform's RayReport
+callback writes `tokens_per_s` (tokens counted by the trainer, wall time between
+two logs) to metrics.jsonl, and the baselines use a callback with the same rule.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "platform"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+WORK = ROOT / "bench" / "work"
+RESULTS = ROOT / "bench" / "results"
+DATE = "2026-11-22"
+MACHINE = "2 cores, CPU (shared), no GPU"
+
+
+def platform_fingerprint() -> str:
+    """A hash of the platform's source at bench time (the tree changes under active work;
+    this says which version the figures belong to without asking git)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted((ROOT / "platform" / "tinyreason").rglob("*.py")):
+        h.update(f.relative_to(ROOT).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------- model and data
+
+
+def make_base(preset: str, vocab: int = 1024) -> tuple[str, str]:
+    """A from-scratch Llama of `preset` with a BPE tokenizer trained on synthetic stories,
+    as curriculum.prepare_base builds it; cached under bench/work. Returns (model_dir, tok_dir)."""
+    from tinyreason.data import synthetic
+    from tinyreason.model import presets
+    from tinyreason.model.tokenizer import prepare_chat_tokenizer, train_bpe
+
+    out = WORK / "base" / f"{preset}-v{vocab}"
+    if not (out / "DONE").exists():
+        shutil.rmtree(out, ignore_errors=True)
+        tok = prepare_chat_tokenizer(train_bpe((r["text"] for r in synthetic.pretrain_rows(4000, 1)), vocab, out))
+        model = presets.init_model(preset, tok, seed=0)
+        model.save_pretrained(out)
+        tok.save_pretrained(out)
+        (out / "DONE").write_text(json.dumps({"parameters": presets.count_parameters(model)}))
+    return str(out), str(out)
+
+
+def parameters(model_dir: str) -> int:
+    return json.loads((Path(model_dir) / "DONE").read_text())["parameters"]
+
+
+def chat_rows(n: int, seed: int = 0) -> list[dict]:
+    """Chat rows of varied length: the long-tailed multi-turn mix bench_tokenize uses."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_tokenize import chat_rows as varied
+
+    return varied(n, seed)
+
+
+def stage_config(kind: str, *, max_length: int, batch: int, steps: int, packing: bool = True, workers: int = 1,
+                 cpus_per_worker: float = 1.0, logging_steps: int = 1, deepspeed: bool = True,
+                 trainer: dict | None = None, data: dict | None = None):
+    from tinyreason.config import StageConfig
+
+    source = {"sft": "chat", "reasoning_sft": "reasoning", "dpo": "preference"}[kind]
+    return StageConfig.model_validate({
+        "name": kind, "kind": kind,
+        "data": {"blend": {"sources": [{"synthetic": source}]}, "max_length": max_length, "packing": packing,
+                 **(data or {})},
+        "trainer": {"learning_rate": 1e-3, "max_steps": steps, "per_device_train_batch_size": batch,
+                    "logging_steps": logging_steps, "save_steps": 10_000, "lr_scheduler_type": "constant",
+                    "seed": 0, **(trainer or {})},
+        "deepspeed": {"enabled": deepspeed, "precision": "fp32"},
+        "scaling": {"num_workers": workers, "cpus_per_worker": cpus_per_worker},
+    })
+
+
+def set_niceness(n: int) -> int:
+    """Run Ray's workers and this process (where the baselines train) at the same OS priority.
+
+    Ray starts its workers at nice 15 (its `worker_niceness` default); a plain script runs
+    at 0. On a shared, loaded machine that alone shifts CPU share between the two sides,
+    so every benchmark puts both at `n` (0 by default) and records it.
+    """
+    os.environ["RAY_worker_niceness"] = str(n)
+    os.setpriority(os.PRIO_PROCESS, 0, n)
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def init_ray(num_cpus: int = 2) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled"}})
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+def tokenize_on_ray(kind: str, rows: list[dict], tok_dir: str, stage) -> list[dict]:
+    """The stage's own Ray Data tokenizer (train/<kind>.py: tokenize), materialized to rows."""
+    import ray.data
+
+    from tinyreason.train import launch
+
+    ds = launch.module_for(kind).tokenize(ray.data.from_items(rows), tok_dir, stage)
+    out = []
+    for r in ds.take_all():
+        out.append({k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in r.items()})
+    return out
+
+
+# --------------------------------------------------------------------------- the platform side
+
+
+def run_platform(stage, model_dir: str, tok_dir: str, rows: list[dict], name: str) -> dict:
+    """One stage through the platform: StageJob -> launch.fit_stage (Ray Train TorchTrainer,
+    DeepSpeed inside the worker) -> metrics.jsonl. Returns the measured run."""
+    import ray.data
+
+    from tinyreason.train import common, launch
+
+    out = WORK / "runs" / name
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    storage = WORK / "ray-storage"
+    shutil.rmtree(storage / out.name, ignore_errors=True)
+    job = common.StageJob(stage=stage, parent_model=model_dir, tokenizer_dir=tok_dir, output_dir=str(out),
+                          run_name=name, env={})
+    ds = ray.data.from_items(rows)
+    watcher = CpuWatcher(out / common.METRICS_FILE)
+    watcher.start()
+    t0 = time.perf_counter()
+    try:
+        launch.fit_stage(job, ds, str(storage))
+    finally:
+        watcher.stop()
+    wall = time.perf_counter() - t0
+    metrics = common.read_metrics(out)
+    run = summarize(metrics)
+    run.update(cpu_efficiency(watcher.samples))
+    run["wall_s"] = round(wall, 2)
+    run["export_dir"] = job.export_dir
+    startup = next((m for m in metrics if m.get("event") == "startup"), None)
+    if startup:
+        run["startup"] = startup
+    shutil.rmtree(out / "trainer", ignore_errors=True)  # checkpoints are not needed for the figures
+    return run
+
+
+class CpuWatcher:
+    """CPU seconds of this run's Ray Train worker processes at each new metrics.jsonl line.
+
+    On a shared machine wall-clock tokens/s mixes the trainer's own cost with how much
+    CPU the scheduler hands it; tokens per CPU-second of the training processes (every
+    thread of them, Ray's included) is the part the trainer owns. Polled every 0.1 s, so
+    each sample lags its log line by < 0.1 s; figures use whole spans of many steps.
+    """
+
+    def __init__(self, metrics_file: Path, poll_s: float = 0.1):
+        import threading
+
+        self.file, self.poll_s, self.samples = metrics_file, poll_s, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._before = set(_train_worker_pids())
+
+    def start(self):
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self):
+        seen, pids = 0, []
+        while not self._stop.wait(self.poll_s):
+            if not self.file.exists():
+                continue
+            lines = self.file.read_text().splitlines()
+            if len(lines) == seen:
+                continue
+            if not pids:
+                pids = [p for p in _train_worker_pids() if p not in self._before]
+            cpu = sum(_cpu_seconds(p) for p in pids)
+            for line in lines[seen:]:
+                rec = json.loads(line)
+                if "num_input_tokens_seen" in rec:
+                    self.samples.append({"step": rec.get("step"), "tokens": rec["num_input_tokens_seen"],
+                                         "cpu_s": cpu, "wall": time.perf_counter(), "workers": len(pids)})
+            seen = len(lines)
+
+
+def _train_worker_pids() -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if (d / "cmdline").read_bytes().startswith(b"ray::RayTrainWorker") and _ancestor(int(d.name)):
+                    pids.append(int(d.name))
+            except OSError:
+                pass
+    return pids
+
+
+def _ancestor(pid: int) -> bool:
+    """Is this process a descendant of ours (our local Ray), not another user's Ray?"""
+    me = os.getpid()
+    for _ in range(8):
+        try:
+            pid = int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            return False
+        if pid == me:
+            return True
+        if pid <= 1:
+            return False
+    return False
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_efficiency(samples: list[dict], warmup_logs: int = 3) -> dict:
+    """Tokens per CPU-second and per wall-second over the span after warm-up."""
+    span = samples[warmup_logs:] if len(samples) > warmup_logs + 1 else samples
+    if len(span) < 2:
+        return {}
+    a, b = span[0], span[-1]
+    tokens, cpu, wall = b["tokens"] - a["tokens"], b["cpu_s"] - a["cpu_s"], b["wall"] - a["wall"]
+    return {"tokens_per_cpu_s": round(tokens / cpu, 1) if cpu > 0 else None,
+            "span_tokens_per_s": round(tokens / wall, 1) if wall > 0 else None,
+            "cpu_share": round(cpu / wall / max(1, a.get("workers", 1)), 3) if wall > 0 else None}
+
+
+def summarize(logs: list[dict], warmup_logs: int = 3) -> dict:
+    """Median tokens/s over logged intervals after the first `warmup_logs`, plus the loss curve."""
+    steps = [m for m in logs if "loss" in m and "tokens_per_s" in m]
+    tps = [m["tokens_per_s"] for m in steps]
+    measured = tps[warmup_logs:] if len(tps) > warmup_logs else tps
+    return {
+        "tokens_per_s": round(statistics.median(measured), 1) if measured else None,
+        "per_log_tokens_per_s": [round(t, 1) for t in tps],
+        "loss": [round(m["loss"], 4) for m in steps],
+        "tokens": steps[-1].get("num_input_tokens_seen") if steps else None,
+        "steps": steps[-1].get("step") if steps else None,
+    }
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def throughput_callback(sink: list):
+    """The platform's tokens_per_s rule (common.make_report_callback), for a plain process."""
+    from transformers import TrainerCallback
+
+    class Throughput(TrainerCallback):
+        def __init__(self):
+            self.t_last, self.tokens_last = time.perf_counter(), 0
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = dict(logs or {})
+            now = time.perf_counter()
+            tokens = getattr(state, "num_input_tokens_seen", 0) or logs.get("num_tokens", 0)
+            if tokens and now > self.t_last:
+                logs["tokens_per_s"] = (tokens - self.tokens_last) / (now - self.t_last)
+                self.t_last, self.tokens_last = now, tokens
+            logs["step"] = state.global_step
+            sink.append({k: v for k, v in logs.items() if isinstance(v, (int, float))})
+            sink[-1].update(cpu_s=time.process_time(), wall=now, workers=1,
+                            tokens=logs.get("num_input_tokens_seen", tokens))
+
+    return Throughput()
+
+
+def plain_sft_args(stage, out_dir: str, **extra):
+    """SFTConfig as a plain TRL script writes it: the stage's TRL settings, fp32 on CPU,
+    no DeepSpeed, no Ray."""
+    from trl import SFTConfig
+
+    return SFTConfig(output_dir=out_dir, use_cpu=True, report_to=[], save_strategy="no",
+                     remove_unused_columns=False, dataloader_drop_last=True, disable_tqdm=True,
+                     include_num_input_tokens_seen="non_padding", **{**stage.trainer.to_trl(), **extra})
+
+
+def load_model(model_dir: str):
+    from tinyreason.model.presets import load_model as platform_load
+
+    return platform_load(model_dir)
+
+
+def run_plain_trl_sft(stage, model_dir: str, tok_dir: str, rows: list[dict], name: str, threads: int,
+                      export: str | None = None, **extra) -> dict:
+    """The same SFT as a plain one-process TRL script."""
+    import datasets
+    import torch
+    from transformers import AutoTokenizer
+    from trl import SFTTrainer
+
+    torch.set_num_threads(threads)
+    out = WORK / "runs" / name
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    model = load_model(model_dir)
+    columns = {k: [r[k] for r in rows] for k in rows[0]}
+    collator = extra.pop("data_collator", None)
+    args = plain_sft_args(stage, str(out), **{"max_length": None, "packing": False, "padding_free": True,
+                                               "dataset_kwargs": {"skip_prepare_dataset": True}, **extra})
+    logs: list = []
+    trainer = SFTTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_dict(columns),
+                         processing_class=tok, callbacks=[throughput_callback(logs)], data_collator=collator)
+    quiet(trainer)
+    trainer.train()
+    run = summarize(logs)
+    run.update(cpu_efficiency(logs))
+    run["wall_s"] = round(time.perf_counter() - t0, 2)
+    run["torch_threads"] = torch.get_num_threads()
+    if export:
+        trainer.save_model(export)
+        run["export_dir"] = export
+    shutil.rmtree(out, ignore_errors=True)
+    return run
+
+
+def heldout_loss(model_dir: str, rows: list[dict]) -> float:
+    """Mean next-token loss over the assistant tokens of held-out rows, one row at a time
+    (no padding, no packing): the same yardstick for models trained either way."""
+    import torch
+
+    model = load_model(model_dir).eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for r in rows:
+            ids = torch.tensor(r["input_ids"])[None]
+            labels = torch.tensor(r["labels"])[None]
+            logits = model(input_ids=ids).logits[:, :-1].float()
+            target = labels[:, 1:]
+            keep = target != -100
+            nll = torch.nn.functional.cross_entropy(logits[keep], target[keep], reduction="sum")
+            total, count = total + float(nll), count + int(keep.sum())
+    return round(total / count, 4)
+
+
+def quiet(trainer) -> None:
+    """No per-log dict printing in the baselines (the platform's rank 0 shows a progress bar)."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+
+
+def ratio(a, b):
+    return round(a / b, 3) if a and b else None
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return round(statistics.median(xs), 1) if xs else None
+
+
+def write_result(result: dict, path: Path) -> None:
+    result.setdefault("settings", {})["platform_source_sha256_12"] = platform_fingerprint()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    log(f"wrote {path}")
+
+
+def print_table(rows: list[tuple], header: tuple) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = " | ".join(str(h).ljust(w) for h, w in zip(header, widths))
+    print(line)
+    print("-+-".join("-" * w for w in widths))
+    for r in rows:
+        print(" | ".join(str(x).ljust(w) for x, w in zip(r, widths)))
