@@ -1,24 +1,28 @@
 """Real Ray Tune sweeps over the micro curriculum: parents trained once, each trial
-scored, a diverging trial recorded as failed, report and best.yaml written."""
+scored and tracked in wandb offline files, a diverging trial recorded as failed, lagging
+trials stopped early by ASHA, report and best.yaml written."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tinyreason.config import load_config, load_sweep
+from tinyreason.tracking import offline_runs
+from tinyreason.train.common import read_metrics
 from tinyreason.tune.report import write_sweep_report
 from tinyreason.tune.sweep import run_sweep
 
 
-def _sweep_file(tmp: Path, name: str, stage: str, space: dict, storage: Path, search="grid") -> Path:
+def _sweep_file(tmp: Path, name: str, stage: str, space: dict, storage: Path, search="grid", **extra) -> Path:
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump({
         "name": name, "curriculum": "configs/micro.yaml",
         # Ray workers carry a (fake) WANDB_API_KEY: "auto" would go online, and there is no network here
         "overrides": [f"storage.path={storage}", "tracking.wandb.mode=offline"],
-        "stage": stage, "search": search, "space": space, "num_samples": 1, "max_concurrent": 1,
+        "stage": stage, "search": search, "space": space, "num_samples": 1, "max_concurrent": 1, **extra,
     }))
     return path
 
@@ -78,10 +82,33 @@ def test_report_and_best_yaml_validate(beta_sweep):
     assert cfg.stage("dpo").trainer.beta == result.best.params["beta"]
 
 
-def test_wandb_offline_files_hold_the_logged_metrics(beta_sweep, storage):
-    runs = list((storage / "wandb").glob("wandb/offline-run-*"))
-    assert len(runs) >= 3  # every trial's DPO stage (parents may have logged too)
-    assert any(f.stat().st_size > 0 for r in runs for f in r.glob("*.wandb"))
+def _logged_steps(stage_dir) -> list[int]:
+    return [m["step"] for m in read_metrics(stage_dir) if "loss" in m]
+
+
+def test_wandb_offline_runs_hold_the_logged_metrics(beta_sweep, storage):
+    """Each trial's .wandb file (what `wandb sync` uploads) names its sweep group and tags,
+    holds the trial's settings as config and the training logs as history."""
+    result, _ = beta_sweep
+    runs = {r.name: r for r in offline_runs(storage)}
+    for t in result.trials:
+        run = runs[f"micro-beta/{t.trial_id}"]  # one run per trial, named sweep/trial
+        assert (run.project, run.group, run.tags) == ("tinyreason", "sweep/micro-beta", ["dpo", "micro"])
+        assert run.config["beta"] == t.params["beta"] and run.config["learning_rate"] == 1e-4
+        steps = run.series("train/global_step")
+        assert len(steps) >= 2 and steps == sorted(steps) and set(steps) <= set(_logged_steps(t.stage_dir))
+        losses = run.series("train/loss")
+        assert len(losses) >= 2 and all(math.isfinite(v) for v in losses)
+        assert run.series("train/learning_rate") and run.series("train/rewards/margins")
+
+
+def test_wandb_offline_runs_are_finished_with_every_logged_step(beta_sweep, storage):
+    result, _ = beta_sweep
+    runs = {r.name: r for r in offline_runs(storage)}
+    for t in result.trials:
+        run = runs[f"micro-beta/{t.trial_id}"]
+        assert run.exit_code == 0  # only wandb.finish() writes the exit record
+        assert set(_logged_steps(t.stage_dir)) <= set(run.series("train/global_step"))
 
 
 def test_learning_rate_sweep_records_a_diverging_trial_and_finishes(ray_local, storage, tmp_path):
@@ -94,3 +121,39 @@ def test_learning_rate_sweep_records_a_diverging_trial_and_finishes(ray_local, s
     assert status[3.0e-4].status == status[3.0e-3].status == "TERMINATED"
     assert result.best.params["learning_rate"] in (3.0e-4, 3.0e-3)
     assert "ERROR: " in report.read_text() and load_config(report.parent / "best.yaml")
+
+
+ASHA = {"type": "asha", "metric": "loss", "mode": "min", "grace_period": 4, "reduction_factor": 2}
+
+
+def test_asha_stops_lagging_trials_early_and_the_report_shows_them(ray_local, storage, tmp_path):
+    """Trials run one at a time: the first (a good learning rate) trains to the end and sets
+    the bar at every rung (steps 4, 8, 16 of 18); learning rates 1000x smaller barely move
+    the loss and are cut at the first rung. Stopped is not failed: no error, last metrics kept."""
+    path = _sweep_file(tmp_path, "micro-asha", "sft", {"learning_rate": {"grid": [2.0e-3, 1.0e-6, 2.0e-6]}},
+                       storage, scheduler=ASHA)
+    sweep, cfg = load_sweep(path)
+    result = run_sweep(sweep, cfg)
+    report = write_sweep_report(result)
+    by_lr = {t.params["learning_rate"]: t for t in result.trials}
+    winner = by_lr[2.0e-3]
+    assert winner.status == "TERMINATED" and result.best is winner and "objective" in winner.metrics
+    assert (Path(winner.stage_dir) / "manifest.json").exists()
+    final_step = winner.metrics["step"]
+    for lr in (1.0e-6, 2.0e-6):
+        t = by_lr[lr]
+        assert t.status == "STOPPED" and t.error is None and "objective" not in t.metrics
+        assert ASHA["grace_period"] <= t.metrics["step"] < final_step  # its last report to Tune
+        assert math.isfinite(t.metrics["loss"]) and t.metrics["loss"] > winner.metrics["loss"]
+        # its stage never completed: no manifest (a re-run resumes it), logs cut short of the end
+        assert t.stage_dir and not (Path(t.stage_dir) / "manifest.json").exists()
+        assert t.metrics["step"] in _logged_steps(t.stage_dir) and max(_logged_steps(t.stage_dir)) < final_step
+    runs = {r.name: r for r in offline_runs(storage)}  # a stopped trial still left its wandb run
+    assert all(runs[f"micro-asha/{t.trial_id}"].config["learning_rate"] == t.params["learning_rate"]
+               for t in result.trials)
+    text = report.read_text()
+    assert "3 trials (0 failed, 2 stopped early)" in text and "Scheduler ASHA on training `loss`" in text
+    assert text.count("stopped early by ASHA at step") == 2 and "## Best trial" in text
+    assert load_config(report.parent / "best.yaml").stage("sft").trainer.learning_rate == 2.0e-3
+    saved = {t["trial_id"]: t["status"] for t in json.loads((report.parent / "trials.json").read_text())}
+    assert sorted(saved.values()) == ["STOPPED", "STOPPED", "TERMINATED"]

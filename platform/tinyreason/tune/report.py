@@ -24,15 +24,25 @@ def _fmt(v) -> str:
     return "-" if v is None else str(v)
 
 
+def _status(result: SweepResult, t) -> str:
+    if t.error:
+        return f"ERROR: {t.error[:120]}"
+    if t.status == "STOPPED":
+        return f"stopped early by {result.sweep.scheduler.type.upper()} at step {_fmt(t.metrics.get('step'))}"
+    return t.status
+
+
 def trial_table(result: SweepResult) -> tuple[list[str], list[list[str]]]:
     params = list(result.sweep.space)
     benches = sorted({k for t in result.trials for k in t.metrics if k.startswith("bench/")})
-    head = ["trial", *params, "objective", *[b.removeprefix("bench/") for b in benches], "train s", "status"]
+    # loss and step: the last training log, which is all a trial stopped early has to show
+    head = ["trial", *params, "objective", *[b.removeprefix("bench/") for b in benches], "loss", "step", "train s",
+            "status"]
     rows = []
     for t in sorted(result.trials, key=lambda t: -(t.metrics.get("objective") or float("-inf"))):
-        status = t.status if not t.error else f"ERROR: {t.error[:120]}"
         rows.append([t.trial_id, *[_fmt(t.params.get(p)) for p in params], _fmt(t.metrics.get("objective")),
-                     *[_fmt(t.metrics.get(b)) for b in benches], _fmt(t.metrics.get("train_seconds")), status])
+                     *[_fmt(t.metrics.get(b)) for b in benches], _fmt(t.metrics.get("loss")),
+                     _fmt(t.metrics.get("step")), _fmt(t.metrics.get("train_seconds")), _status(result, t)])
     return head, rows
 
 
@@ -86,7 +96,9 @@ def plot_curves(result: SweepResult, out: Path) -> Path | None:
         pts = [(m["step"], m["loss"]) for m in read_metrics(t.stage_dir) if "loss" in m]
         if pts:
             label = ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items())
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, lw=1)
+            stopped = t.status == "STOPPED"  # a dashed curve that ends where the scheduler cut it
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label + (" (stopped)" if stopped else ""), lw=1,
+                    ls="--" if stopped else "-")
             drawn += 1
     if not drawn:
         plt.close(fig)
@@ -120,7 +132,7 @@ def write_sweep_report(result: SweepResult) -> Path:
     curves = plot_curves(result, out)
     md = [f"# Sweep report: {result.sweep.name}", "",
           f"Curriculum `{result.sweep.curriculum}`, stage `{result.sweep.stage}`, search `{result.sweep.search}`, "
-          f"{len(result.trials)} trials ({sum(t.status == 'ERROR' for t in result.trials)} failed). "
+          f"{len(result.trials)} trials ({_counts(result)}). {_scheduler_line(result)}"
           f"Parent stages were trained once; every trial starts from `{result.parent.path}`.", "",
           "## Trials", "", _md_table(head, rows), ""]
     if result.best:
@@ -135,6 +147,20 @@ def write_sweep_report(result: SweepResult) -> Path:
     (out / "report.html").write_text(markdown_to_html(md, out), encoding="utf-8")
     (out / "trials.json").write_text(json.dumps([t.__dict__ for t in result.trials], indent=2, default=str))
     return out / "report.md"
+
+
+def _counts(result: SweepResult) -> str:
+    failed = sum(t.status == "ERROR" for t in result.trials)
+    stopped = sum(t.status == "STOPPED" for t in result.trials)
+    return f"{failed} failed" + (f", {stopped} stopped early" if stopped else "")
+
+
+def _scheduler_line(result: SweepResult) -> str:
+    s = result.sweep.scheduler
+    if s.type == "none":
+        return ""
+    return (f"Scheduler {s.type.upper()} on training `{s.metric}` ({s.mode}): trials are compared from step "
+            f"{s.grace_period} on, at steps growing by x{s.reduction_factor:g}, and the lagging ones stopped. ")
 
 
 def _vs_parent(result: SweepResult) -> str:

@@ -4,8 +4,11 @@ The stages before the swept one are trained once (or found in the content-
 addressed cache) and every trial starts from their export. Each trial is a Tune
 function that launches the stage's own TorchTrainer (Ray Train V2 inside Tune),
 evaluates the result, and reports the objective. A failed trial is recorded,
-not fatal. For DPO the reference model's log-probs depend only on (parent
-model, blend, template), so they are computed once and shared by every trial.
+not fatal. With an ASHA scheduler every training log is also forwarded to Tune,
+and a trial whose loss lags the others at a rung is stopped mid-training; it is
+recorded as STOPPED with the metrics of its last log, not as a failure. For DPO
+the reference model's log-probs depend only on (parent model, blend, template),
+so they are computed once and shared by every trial.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from tinyreason.curriculum import (
     run_stage,
 )
 from tinyreason.eval.scores import benchmark_scores, objective_value
+from tinyreason.train.common import read_metrics
 
 
 @dataclass
@@ -43,7 +47,7 @@ class SweepContext:
 class TrialRecord:
     trial_id: str
     params: dict
-    status: str  # TERMINATED | ERROR
+    status: str  # TERMINATED | STOPPED (by the scheduler, mid-training) | ERROR
     metrics: dict
     error: str | None
     stage_dir: str | None
@@ -76,19 +80,37 @@ def search_algorithm(sweep: SweepConfig):
             raise ValueError("search: optuna samples its own points; use choice/uniform/loguniform, not grid")
         from ray.tune.search.optuna import OptunaSearch
 
-        return ConcurrencyLimiter(OptunaSearch(metric="objective", mode="max", seed=sweep.seed),
+        class ObjectiveOnlyOptuna(OptunaSearch):
+            """Optuna learns from the final objective; the training logs a scheduler also
+            receives carry none, and OptunaSearch would fail on them (KeyError)."""
+
+            def on_trial_result(self, trial_id, result):
+                if self.metric in result:
+                    super().on_trial_result(trial_id, result)
+
+        return ConcurrencyLimiter(ObjectiveOnlyOptuna(metric="objective", mode="max", seed=sweep.seed),
                                   max_concurrent=sweep.max_concurrent)
     return None  # grid/random: Tune's BasicVariantGenerator
 
 
-def scheduler(sweep: SweepConfig):
+# ASHA's rungs sit at grace_period * reduction_factor**k up to max_t. A stage ends itself
+# when it has trained (its step count is only known after tokenizing), so max_t is just a
+# bound on the rungs; stop_last_trials=False keeps ASHA from cutting a trial at max_t
+# before its evaluation reports the objective.
+ASHA_MAX_STEPS = 2**20
+
+
+def scheduler(sweep: SweepConfig, stage: StageConfig):
+    """ASHA over optimizer steps (the `step` of each training log): trials are compared
+    at the same step, and grace_period counts steps, not reports."""
     if sweep.scheduler.type == "none":
         return None
     from ray.tune.schedulers import ASHAScheduler
 
     s = sweep.scheduler
-    return ASHAScheduler(metric=s.metric, mode=s.mode, grace_period=s.grace_period,
-                         reduction_factor=s.reduction_factor, time_attr="training_iteration")
+    max_t = stage.trainer.max_steps if stage.trainer.max_steps > 0 else ASHA_MAX_STEPS
+    return ASHAScheduler(metric=s.metric, mode=s.mode, grace_period=s.grace_period, max_t=max(max_t, s.grace_period),
+                         reduction_factor=s.reduction_factor, time_attr="step", stop_last_trials=False)
 
 
 def trial_resources(sweep: SweepConfig) -> dict:
@@ -112,10 +134,101 @@ def trial_stage(stage: StageConfig, params: dict) -> StageConfig:
 # --------------------------------------------------------------------------- trial
 
 
-def run_trial(params: dict, ctx: SweepContext) -> None:
-    """One Tune trial: train the stage with `params`, evaluate, report the objective."""
-    from ray import tune
+def _scheduler_feed(metric: str):
+    """Ray Train -> Tune forwarding for the scheduler: the training logs that carry its
+    metric (not the train-summary or end-of-training reports, which Tune's strict metric
+    check would reject and fail the sweep on), each naming the trial's stage dir so a trial
+    stopped mid-training still points at its metrics.jsonl."""
     from ray.tune.integration.ray_train import TuneReportCallback
+
+    class SchedulerFeed(TuneReportCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            if not metrics or metric not in metrics[0] or "step" not in metrics[0]:
+                return
+            job = (run_context.train_loop_config or {}).get("job")
+            first = {**metrics[0], "stage_dir": job.output_dir} if job is not None else metrics[0]
+            super().after_report(run_context, [first, *metrics[1:]], checkpoint)
+
+    return SchedulerFeed()
+
+
+class _PlacementGroupWatcher:
+    """A detached actor that outlives one Train controller: when the controller is gone
+    (an actor handle that no longer answers), it removes the placement groups it guarded."""
+
+    def __init__(self, controller):
+        self.controller, self.groups = controller, []
+
+    def guard(self, pg) -> None:
+        self.groups.append(pg)
+
+    def watch(self) -> None:
+        import ray
+        from ray.util.placement_group import placement_group_table, remove_placement_group
+
+        while True:
+            try:
+                ray.get(self.controller.__ray_ready__.remote(), timeout=10)
+            except ray.exceptions.GetTimeoutError:
+                continue  # alive, busy
+            except ray.exceptions.RayActorError:
+                break
+            time.sleep(1)
+        for pg in self.groups:
+            if placement_group_table(pg).get("state", "REMOVED") != "REMOVED":
+                remove_placement_group(pg)
+        ray.actor.exit_actor()
+
+
+def _placement_group_guard():
+    """Release the workers' placement group of a trial the scheduler stopped.
+
+    Tune ends a stopped trial's actor, and the Train controller it owns dies with it
+    before it can remove its workers' placement group. Ray Train's own cleaner finds a dead
+    controller through the State API, which needs the dashboard and a single Ray instance
+    on the machine; without them (the tests run Ray without a dashboard) the group, all 2
+    CPUs of a 2-core box, is never released and the next trial waits forever.
+    """
+    import ray
+    from ray.train.v2._internal.execution.callback import ControllerCallback, WorkerGroupCallback
+
+    class PlacementGroupGuard(ControllerCallback, WorkerGroupCallback):
+        # No stop hook: a controller's last shutdown steps can race its owner's exit, so
+        # the watcher always waits for the controller to be gone (removing is idempotent).
+        watcher = None
+
+        def after_controller_start(self, train_run_context):
+            controller = ray.get_runtime_context().current_actor
+            # DEFAULT: not inside the trial's placement group, which Tune removes (killing
+            # everything in it) when it stops the trial
+            self.watcher = ray.remote(_PlacementGroupWatcher).options(
+                num_cpus=0, lifetime="detached", max_concurrency=2, scheduling_strategy="DEFAULT").remote(controller)
+            self.watcher.watch.remote()
+
+        def after_worker_group_start(self, worker_group):
+            if self.watcher is not None:
+                self.watcher.guard.remote(worker_group.get_worker_group_state().placement_group_handle.placement_group)
+
+    return PlacementGroupGuard()
+
+
+def _last_logged(stage_dir: Path, metric: str, stage: StageConfig) -> float:
+    """The scheduler metric's last value in the stage's log; the final report must carry it."""
+    rows = [m for m in read_metrics(stage_dir) if metric in m]
+    if not rows:
+        logged = sorted({k for m in read_metrics(stage_dir) for k in m if k != "event"})
+        raise ValueError(f"scheduler.metric={metric!r} is never logged by stage {stage.name} ({stage.kind}); "
+                         f"it logs: {', '.join(logged)}")
+    return rows[-1][metric]
+
+
+def run_trial(params: dict, ctx: SweepContext) -> None:
+    """One Tune trial: train the stage with `params`, evaluate, report the objective.
+
+    With a scheduler, every training log also goes to Tune (job.report_every_log), so the
+    scheduler can stop the trial between two logs; the objective comes last, in one report.
+    """
+    from ray import tune
 
     stage = trial_stage(ctx.cfg.stages[ctx.index], params)
     if ctx.sweep.resources.gpus_per_worker is not None:  # validated: fractions need a single worker
@@ -123,22 +236,28 @@ def run_trial(params: dict, ctx: SweepContext) -> None:
         stage = StageConfig.model_validate({**stage.model_dump(), "scaling": scaling})
     t0 = time.time()
     hook = _attach_reference(ctx.ref_cache) if ctx.ref_cache else None
-    asha = ctx.sweep.scheduler.type != "none"
+    scheduled = ctx.sweep.scheduler.type != "none"
     outcome = run_stage(
         ctx.cfg, ctx.index, stage, ctx.parent, ctx.storage, group=f"sweep/{ctx.sweep.name}",
-        job_overrides={"report_every_log": asha, "run_name": f"{ctx.sweep.name}/{tune.get_context().get_trial_id()}"},
-        data_hook=hook, callbacks=[TuneReportCallback()],
+        job_overrides={"report_every_log": scheduled,
+                       "run_name": f"{ctx.sweep.name}/{tune.get_context().get_trial_id()}"},
+        data_hook=hook,
+        callbacks=[_scheduler_feed(ctx.sweep.scheduler.metric), _placement_group_guard()] if scheduled else None,
     )
     evaluation = evaluate(ctx.cfg, outcome.model, outcome.dir)
     scores = benchmark_scores(evaluation)
     summary = outcome.manifest.get("summary", {})
-    tune.report({
+    final = {
         "objective": objective_value(evaluation, ctx.cfg.evaluation.objective.weights),
         **{f"bench/{k}": v for k, v in scores.items()},
         "loss": summary.get("loss_last", float("nan")),
+        "step": summary.get("steps", 0),
         "train_seconds": outcome.manifest.get("train_seconds", time.time() - t0),
         "stage_dir": str(outcome.dir),
-    })
+    }
+    if scheduled:
+        final[ctx.sweep.scheduler.metric] = _last_logged(outcome.dir, ctx.sweep.scheduler.metric, stage)
+    tune.report(final)
 
 
 # --------------------------------------------------------------------------- shared reference log-probs
@@ -162,6 +281,7 @@ def reference_cache(ctx_cfg: ExperimentConfig, index: int, parent: ModelRef, sto
     import ray
 
     from tinyreason.curriculum import _prepare_tokenizer, stage_blend
+    from tinyreason.storage import as_storage
     from tinyreason.train import dpo
 
     stage = ctx_cfg.stages[index]
@@ -172,7 +292,8 @@ def reference_cache(ctx_cfg: ExperimentConfig, index: int, parent: ModelRef, sto
     if (out / "DONE").exists():
         log(f"reference log-probs: cached at {out}")
         return str(out)
-    tok_dir = _prepare_tokenizer(dpo, stage, parent, out / "tokenizer-build", ctx_cfg.model.trust_remote_code)
+    tok_dir = _prepare_tokenizer(dpo, stage, parent, out / "tokenizer-build", ctx_cfg.model.trust_remote_code,
+                                 as_storage(storage))
     from transformers import AutoTokenizer
 
     pad = AutoTokenizer.from_pretrained(tok_dir).pad_token_id
@@ -232,15 +353,35 @@ def run_sweep(sweep: SweepConfig, cfg: ExperimentConfig) -> SweepResult:
         trainable,
         param_space=search_space(sweep),
         tune_config=tune.TuneConfig(num_samples=sweep.num_samples, max_concurrent_trials=sweep.max_concurrent,
-                                    search_alg=search_algorithm(sweep), scheduler=scheduler(sweep)),
+                                    search_alg=search_algorithm(sweep), scheduler=scheduler(sweep, stage)),
         run_config=tune.RunConfig(name=sweep.name, storage_path=str(storage / "ray"),
                                   failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
     )
-    grid = tuner.fit()
+    grid = _fit(tuner, strict_metrics=sweep.scheduler.type == "none" or sweep.search != "optuna")
     trials = [_record(r) for r in grid]
     done = [t for t in trials if t.status == "TERMINATED" and "objective" in t.metrics]
     best = max(done, key=lambda t: t.metrics["objective"]) if done else None
     return SweepResult(sweep, cfg, sweep_dir, parent, parent_eval, trials, best)
+
+
+def _fit(tuner, strict_metrics: bool):
+    """tuner.fit(). Tune checks that every result carries every metric it was told about; with
+    optuna and a scheduler the training logs cannot carry the objective (it is computed
+    after training), so that check is turned off for this fit and ObjectiveOnlyOptuna and
+    ASHA (which skips results without its metric) each take the results meant for them."""
+    import os
+
+    if strict_metrics:
+        return tuner.fit()
+    name, before = "TUNE_DISABLE_STRICT_METRIC_CHECKING", os.environ.get("TUNE_DISABLE_STRICT_METRIC_CHECKING")
+    os.environ[name] = "1"
+    try:
+        return tuner.fit()
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def _with_precomputed_reference(cfg: ExperimentConfig, index: int) -> ExperimentConfig:
@@ -260,5 +401,7 @@ def _record(result) -> TrialRecord:
         from tinyreason.runtime import root_message
 
         error = root_message(result.error)
-    status = "ERROR" if error else "TERMINATED"
+    # A trial reports its objective last, after training and evaluation; one that ended
+    # without error and without it was stopped by the scheduler after its last training log.
+    status = "ERROR" if error else "TERMINATED" if "objective" in metrics else "STOPPED"
     return TrialRecord(trial_id, params, status, metrics, error, metrics.get("stage_dir"))
