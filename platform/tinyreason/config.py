@@ -324,10 +324,10 @@ class ParamSpace(Strict):
 
 class SchedulerConfig(Strict):
     type: Literal["none", "asha"] = "none"
-    metric: str = "loss"  # an intermediate training metric reported by the stage
+    metric: str = "loss"  # a key of the stage's training logs (loss, grad_norm, rewards/margins...)
     mode: Literal["min", "max"] = "min"
-    grace_period: int = Field(2, ge=1)  # reports before a trial may be stopped
-    reduction_factor: float = Field(2.0, gt=1)
+    grace_period: int = Field(2, ge=1)  # optimizer steps before a trial may be stopped (ASHA's first rung)
+    reduction_factor: float = Field(2.0, gt=1)  # rungs at grace_period * factor**k; the worse 1 - 1/factor stop
 
 
 class TrialResources(Strict):

@@ -329,6 +329,10 @@ def make_report_callback(job: StageJob, timeline: Timeline | None = None):
 
         def on_train_end(self, args, state, control, **kwargs):
             ray.train.report({**self.last_logs, "step": state.global_step, "train_finished": 1})  # "done" is Tune's stop signal
+            if is_rank_zero():  # Ray kills the worker when the loop returns: close the wandb run first
+                from tinyreason.tracking import finish_run
+
+                finish_run()
 
     return RayReport()
 
