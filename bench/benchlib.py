@@ -282,18 +282,16 @@ def throughput_callback(sink: list):
     """The platform's tokens_per_s rule (common.make_report_callback), for a plain process."""
     from transformers import TrainerCallback
 
+    from tinyreason.train.common import TokenRate
+
     class Throughput(TrainerCallback):
         def __init__(self):
-            self.t_last, self.tokens_last = time.perf_counter(), 0
+            self.rate = TokenRate()
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            logs = dict(logs or {})
+            logs = self.rate.annotate(state, logs)
             now = time.perf_counter()
             tokens = getattr(state, "num_input_tokens_seen", 0) or logs.get("num_tokens", 0)
-            if tokens and now > self.t_last:
-                logs["tokens_per_s"] = (tokens - self.tokens_last) / (now - self.t_last)
-                self.t_last, self.tokens_last = now, tokens
-            logs["step"] = state.global_step
             sink.append({k: v for k, v in logs.items() if isinstance(v, (int, float))})
             sink[-1].update(cpu_s=time.process_time(), wall=now, workers=1,
                             tokens=logs.get("num_input_tokens_seen", tokens))

@@ -259,6 +259,25 @@ def is_rank_zero() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+class TokenRate:
+    """Tokens per second between consecutive logs, from the trainer's own token count
+    (non-padding tokens, summed over ranks). Benchmarks use the same rule for baselines."""
+
+    def __init__(self):
+        self.t_last, self.tokens_last = time.perf_counter(), 0
+
+    def annotate(self, state, logs: dict | None) -> dict:
+        """`logs` plus `tokens_per_s` (when tokens moved) and `step`."""
+        logs = dict(logs or {})
+        now = time.perf_counter()
+        tokens = getattr(state, "num_input_tokens_seen", 0) or logs.get("num_tokens", 0)
+        if tokens and now > self.t_last:
+            logs["tokens_per_s"] = (tokens - self.tokens_last) / (now - self.t_last)
+            self.t_last, self.tokens_last = now, tokens
+        logs["step"] = state.global_step
+        return logs
+
+
 def make_report_callback(job: StageJob, timeline: Timeline | None = None):
     """A TrainerCallback that appends every log to metrics.jsonl, checks it is finite,
     reports checkpoints to Ray Train, and closes the start-up timeline."""
@@ -273,7 +292,7 @@ def make_report_callback(job: StageJob, timeline: Timeline | None = None):
 
     class RayReport(TrainerCallback):
         def __init__(self):
-            self.t_last, self.tokens_last, self.last_logs = time.perf_counter(), 0, {}
+            self.rate, self.last_logs = TokenRate(), {}
             self.window = checkpoints.MetricWindow(policy.metric)
             self.saved_step = None
 
@@ -290,13 +309,7 @@ def make_report_callback(job: StageJob, timeline: Timeline | None = None):
                                          "to_first_step": round(time.perf_counter() - timeline.t0, 3)})
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            logs = dict(logs or {})
-            now = time.perf_counter()
-            tokens = getattr(state, "num_input_tokens_seen", 0) or logs.get("num_tokens", 0)
-            if tokens and now > self.t_last:
-                logs["tokens_per_s"] = (tokens - self.tokens_last) / (now - self.t_last)
-                self.t_last, self.tokens_last = now, tokens
-            logs["step"] = state.global_step
+            logs = self.rate.annotate(state, logs)
             bad = [k for k in ("loss", "grad_norm") if k in logs and not math.isfinite(float(logs[k]))]
             if bad:
                 last_good = (f"the last good checkpoint is step {self.saved_step}, the latest under {job.ray_run_dir}"
