@@ -172,7 +172,9 @@ def run_stage(cfg: ExperimentConfig, index: int, stage: StageConfig, parent: Mod
     publish(store, tok_dir)
     # Same rows in the same order on every attempt: a resumed trainer skips the batches it
     # has seen by position, so the packed sequences must not be reshuffled by Ray Data.
-    ray_data_context().execution_options.preserve_order = True
+    import ray.data
+
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
     tokenized = module.tokenize(blend.dataset(), located(store, tok_dir), stage)
     if data_hook is not None:
         tokenized = data_hook(tokenized, tok_dir)
@@ -187,7 +189,6 @@ def run_stage(cfg: ExperimentConfig, index: int, stage: StageConfig, parent: Mod
         f"{stage.scaling.num_workers} worker(s)")
     # Ray Train keeps the run's checkpoints under <storage>/ray/<stage dir name>: an earlier
     # attempt that died left them there, and the new TorchTrainer resumes from the latest.
-    ray_run_dir = storage / "ray" / out.name
     resumed = store.exists(f"ray/{out.name}")
     if resumed:
         log(f"{prefix}: an interrupted attempt exists; resuming from its latest checkpoint")
@@ -195,8 +196,7 @@ def run_stage(cfg: ExperimentConfig, index: int, stage: StageConfig, parent: Mod
         for name in (common.METRICS_FILE, common.WORKERS_FILE):
             (out / name).unlink(missing_ok=True)
     job_fields = dict(stage=stage, parent_model=parent.path, tokenizer_dir=tok_dir, output_dir=str(out),
-                      ray_run_dir=store.ray_storage_path(f"ray/{out.name}") if store.is_remote else str(ray_run_dir),
-                      storage=store if store.is_remote else None,
+                      ray_run_dir=store.ray_storage_path(f"ray/{out.name}"), storage=store,
                       trust_remote_code=cfg.model.trust_remote_code, attn_implementation=cfg.model.attn_implementation,
                       run_name=f"{cfg.name}/{stage.name}",
                       env=wandb_env(cfg.tracking, storage, group=group or cfg.name, tags=[stage.kind, cfg.name]))
@@ -214,12 +214,6 @@ def run_stage(cfg: ExperimentConfig, index: int, stage: StageConfig, parent: Mod
     log(f"{prefix}: done in {manifest['train_seconds']:.0f}s; loss {manifest['summary'].get('loss_first', 0):.3f} "
         f"-> {manifest['summary'].get('loss_last', 0):.3f}; model at {out / 'model'}")
     return StageOutcome(index, stage, out, manifest, False, resumed=resumed, metrics=common.read_metrics(out))
-
-
-def ray_data_context():
-    import ray.data
-
-    return ray.data.DataContext.get_current()
 
 
 def _fetch(store: Storage, rel: str, names: tuple[str, ...]) -> None:
@@ -399,8 +393,7 @@ def _diff(a, b, prefix: str = "") -> list[tuple[str, object, object]]:
     return [] if a == b else [(prefix.rstrip("."), a, b)]
 
 
-def _record_stage(store: Storage, run_dir: Path, outcome: StageOutcome) -> None:
-    record = _read_json(run_dir / STAGES_RECORD)
+def _record_stage(store: Storage, run_dir: Path, record: dict, outcome: StageOutcome) -> None:
     m = outcome.manifest
     record[outcome.stage.name] = {"key": m["key"], "config": m["config"], "blend": m["blend"]["key"],
                                   "parent": m["parent"]["key"], "dir": str(outcome.dir)}
@@ -444,13 +437,13 @@ def run_curriculum(cfg: ExperimentConfig) -> CurriculumResult:
     if cfg.evaluation.after_each_stage:  # a from-scratch base scores chance: the floor of the table
         base_eval = evaluate(cfg, base, storage / "base-evals" / base.key, stage=first_pretrain)
     outcomes, parent = [], base
-    previous = _read_json(run_dir / STAGES_RECORD)
+    record = _read_json(run_dir / STAGES_RECORD)  # the last run's stages, updated as each one completes
     for i, stage in enumerate(cfg.stages):
         outcome = run_stage(cfg, i, stage, parent, store)
-        outcome.reason = why_trained(previous.get(stage.name), outcome)
+        outcome.reason = why_trained(record.get(stage.name), outcome)
         if not outcome.cached:
             log(f"stage {i + 1}/{len(cfg.stages)} {stage.name} was trained because {outcome.reason}")
-        _record_stage(store, run_dir, outcome)
+        _record_stage(store, run_dir, record, outcome)
         if cfg.evaluation.after_each_stage:
             outcome.evaluation = evaluate(cfg, outcome.model, outcome.dir, stage=stage)
             if outcome.evaluation:

@@ -162,13 +162,13 @@ def best_and_kept(fs, run_dir: str, mode: str) -> dict:
     }
 
 
-def best_keeper(keep_best: bool, mode: str):
+def best_keeper(mode: str):
     """A Ray Train callback that runs `keep_if_best` on each registered checkpoint."""
     from ray.train.v2.api.callback import UserCallback
 
     class BestKeeper(UserCallback):
         def after_report(self, run_context, metrics, checkpoint):
-            if checkpoint is not None and keep_best:
+            if checkpoint is not None:
                 keep_if_best(checkpoint.filesystem, checkpoint.path, mode)
 
     return BestKeeper()

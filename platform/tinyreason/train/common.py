@@ -36,7 +36,7 @@ class StageJob:
     report_every_log: bool = False  # sweeps: every log goes to Ray Train so Tune schedulers see it
 
     ray_run_dir: str = ""  # where Ray Train keeps this stage's checkpoints (a path or URI)
-    storage: Any = None  # a remote tinyreason.storage.Storage: inputs are fetched from it, outputs published
+    storage: Any = None  # tinyreason.storage.Storage: on object storage, inputs are fetched and outputs published
 
     def local(self, path: str) -> str:
         """An input path (parent model, tokenizer) readable on this worker's node."""
@@ -114,7 +114,7 @@ def trl_arguments(cls, job: StageJob, precision: str, **platform: Any):
 
     stage = job.stage
     settings = stage.trainer.to_trl()
-    # One local copy: the copies that count are on storage, kept by checkpoints.Retention
+    # One local copy: the copies that count are on storage, where Ray keeps the last N
     settings["save_total_limit"] = 1
     ds_cfg = deepspeed_config(stage.deepspeed, precision)
     os.environ.update(job.env or {})
@@ -247,7 +247,6 @@ class Timeline:
     def __init__(self):
         self.t0 = self.last = time.perf_counter()
         self.phases: dict[str, float] = {}
-        self.closed = False
 
     def mark(self, phase: str) -> None:
         now = time.perf_counter()
@@ -301,9 +300,8 @@ def make_report_callback(job: StageJob, timeline: Timeline | None = None):
                 timeline.mark("trainer_setup")  # DeepSpeed engine, optimizer, scheduler, dataloader
 
         def on_step_end(self, args, state, control, **kwargs):
-            if timeline and not timeline.closed:
+            if timeline and "first_step" not in timeline.phases:
                 timeline.mark("first_step")  # the first step of this attempt (a resumed one starts later)
-                timeline.closed = True
                 if is_rank_zero():
                     _append(output_dir, {"event": "startup", "step": state.global_step, **timeline.phases,
                                          "to_first_step": round(time.perf_counter() - timeline.t0, 3)})

@@ -79,7 +79,7 @@ def fit_stage(job: common.StageJob, train_ds, storage_path: str, resume_from: st
     n = stage.scaling.num_workers
     shards = train_ds.split(n, equal=True) if n > 1 else [train_ds]
     policy = stage.checkpoints
-    keeper = checkpoints.best_keeper(policy.keep_best, policy.mode)
+    keepers = [checkpoints.best_keeper(policy.mode)] if policy.keep_best else []
     trainer = TorchTrainer(
         module.train_loop_per_worker,
         train_loop_config={"job": job, "resume_from": resume_from},
@@ -91,9 +91,9 @@ def fit_stage(job: common.StageJob, train_ds, storage_path: str, resume_from: st
             name=Path(job.output_dir).name,
             storage_path=storage_path,
             failure_config=FailureConfig(max_failures=stage.scaling.max_failures),
-            # Ray keeps the last N; `keeper` copies the best model aside (see checkpoints.py)
+            # Ray keeps the last N; the keeper copies the best model aside (see checkpoints.py)
             checkpoint_config=CheckpointConfig(num_to_keep=stage.trainer.save_total_limit),
-            callbacks=[keeper, *(callbacks or [])],
+            callbacks=[*keepers, *(callbacks or [])],
         ),
     )
     return trainer.fit()
