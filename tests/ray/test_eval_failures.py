@@ -6,6 +6,8 @@ A healthy pretrain stage, by contrast, gets its perplexity and samples."""
 
 import math
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,9 @@ from tinyreason.config import validate_config
 from tinyreason.curriculum import ModelRef, evaluate
 from tinyreason.data import synthetic
 from tinyreason.eval.harness import EvalError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/task_files.py, a helper, not a test
+from task_files import task_with_missing_data  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -84,14 +89,7 @@ def test_corrupt_weights_in_the_suite_name_the_stage_and_the_tasks(ray_local, ex
 
 def test_missing_task_data_file_names_the_stage_and_the_task(ray_local, exported, tmp_path):
     stage_dir, model_dir = _copy(exported, tmp_path)
-    task_dir = tmp_path / "my_tasks"
-    task_dir.mkdir()
-    missing = tmp_path / "data" / "questions.jsonl"
-    (task_dir / "my_qa.yaml").write_text(
-        "task: my_qa\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
-        f"    test: {missing}\ntest_split: test\noutput_type: generate_until\n"
-        "doc_to_text: '{{q}}'\ndoc_to_target: '{{a}}'\ngeneration_kwargs: {until: ['\\n']}\n"
-        "metric_list:\n  - metric: exact_match\n")
+    task_dir, missing = task_with_missing_data(tmp_path)
     cfg = _config(tmp_path, benchmarks={"tasks": [{"task": "my_qa"}], "include_path": [str(task_dir)]})
     _fails(cfg, "dpo", stage_dir, model_dir,
            rf"evaluating dpo failed in the lm-eval suite \(my_qa\): task 'my_qa': data file {missing} is missing")

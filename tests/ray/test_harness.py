@@ -4,12 +4,17 @@ and the failures people hit (a model dir that does not load, a task whose data i
 missing, a misspelt task) end in an EvalError that names them."""
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
 from tinyreason.config import BenchmarkConfig, TaskSpec
 from tinyreason.data import synthetic
 from tinyreason.eval import harness
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/task_files.py, a helper, not a test
+from task_files import task_with_missing_data  # noqa: E402
 
 LIMIT = 20
 
@@ -105,14 +110,7 @@ def test_unloadable_model_dir_is_an_eval_error_naming_it(ray_local, tiny_model, 
 
 
 def test_missing_task_data_file_names_the_task_and_the_file(tiny_model, tmp_path):
-    task_dir = tmp_path / "my_tasks"
-    task_dir.mkdir()
-    missing = tmp_path / "data" / "questions.jsonl"
-    (task_dir / "my_qa.yaml").write_text(
-        "task: my_qa\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
-        f"    test: {missing}\ntest_split: test\noutput_type: generate_until\n"
-        "doc_to_text: '{{q}}'\ndoc_to_target: '{{a}}'\ngeneration_kwargs: {until: ['\\n']}\n"
-        "metric_list:\n  - metric: exact_match\n")
+    task_dir, missing = task_with_missing_data(tmp_path)
     bench = BenchmarkConfig(tasks=[TaskSpec(task="my_qa")], include_path=[str(task_dir)])
     with pytest.raises(harness.EvalError, match=f"task 'my_qa': data file {missing} is missing"):
         harness.run_suite(tiny_model, bench, tmp_path / "eval")
