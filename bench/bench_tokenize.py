@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "platform"))
 
 from tinyreason.data import synthetic  # noqa: E402
-from tinyreason.data.tokenize import pack_batch, tokenize_chat_batch  # noqa: E402
+from tinyreason.data.tokenize import on_ray, pack_batch, tokenize_chat_batch  # noqa: E402
 
 WORK = ROOT / "bench" / "work" / "tokenize"
 PAD_BATCH = 8  # per_device_train_batch_size of the default configs: padding is per batch
@@ -80,7 +80,7 @@ def run_ray(rows, tok_dir, stage):
     from tinyreason.train import sft
 
     started = time.perf_counter()
-    ds = sft.tokenize(ray.data.from_items(rows), tok_dir, stage).materialize()
+    ds = on_ray(ray.data.from_items(rows), sft.tokenize_steps(tok_dir, stage)).materialize()
     seqs = [list(r["seq_lengths"]) for r in ds.select_columns(["seq_lengths"]).take_all()]
     return time.perf_counter() - started, seqs
 

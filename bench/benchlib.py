@@ -121,12 +121,13 @@ def init_ray(num_cpus: int = 2) -> None:
 
 
 def tokenize_on_ray(kind: str, rows: list[dict], tok_dir: str, stage) -> list[dict]:
-    """The stage's own Ray Data tokenizer (train/<kind>.py: tokenize), materialized to rows."""
+    """The stage's own Ray Data tokenizer (train/<kind>.py: tokenize_steps), materialized to rows."""
     import ray.data
 
+    from tinyreason.data.tokenize import on_ray
     from tinyreason.train import launch
 
-    ds = launch.module_for(kind).tokenize(ray.data.from_items(rows), tok_dir, stage)
+    ds = on_ray(ray.data.from_items(rows), launch.module_for(kind).tokenize_steps(tok_dir, stage))
     out = []
     for r in ds.take_all():
         out.append({k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in r.items()})

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tinyreason.config import ExperimentConfig, StageConfig, check_storage, dump_config
+from tinyreason.data import tokenize as T
 from tinyreason.data.blend import Blend, build_blend
 from tinyreason.model import presets
 from tinyreason.storage import Storage, as_storage, localize, located, on_node, publish
 from tinyreason.tracking import wandb_env
 from tinyreason.train import common, launch
-from tinyreason.train.checkpoints import best_and_kept
+from tinyreason.train.checkpoints import best_and_kept, list_saved
 
 MANIFEST = "manifest.json"
 
@@ -170,26 +171,11 @@ def run_stage(cfg: ExperimentConfig, index: int, stage: StageConfig, parent: Mod
     module = launch.module_for(stage.kind)
     tok_dir = _prepare_tokenizer(module, stage, parent, out, cfg.model.trust_remote_code, store)
     publish(store, tok_dir)
-    # Same rows in the same order on every attempt: a resumed trainer skips the batches it
-    # has seen by position, so the packed sequences must not be reshuffled by Ray Data.
-    import ray.data
-
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
-    tokenized = module.tokenize(blend.dataset(), located(store, tok_dir), stage)
-    if data_hook is not None:
-        tokenized = data_hook(tokenized, tok_dir)
-    tokenized = tokenized.materialize()
+    tokenized = training_rows(prefix, stage, module, blend, located(store, tok_dir), data_hook)
     n_rows = tokenized.count()
-    if n_rows < stage.scaling.num_workers:
-        raise ValueError(
-            f"{prefix}: only {n_rows} training sequences after tokenizing, fewer than its "
-            f"{stage.scaling.num_workers} workers; add data or raise data.max_length"
-        )
-    log(f"{prefix}: {n_rows:,} training sequences of <= {stage.data.max_length} tokens; training on "
-        f"{stage.scaling.num_workers} worker(s)")
     # Ray Train keeps the run's checkpoints under <storage>/ray/<stage dir name>: an earlier
-    # attempt that died left them there, and the new TorchTrainer resumes from the latest.
-    resumed = store.exists(f"ray/{out.name}")
+    # attempt that died after saving left them there, and the new TorchTrainer resumes from the latest.
+    resumed = bool(list_saved(store.filesystem, store.fs_path(f"ray/{out.name}")))
     if resumed:
         log(f"{prefix}: an interrupted attempt exists; resuming from its latest checkpoint")
     else:
@@ -214,6 +200,39 @@ def run_stage(cfg: ExperimentConfig, index: int, stage: StageConfig, parent: Mod
     log(f"{prefix}: done in {manifest['train_seconds']:.0f}s; loss {manifest['summary'].get('loss_first', 0):.3f} "
         f"-> {manifest['summary'].get('loss_last', 0):.3f}; model at {out / 'model'}")
     return StageOutcome(index, stage, out, manifest, False, resumed=resumed, metrics=common.read_metrics(out))
+
+
+def training_rows(prefix: str, stage: StageConfig, module, blend: Blend, tok_dir: str, data_hook=None):
+    """The stage's blend tokenized and packed, materialized as a Ray Dataset.
+
+    On Ray Data for real blends; in this process for small ones (`data.tokenize_in_driver_max_rows`),
+    where Ray Data's workers would spend longer starting and importing transformers than the
+    work takes. The same batch functions at the same batch sizes run either way.
+    """
+    import ray.data
+
+    # Same rows in the same order on every attempt: a resumed trainer skips the batches it
+    # has seen by position, so the packed sequences must not be reshuffled by Ray Data.
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    steps = module.tokenize_steps(tok_dir, stage)
+    if blend.rows <= stage.data.tokenize_in_driver_max_rows:
+        import pyarrow as pa
+
+        ds = ray.data.from_arrow(pa.table(T.in_process(blend.read_local("data"), steps)))
+    else:
+        ds = T.on_ray(blend.dataset(), steps)
+    if data_hook is not None:
+        ds = data_hook(ds, tok_dir)
+    ds = ds.materialize()
+    n_rows = ds.count()
+    if n_rows < stage.scaling.num_workers:
+        raise ValueError(
+            f"{prefix}: only {n_rows} training sequences after tokenizing, fewer than its "
+            f"{stage.scaling.num_workers} workers; add data or raise data.max_length"
+        )
+    log(f"{prefix}: {n_rows:,} training sequences of <= {stage.data.max_length} tokens; training on "
+        f"{stage.scaling.num_workers} worker(s)")
+    return ds
 
 
 def _fetch(store: Storage, rel: str, names: tuple[str, ...]) -> None:

@@ -68,12 +68,31 @@ def init_ray(config=None) -> None:
     if os.environ.get("RAY_ADDRESS") or _inside_ray_job():
         _join_cluster(os.environ.get("RAY_ADDRESS", ""))
     else:
-        # address="local": never attach to some other `ray start` cluster on this machine by accident
-        ray.init(address="local", include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=True,
-                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+        # address="local": never attach to some other `ray start` cluster on this machine by accident.
+        # No runtime_env: the local raylet inherits this process's environment, and any runtime_env
+        # starts every worker through a second interpreter (setup_worker.py, ~0.4 s of CPU each).
+        ray.init(address="local", include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=True)
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
+    _import_in_background("transformers", "AutoTokenizer")
+
+
+def _import_in_background(module: str, attr: str) -> None:
+    """Import what the driver needs next while it waits on Ray (building a blend is mostly
+    waiting on Ray Data workers): `transformers` takes ~3 s to import, and the stage's
+    tokenizer needs it right after the blend. Python's import lock makes a later import
+    of the same module wait for this one, never run it twice."""
+    import importlib
+    import threading
+
+    def run():
+        try:
+            getattr(importlib.import_module(module), attr)
+        except Exception:  # noqa: BLE001  (the real import, later, reports any problem)
+            pass
+
+    threading.Thread(target=run, name=f"import-{module}", daemon=True).start()
 
 
 def _inside_ray_job() -> bool:

@@ -66,6 +66,12 @@ class Blend:
         """Rows kept back by `heldout_fraction` (validation perplexity), or None."""
         return self._read("heldout") if self.manifest.get("heldout_rows") else None
 
+    def read_local(self, part: str = "data") -> dict[str, list]:
+        """All rows of a part as columns, read in this process from the local copy."""
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self.path / part).to_pydict()
+
     def _read(self, part: str):
         """Read tasks run on any node: on a cluster with object storage they read the
         uploaded copy, not the driver's local files."""

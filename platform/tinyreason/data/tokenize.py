@@ -10,9 +10,37 @@ cross examples (flash-attention varlen on GPU, a block-causal SDPA mask on CPU).
 from __future__ import annotations
 
 import bisect
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 IGNORE = -100
+
+
+@dataclass(frozen=True)
+class Step:
+    """One batch transform of a stage's tokenizing pipeline and the batch size it runs at
+    (packing works within a batch, so the size is part of the method, not a tuning knob)."""
+
+    fn: Callable[[dict], dict]
+    batch_size: int
+
+
+def on_ray(ds, steps: list[Step]):
+    """The pipeline as Ray Data map_batches, for blends worth a cluster's CPUs."""
+    for step in steps:
+        ds = ds.map_batches(step.fn, batch_size=step.batch_size)
+    return ds
+
+
+def in_process(batch: dict[str, list], steps: list[Step]) -> dict[str, list]:
+    """The same pipeline in this process, over batches of the same sizes. For small blends:
+    Ray Data's workers would spend longer importing transformers than the work takes."""
+    for step in steps:
+        n = len(next(iter(batch.values()), []))
+        parts = [step.fn({k: v[i:i + step.batch_size] for k, v in batch.items()})
+                 for i in range(0, n, step.batch_size)]
+        batch = {k: [x for part in parts for x in part[k]] for k in (parts[0] if parts else {})}
+    return batch
 
 
 def rows_of(batch: dict[str, Any]) -> list[dict]:

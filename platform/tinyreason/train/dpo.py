@@ -8,6 +8,8 @@ from the left to `data.max_prompt_length`, which TRL 1.x no longer does itself).
 
 from __future__ import annotations
 
+from functools import partial
+
 from tinyreason.config import StageConfig
 from tinyreason.train import common
 from tinyreason.train.sft import cached_tokenizer
@@ -21,13 +23,11 @@ def prepare_tokenizer(tok, stage: StageConfig):
     return prepare_chat_tokenizer(tok)
 
 
-def tokenize(ds, tokenizer_dir: str, stage: StageConfig):
-    return ds.map_batches(
-        _tokenize_preference,
-        fn_kwargs=dict(tokenizer_dir=tokenizer_dir, max_length=stage.data.max_length,
-                       max_prompt_length=stage.data.max_prompt_length),
-        batch_size=256,
-    )
+def tokenize_steps(tokenizer_dir: str, stage: StageConfig) -> list:
+    from tinyreason.data.tokenize import Step
+
+    return [Step(partial(_tokenize_preference, tokenizer_dir=tokenizer_dir, max_length=stage.data.max_length,
+                         max_prompt_length=stage.data.max_prompt_length), 256)]
 
 
 def _tokenize_preference(batch, tokenizer_dir: str, max_length: int, max_prompt_length: int | None):

@@ -8,6 +8,8 @@ to input_ids, TRL's SFTTrainer is a plain causal-LM trainer.
 
 from __future__ import annotations
 
+from functools import partial
+
 from tinyreason.config import StageConfig
 from tinyreason.train.sft import cached_tokenizer, train_loop_per_worker  # noqa: F401  (the same loop)
 
@@ -21,10 +23,11 @@ def prepare_tokenizer(tok, stage: StageConfig):
     return prepare_chat_tokenizer(tok)
 
 
-def tokenize(ds, tokenizer_dir: str, stage: StageConfig):
+def tokenize_steps(tokenizer_dir: str, stage: StageConfig) -> list:
+    from tinyreason.data.tokenize import Step
+
     # 512 documents per batch: the only padding is one partial block per batch (<1% at 256 tokens)
-    return ds.map_batches(_tokenize_text, fn_kwargs=dict(tokenizer_dir=tokenizer_dir,
-                                                         max_length=stage.data.max_length), batch_size=512)
+    return [Step(partial(_tokenize_text, tokenizer_dir=tokenizer_dir, max_length=stage.data.max_length), 512)]
 
 
 def _tokenize_text(batch, tokenizer_dir: str, max_length: int):

@@ -9,7 +9,7 @@ the answer after it are both trained on and nothing else is.
 from __future__ import annotations
 
 from tinyreason.config import StageConfig
-from tinyreason.train.sft import tokenize, train_loop_per_worker  # noqa: F401  (chat rows, same loop)
+from tinyreason.train.sft import tokenize_steps, train_loop_per_worker  # noqa: F401  (chat rows, same loop)
 
 KIND = "reasoning_sft"
 

@@ -21,20 +21,15 @@ def prepare_tokenizer(tok, stage: StageConfig):
     return prepare_chat_tokenizer(tok)
 
 
-def tokenize(ds, tokenizer_dir: str, stage: StageConfig):
-    """Ray Data: messages -> (input_ids, labels) -> packed sequences with boundaries."""
-    ds = ds.map_batches(_tokenize_chat, fn_kwargs=dict(tokenizer_dir=tokenizer_dir, max_length=stage.data.max_length),
-                        batch_size=256)
-    return pack(ds, stage)
-
-
-def pack(ds, stage: StageConfig):
+def tokenize_steps(tokenizer_dir: str, stage: StageConfig) -> list:
+    """messages -> (input_ids, labels) -> packed sequences with boundaries (data.tokenize.Step)."""
     from tinyreason.data import tokenize as T
 
+    steps = [T.Step(partial(_tokenize_chat, tokenizer_dir=tokenizer_dir, max_length=stage.data.max_length), 256)]
     if stage.data.packing:
         # 2048 rows per packing batch: BFD over that many chat-length rows fills >97% of slots
-        return ds.map_batches(partial(T.pack_batch, max_length=stage.data.max_length), batch_size=2048)
-    return ds.map_batches(T.single_batch, batch_size=1024)
+        return steps + [T.Step(partial(T.pack_batch, max_length=stage.data.max_length), 2048)]
+    return steps + [T.Step(T.single_batch, 1024)]
 
 
 def _tokenize_chat(batch, tokenizer_dir: str, max_length: int):

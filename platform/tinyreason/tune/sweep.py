@@ -281,6 +281,7 @@ def reference_cache(ctx_cfg: ExperimentConfig, index: int, parent: ModelRef, sto
     import ray
 
     from tinyreason.curriculum import _prepare_tokenizer, stage_blend
+    from tinyreason.data.tokenize import on_ray
     from tinyreason.storage import as_storage
     from tinyreason.train import dpo
 
@@ -297,7 +298,7 @@ def reference_cache(ctx_cfg: ExperimentConfig, index: int, parent: ModelRef, sto
     from transformers import AutoTokenizer
 
     pad = AutoTokenizer.from_pretrained(tok_dir).pad_token_id
-    rows = dpo.tokenize(blend.dataset(), tok_dir, stage).take_all()
+    rows = on_ray(blend.dataset(), dpo.tokenize_steps(tok_dir, stage)).take_all()
     rows = [{k: list(r[k]) for k in ("prompt_ids", "chosen_ids", "rejected_ids")} for r in rows]
     t0 = time.time()
     task = ray.remote(num_cpus=1)(dpo.reference_logps)
