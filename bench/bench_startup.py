@@ -17,7 +17,8 @@ changed) and from the worker's "startup" event in metrics.jsonl (train/common.py
   imports_config   imports of jobs/curriculum.py, tinyreason, ray; YAML load + validation
   ray_start        runtime.init_ray
   blend            curriculum.stage_blend (Ray Data: synthetic rows -> parquet, decontamination)
-  tokenize         tokenizer prep + sft.tokenize on Ray Data (template, masks, BFD packing)
+  tokenize         tokenizer prep + curriculum.training_rows (template, masks, BFD packing; in the
+                   driver for blends <= data.tokenize_in_driver_max_rows, else on Ray Data)
   worker_group     launch.fit_stage called -> train_loop_per_worker starts (TorchTrainer,
                    placement group, worker processes, process group, dataset split)
   worker phases    setup, imports, model_load, data_shard, trainer_setup, first_step

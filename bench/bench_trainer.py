@@ -8,7 +8,8 @@ script, and against a bare PyTorch loop (AdamW) on the same batches.
 Equal settings on every side: the `tiny` preset (1.8M parameters, 1k vocab), the same
 BFD-packed rows from the SFT stage's own Ray Data tokenizer (train/sft.py: tokenize),
 max_length 256, 8 sequences per step per worker, fp32, constant lr 1e-3, grad clip 1.0,
-padding-free batches with per-example position ids, logging every step. Ray gives a
+the stage's own batches on every side (8 packed rows with per-example position ids,
+data.tokenize.collate_packed_rows), logging every step. Ray gives a
 1-CPU worker OMP_NUM_THREADS=1, so the one-process baselines run with 1 torch thread:
 equal compute, and the pair that the >= 0.95x target is about. The 2-worker platform
 run (2 x 1 thread) is compared with the plain script at 1 and at 2 threads.
@@ -39,10 +40,12 @@ VARIANTS = ("platform_1w", "trl_plain_1t", "bare_torch_1t", "platform_2w", "trl_
 
 
 def bare_torch(model_dir: str, tok_dir: str, rows: list[dict], steps: int, threads: int) -> dict:
-    """A bare PyTorch loop: same model, same packed rows in batches of 8 flattened into one
-    padding-free sequence with per-example position ids, AdamW, clip 1.0; no Trainer."""
+    """A bare PyTorch loop: same model, same packed rows in batches of 8 rows with
+    per-example position ids (the stage's collator), AdamW, clip 1.0; no Trainer."""
     import torch
     from transformers import AutoTokenizer
+
+    from tinyreason.data.tokenize import collate_packed_rows
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -54,12 +57,9 @@ def bare_torch(model_dir: str, tok_dir: str, rows: list[dict], steps: int, threa
     random.Random(0).shuffle(order)
     logs, t_last, tokens = [], time.perf_counter(), 0
     for step in range(steps):
-        picked = [rows[order[(step * BATCH + i) % len(rows)]] for i in range(BATCH)]
-        ids = torch.tensor([t for r in picked for t in r["input_ids"]])[None]
-        labels = torch.tensor([t for r in picked for t in r["labels"]])[None]
-        pos = torch.cat([torch.arange(n) for r in picked for n in r["seq_lengths"]])[None]
-        labels[pos == 0] = -100  # as TRL's padding-free collator: no loss across example boundaries
-        loss = model(input_ids=ids, position_ids=pos, labels=labels).loss
+        batch = collate_packed_rows([rows[order[(step * BATCH + i) % len(rows)]] for i in range(BATCH)], pad)
+        ids = batch["input_ids"]
+        loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -96,7 +96,8 @@ def trl_in_ray_train_worker(stage, model_dir: str, tok_dir: str, rows: list[dict
         sys.path.insert(0, cfg["bench"])
         import benchlib
 
-        r = benchlib.run_plain_trl_sft(cfg["stage"], cfg["model"], cfg["tok"], cfg["rows"], "trl-in-worker", 1)
+        r = benchlib.run_plain_trl_sft(cfg["stage"], cfg["model"], cfg["tok"], cfg["rows"], "trl-in-worker", 1,
+                                       platform_collator=True)
         open(cfg["out"], "w").write(json.dumps(r))
 
     t0 = time.perf_counter()
@@ -140,10 +141,12 @@ def main() -> None:
 
     every = {
         "platform_1w": lambda: benchlib.run_platform(one, model_dir, tok_dir, rows, "trainer-1w"),
-        "trl_plain_1t": lambda: benchlib.run_plain_trl_sft(one, model_dir, tok_dir, rows, "trainer-trl", 1),
+        "trl_plain_1t": lambda: benchlib.run_plain_trl_sft(one, model_dir, tok_dir, rows, "trainer-trl", 1,
+                                                           platform_collator=True),
         "bare_torch_1t": lambda: bare_torch(model_dir, tok_dir, rows, args.steps, 1),
         "platform_2w": lambda: benchlib.run_platform(two, model_dir, tok_dir, rows, "trainer-2w"),
-        "trl_plain_2t": lambda: benchlib.run_plain_trl_sft(one, model_dir, tok_dir, rows, "trainer-trl2", 2),
+        "trl_plain_2t": lambda: benchlib.run_plain_trl_sft(one, model_dir, tok_dir, rows, "trainer-trl2", 2,
+                                                           platform_collator=True),
         "platform_1w_deepspeed_off": lambda: benchlib.run_platform(no_ds, model_dir, tok_dir, rows, "trainer-1w-nods"),
         "trl_in_ray_train_worker": lambda: trl_in_ray_train_worker(one, model_dir, tok_dir, rows),
     }
@@ -194,7 +197,7 @@ def report(args, runs, model_dir, n_rows, seconds) -> None:
         "date": benchlib.DATE,
         "settings": {"preset": args.preset, "parameters": benchlib.parameters(model_dir), "max_length": MAX_LENGTH,
                      "per_device_train_batch_size": BATCH, "steps": args.steps, "precision": "fp32",
-                     "packing": "bfd (platform Ray Data tokenizer), padding_free", "packed_rows": n_rows,
+                     "packing": "bfd (platform Ray Data tokenizer), collate_packed_rows on every side", "packed_rows": n_rows,
                      "deepspeed": "ZeRO-2, torch AdamW (no DeepSpeed optimizer section)",
                      "niceness": args.niceness, "warmup_logs_dropped": 3, "logging_steps": 1, "rounds": args.rounds,
                      "bench_seconds": round(seconds, 1)},

@@ -317,8 +317,10 @@ def load_model(model_dir: str):
 
 
 def run_plain_trl_sft(stage, model_dir: str, tok_dir: str, rows: list[dict], name: str, threads: int,
-                      export: str | None = None, **extra) -> dict:
-    """The same SFT as a plain one-process TRL script."""
+                      export: str | None = None, platform_collator: bool = False, **extra) -> dict:
+    """The same SFT as a plain one-process TRL script. `platform_collator`: batch the packed
+    rows as the SFT stage does without a varlen kernel (data.tokenize.collate_packed_rows),
+    for comparisons of the trainer alone at equal settings."""
     import datasets
     import torch
     from transformers import AutoTokenizer
@@ -332,6 +334,12 @@ def run_plain_trl_sft(stage, model_dir: str, tok_dir: str, rows: list[dict], nam
     model = load_model(model_dir)
     columns = {k: [r[k] for r in rows] for k in rows[0]}
     collator = extra.pop("data_collator", None)
+    if platform_collator:
+        from functools import partial
+
+        from tinyreason.data.tokenize import collate_packed_rows
+
+        collator = partial(collate_packed_rows, pad_token_id=tok.pad_token_id)
     args = plain_sft_args(stage, str(out), **{"max_length": None, "packing": False, "padding_free": True,
                                                "dataset_kwargs": {"skip_prepare_dataset": True}, **extra})
     logs: list = []

@@ -42,8 +42,16 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", **FAKE_SECRETS}})
+        # Workers inherit the environment of the raylet this starts (as with runtime.init_ray);
+        # a runtime_env would start each worker through a second interpreter. They carry the
+        # fake secrets; this process gets them back out of its environment at once.
+        saved = {k: os.environ.get(k) for k in FAKE_SECRETS}
+        os.environ.update(FAKE_SECRETS)
+        try:
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False

@@ -50,12 +50,14 @@ def test_max_mode_keeps_the_highest(tmp_path):
     assert json.loads((run / "best.json").read_text())["step"] == 20
 
 
-def test_best_and_kept_lists_complete_checkpoints_only(tmp_path):
+def test_best_and_kept_lists_registered_checkpoints_only(tmp_path):
     run = tmp_path / "run"
     for step, value in ((10, 2.0), (20, 1.0)):
         keep_if_best(FS, str(_checkpoint(run, step, value)), "min")
     (run / "checkpoint_030").mkdir()  # no info file yet: still uploading
-    (run / "checkpoint_manager_snapshot.json").write_text("{}")
+    _checkpoint(run, 40, 0.5)  # info file there, but Ray never registered it: a killed attempt's partial upload
+    registered = [{"checkpoint_dir_name": f"checkpoint_{s:03d}", "metrics": {}} for s in (10, 20, 30)]
+    (run / "checkpoint_manager_snapshot.json").write_text(json.dumps({"checkpoint_results": registered}))
     out = best_and_kept(FS, str(run), "min")
     assert [k["step"] for k in out["kept"]] == [10, 20]
     assert out["best"]["step"] == 20 and out["best"]["path"].endswith("best/checkpoint_020")

@@ -110,20 +110,29 @@ def _write_json(fs, path: str, obj: dict) -> None:
         f.write(json.dumps(obj).encode())
 
 
+SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train's record of the run's registered checkpoints
+
+
 def list_saved(fs, run_dir: str) -> list[Saved]:
-    """Every complete checkpoint under a Ray Train run dir (one whose info file arrived)."""
+    """Every checkpoint Ray Train registered under a run dir (every rank's upload done).
+
+    A checkpoint dir Ray does not list is an upload that never finished: a killed attempt
+    can leave one holding some ranks' files and even the info file, but not all of its state.
+    """
     import pyarrow.fs as pafs
 
+    snapshot = _read_json(fs, f"{run_dir}/{SNAPSHOT_FILE}") or {}
+    registered = {r["checkpoint_dir_name"] for r in snapshot.get("checkpoint_results") or []}
     out = []
     try:
         entries = fs.get_file_info(pafs.FileSelector(run_dir, allow_not_found=True))
     except (OSError, FileNotFoundError):
         return []
     for entry in entries:
-        if entry.type != pafs.FileType.Directory or not entry.base_name.startswith("checkpoint_"):
+        if entry.type != pafs.FileType.Directory or entry.base_name not in registered:
             continue
         info = _read_json(fs, f"{entry.path}/{INFO_FILE}")
-        if info is not None:  # else an upload in progress, or a checkpoint from before this policy
+        if info is not None:  # else a checkpoint from before this policy
             out.append(Saved(entry.path, int(info["step"]), info.get("value")))
     return sorted(out, key=lambda s: s.step)
 
