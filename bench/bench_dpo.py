@@ -76,7 +76,8 @@ def check_against_trl(model_dir: str, tok_dir: str, rows: list[dict], logps: lis
     sample = rows[:32]
     args = DPOConfig(output_dir=str(benchlib.WORK / "runs" / "dpo-check"), use_cpu=True, report_to=[],
                      precompute_ref_log_probs=True, per_device_train_batch_size=BATCH, max_length=MAX_LENGTH,
-                     beta=0.1, loss_type="apo_zero", remove_unused_columns=False, disable_tqdm=True)
+                     beta=0.1, loss_type="apo_zero", remove_unused_columns=False, disable_tqdm=True,
+                     bf16=False)  # TRL defaults to bf16 autocast even on CPU; the cache is computed in fp32
     ds = datasets.Dataset.from_dict({k: [r[k] for r in sample] for k in ("prompt_ids", "chosen_ids", "rejected_ids")})
     trainer = dpo.trainer_class()(model=benchlib.load_model(model_dir), args=args, train_dataset=ds,
                                   processing_class=AutoTokenizer.from_pretrained(tok_dir))

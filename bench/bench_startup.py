@@ -143,7 +143,8 @@ def child_plain(model_dir: str, rows_n: int, t_cmd: float) -> None:
     args = SFTConfig(output_dir=str(WORK / "plain-out"), use_cpu=True, report_to=[], save_strategy="no",
                      per_device_train_batch_size=8, learning_rate=1e-3, max_steps=3, logging_steps=1,
                      max_length=None, packing=False, padding_free=True, remove_unused_columns=False,
-                     dataset_kwargs={"skip_prepare_dataset": True}, disable_tqdm=True)
+                     dataset_kwargs={"skip_prepare_dataset": True}, disable_tqdm=True,
+                     bf16=False)  # the stage's fp32 on CPU, not TRL's default bf16 autocast
     SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tok, callbacks=[FirstStep()]).train()
     print(MARK + json.dumps({"marks": marks}), flush=True)
 

@@ -301,12 +301,15 @@ def throughput_callback(sink: list):
 
 
 def plain_sft_args(stage, out_dir: str, **extra):
-    """SFTConfig as a plain TRL script writes it: the stage's TRL settings, fp32 on CPU,
+    """SFTConfig as a plain TRL script writes it: the stage's TRL settings and precision
+    (TRL's own default is bf16 autocast even on CPU, so it is set, not left to TRL),
     no DeepSpeed, no Ray."""
     from trl import SFTConfig
 
+    precision = stage.deepspeed.precision if stage.deepspeed.precision != "auto" else "fp32"
     return SFTConfig(output_dir=out_dir, use_cpu=True, report_to=[], save_strategy="no",
                      remove_unused_columns=False, dataloader_drop_last=True, disable_tqdm=True,
+                     bf16=precision == "bf16", fp16=precision == "fp16",
                      include_num_input_tokens_seen="non_padding", **{**stage.trainer.to_trl(), **extra})
 
 
@@ -340,6 +343,7 @@ def run_plain_trl_sft(stage, model_dir: str, tok_dir: str, rows: list[dict], nam
         from tinyreason.data.tokenize import collate_packed_rows
 
         collator = partial(collate_packed_rows, pad_token_id=tok.pad_token_id)
+        extra["padding_free"] = False  # the stage's setting without a varlen kernel (train/sft.py)
     args = plain_sft_args(stage, str(out), **{"max_length": None, "packing": False, "padding_free": True,
                                                "dataset_kwargs": {"skip_prepare_dataset": True}, **extra})
     logs: list = []
