@@ -8,9 +8,11 @@ Rows are the long-tailed multi-turn chat mix of bench_tokenize (mean ~240 tokens
 cut at max_length 512. Variants, interleaved per round:
 
   platform_packed      the SFT stage as configured: data.packing true -> BFD bins of 512 on Ray
-                       Data (train/sft.py: pack), TRL padding-free collator, fit_stage, 1 worker
-  platform_unpacked    the same stage with data.packing false (single_batch): the platform still
-                       trains padding-free (rows of a batch concatenated, no pad tokens)
+                       Data (train/sft.py: tokenize_steps), each bin a row of the batch with
+                       per-example position ids (data.tokenize.collate_packed_rows), fit_stage,
+                       1 worker
+  platform_unpacked    the same stage with data.packing false (single_batch): one chat row per
+                       batch row, padded to the longest of the batch
   trl_padded           the baseline: a plain TRL SFTTrainer, unpacked rows padded to the longest
                        of each batch, attention mask (padding_free false), one process
   trl_packed           the packed rows in the same plain TRL script: packing's own effect,

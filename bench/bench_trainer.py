@@ -36,7 +36,7 @@ from benchlib import log, med, ratio  # noqa: E402
 
 MAX_LENGTH, BATCH = 256, 8
 VARIANTS = ("platform_1w", "trl_plain_1t", "bare_torch_1t", "platform_2w", "trl_plain_2t", "platform_1w_deepspeed_off",
-            "trl_in_ray_train_worker")
+            "trl_in_ray_train_worker", "platform_1w_bf16", "trl_plain_1t_bf16", "platform_2w_zero0", "platform_2w_zero1")
 
 
 def bare_torch(model_dir: str, tok_dir: str, rows: list[dict], steps: int, threads: int) -> dict:
@@ -136,6 +136,9 @@ def main() -> None:
     one = benchlib.stage_config("sft", max_length=MAX_LENGTH, batch=BATCH, steps=args.steps)
     two = benchlib.stage_config("sft", max_length=MAX_LENGTH, batch=BATCH, steps=args.steps, workers=2)
     no_ds = benchlib.stage_config("sft", max_length=MAX_LENGTH, batch=BATCH, steps=args.steps, deepspeed=False)
+    bf16 = benchlib.stage_config("sft", max_length=MAX_LENGTH, batch=BATCH, steps=args.steps, precision="bf16")
+    zero = {z: benchlib.stage_config("sft", max_length=MAX_LENGTH, batch=BATCH, steps=args.steps, workers=2,
+                                     zero_stage=z) for z in (0, 1)}
     rows = benchlib.tokenize_on_ray("sft", benchlib.chat_rows(args.rows), tok_dir, one)
     log(f"{len(rows)} packed rows of <= {MAX_LENGTH} tokens, {benchlib.parameters(model_dir):,} parameters")
 
@@ -149,6 +152,11 @@ def main() -> None:
                                                            platform_collator=True),
         "platform_1w_deepspeed_off": lambda: benchlib.run_platform(no_ds, model_dir, tok_dir, rows, "trainer-1w-nods"),
         "trl_in_ray_train_worker": lambda: trl_in_ray_train_worker(one, model_dir, tok_dir, rows),
+        "platform_1w_bf16": lambda: benchlib.run_platform(bf16, model_dir, tok_dir, rows, "trainer-1w-bf16"),
+        "platform_2w_zero0": lambda: benchlib.run_platform(zero[0], model_dir, tok_dir, rows, "trainer-2w-z0"),
+        "platform_2w_zero1": lambda: benchlib.run_platform(zero[1], model_dir, tok_dir, rows, "trainer-2w-z1"),
+        "trl_plain_1t_bf16": lambda: benchlib.run_plain_trl_sft(bf16, model_dir, tok_dir, rows, "trainer-trl-bf16", 1,
+                                                                platform_collator=True),
     }
     variants = {k: every[k] for k in args.variants.split(",")}
     runs: dict[str, list] = {k: [] for k in variants}
@@ -183,6 +191,11 @@ def report(args, runs, model_dir, n_rows, seconds) -> None:
                       ("platform_deepspeed_off_vs_trl_plain", "platform_1w_deepspeed_off", "trl_plain_1t"),
                       ("platform_deepspeed_on_vs_off", "platform_1w", "platform_1w_deepspeed_off"),
                       ("trl_in_ray_train_worker_vs_trl_plain", "trl_in_ray_train_worker", "trl_plain_1t"),
+                      ("platform_bf16_vs_fp32", "platform_1w_bf16", "platform_1w"),
+                      ("platform_2w_zero0_vs_zero2", "platform_2w_zero0", "platform_2w"),
+                      ("platform_2w_zero1_vs_zero2", "platform_2w_zero1", "platform_2w"),
+                      ("platform_bf16_vs_trl_plain_bf16", "platform_1w_bf16", "trl_plain_1t_bf16"),
+                      ("trl_plain_bf16_vs_fp32", "trl_plain_1t_bf16", "trl_plain_1t"),
                       ("platform_vs_trl_in_ray_train_worker", "platform_1w", "trl_in_ray_train_worker")):
         if a in runs and b in runs:
             ratios[key], per_round_ratios[key] = per_round(runs, a, b)

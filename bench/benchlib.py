@@ -81,7 +81,8 @@ def chat_rows(n: int, seed: int = 0) -> list[dict]:
 
 def stage_config(kind: str, *, max_length: int, batch: int, steps: int, packing: bool = True, workers: int = 1,
                  cpus_per_worker: float = 1.0, logging_steps: int = 1, deepspeed: bool = True,
-                 trainer: dict | None = None, data: dict | None = None):
+                 trainer: dict | None = None, data: dict | None = None, precision: str = "fp32",
+                 zero_stage: int = 2):
     from tinyreason.config import StageConfig
 
     source = {"sft": "chat", "reasoning_sft": "reasoning", "dpo": "preference"}[kind]
@@ -92,7 +93,7 @@ def stage_config(kind: str, *, max_length: int, batch: int, steps: int, packing:
         "trainer": {"learning_rate": 1e-3, "max_steps": steps, "per_device_train_batch_size": batch,
                     "logging_steps": logging_steps, "save_steps": 10_000, "lr_scheduler_type": "constant",
                     "seed": 0, **(trainer or {})},
-        "deepspeed": {"enabled": deepspeed, "precision": "fp32"},
+        "deepspeed": {"enabled": deepspeed, "precision": precision, "zero_stage": zero_stage},
         "scaling": {"num_workers": workers, "cpus_per_worker": cpus_per_worker},
     })
 
