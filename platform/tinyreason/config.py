@@ -24,7 +24,7 @@ StageKind = Literal["pretrain", "sft", "reasoning_sft", "dpo"]
 # Which row schema each stage kind trains on; a source must produce that schema.
 SCHEMA_OF_KIND = {"pretrain": "text", "sft": "chat", "reasoning_sft": "chat", "dpo": "preference"}
 SYNTHETIC_SCHEMA = {"pretrain": "text", "chat": "chat", "reasoning": "chat", "preference": "preference"}
-MODEL_PRESETS = ("micro", "tiny", "small", "tinystories-20m", "smollm2-135m")
+MODEL_PRESETS = ("micro", "tiny", "small", "tinystories-20m", "smollm2-135m-shape", "smollm2-135m")
 
 
 class ConfigError(ValueError):

@@ -5,6 +5,8 @@ Sizes below are for a 2k vocab with tied embeddings:
     tiny             ~2.4M  the embedded default: learns the synthetic world on 2 CPU cores in minutes
     small            ~9M    a bigger CPU model
     tinystories-20m  ~20M   from-scratch TinyStories on a GPU (8k vocab: ~24M)
+    smollm2-135m-shape      SmolLM2-135M's architecture from scratch (135M at its 49k vocab):
+                            GPU throughput and MFU benchmarks on machines without hub access
     smollm2-135m     the real HuggingFaceTB/SmolLM2-135M-Instruct (hub or a local copy)
 """
 
@@ -21,6 +23,8 @@ SHAPES = {
                   num_key_value_heads=5, max_position_embeddings=2048),
     "tinystories-20m": dict(hidden_size=448, intermediate_size=1216, num_hidden_layers=8, num_attention_heads=7,
                             num_key_value_heads=7, max_position_embeddings=2048),
+    "smollm2-135m-shape": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                               num_key_value_heads=3, max_position_embeddings=8192),
 }
 
 

@@ -281,6 +281,25 @@ class TokenRate:
         return logs
 
 
+def gpu_utilisation(model, seq_len: int, args):
+    """On GPU, a function from the stage's tokens/s (summed over ranks) to its MFU in both
+    conventions (model/flops.py); None on CPU or an unknown GPU."""
+    import torch
+
+    from tinyreason.model.flops import flops_per_token, mfu, peak_flops
+
+    if model is None or not torch.cuda.is_available():
+        return None
+    precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+    peak = peak_flops(torch.cuda.get_device_name(), precision)
+    if peak is None:
+        return None
+    n_params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())  # ZeRO-3 holds shards
+    per_token = flops_per_token(n_params, model.config.num_hidden_layers, model.config.hidden_size, seq_len)
+    devices = int(os.environ.get("WORLD_SIZE", "1"))
+    return lambda tokens_per_s: {k: round(v, 4) for k, v in mfu(tokens_per_s, per_token, peak, devices).items()}
+
+
 def make_report_callback(job: StageJob, timeline: Timeline | None = None):
     """A TrainerCallback that appends every log to metrics.jsonl, checks it is finite,
     reports checkpoints to Ray Train, and closes the start-up timeline."""
@@ -295,13 +314,14 @@ def make_report_callback(job: StageJob, timeline: Timeline | None = None):
 
     class RayReport(TrainerCallback):
         def __init__(self):
-            self.rate, self.last_logs = TokenRate(), {}
+            self.rate, self.last_logs, self.utilisation = TokenRate(), {}, None
             self.window = checkpoints.MetricWindow(policy.metric)
             self.saved_step = None
 
-        def on_train_begin(self, args, state, control, **kwargs):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
             if timeline:
                 timeline.mark("trainer_setup")  # DeepSpeed engine, optimizer, scheduler, dataloader
+            self.utilisation = gpu_utilisation(model, job.stage.data.max_length, args)
 
         def on_step_end(self, args, state, control, **kwargs):
             if timeline and "first_step" not in timeline.phases:
@@ -312,6 +332,8 @@ def make_report_callback(job: StageJob, timeline: Timeline | None = None):
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = self.rate.annotate(state, logs)
+            if self.utilisation and "tokens_per_s" in logs:
+                logs.update(self.utilisation(logs["tokens_per_s"]))
             bad = [k for k in ("loss", "grad_norm") if k in logs and not math.isfinite(float(logs[k]))]
             if bad:
                 last_good = (f"the last good checkpoint is step {self.saved_step}, the latest under {job.ray_run_dir}"
