@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
-from benchlib import log, med, ratio  # noqa: E402
+from benchlib import log, med, per_round, ratio  # noqa: E402
 
 MAX_LENGTH, MAX_PROMPT, BATCH = 256, 128, 8
 VARIANTS = ("sft", "dpo_ref_model", "dpo_precompute", "dpo_shared_cache", "ref_pass")
@@ -90,19 +90,12 @@ def check_against_trl(model_dir: str, tok_dir: str, rows: list[dict], logps: lis
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=16)
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--preset", default="tiny")
-    p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument("--niceness", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="1 round of 10 steps")
-    p.add_argument("--out", default=str(benchlib.RESULTS / "dpo.json"))
+    benchlib.add_common_args(p, ",".join(VARIANTS), "dpo.json", quick="1 round of 10 steps", known=VARIANTS)
     args = p.parse_args()
     if args.quick:
         args.steps, args.rounds = 10, 1
 
-    benchlib.set_niceness(args.niceness)
-    model_dir, tok_dir = benchlib.make_base(args.preset)
-    benchlib.init_ray()
+    model_dir, tok_dir = benchlib.prepare(args)
     from transformers import AutoTokenizer
 
     from tinyreason.data import synthetic
@@ -143,12 +136,6 @@ def main() -> None:
     report(args, runs, check, statistics.mean(lengths), model_dir, time.perf_counter() - started)
 
 
-def per_round(runs, a, b, get):
-    rs = [ratio(get(x), get(y)) for x, y in zip(runs.get(a, []), runs.get(b, []))]
-    rs = [r for r in rs if r is not None]
-    return (round(statistics.median(rs), 3) if rs else None), rs
-
-
 def sweep_saving(runs, k: int) -> dict:
     trial_pre = med(r["wall_s"] for r in runs["dpo_precompute"])
     trial_cached = med(r["wall_s"] for r in runs["dpo_shared_cache"])
@@ -164,16 +151,14 @@ def report(args, runs, check, pair_tokens, model_dir, seconds) -> None:
     setup = {k: med(r.get("startup", {}).get("trainer_setup") for r in v) for k, v in runs.items()}
     wall = {k: med(r["wall_s"] for r in v) for k, v in runs.items()}
     ratios, raw = {}, {}
-    tok = lambda r: r.get("tokens_per_s")  # noqa: E731
-    cpu = lambda r: r.get("tokens_per_cpu_s")  # noqa: E731
     for key, a, b in (("dpo_ref_model_vs_sft", "dpo_ref_model", "sft"),
                       ("dpo_precompute_vs_sft", "dpo_precompute", "sft"),
                       ("dpo_shared_cache_vs_sft", "dpo_shared_cache", "sft"),
                       ("dpo_precompute_vs_dpo_ref_model", "dpo_precompute", "dpo_ref_model"),
                       ("dpo_shared_cache_vs_dpo_precompute", "dpo_shared_cache", "dpo_precompute")):
         if a in runs and b in runs:
-            ratios[f"tokens_per_s_{key}"], raw[f"tokens_per_s_{key}"] = per_round(runs, a, b, tok)
-            ratios[f"tokens_per_cpu_s_{key}"], raw[f"tokens_per_cpu_s_{key}"] = per_round(runs, a, b, cpu)
+            ratios[f"tokens_per_s_{key}"], raw[f"tokens_per_s_{key}"] = per_round(runs, a, b)
+            ratios[f"tokens_per_cpu_s_{key}"], raw[f"tokens_per_cpu_s_{key}"] = per_round(runs, a, b, "tokens_per_cpu_s")
     sweep = {}
     if all(k in runs for k in ("dpo_precompute", "dpo_shared_cache", "ref_pass")):
         sweep = {f"k{k}": sweep_saving(runs, k) for k in (3, 8)}

@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
-from benchlib import log, med, ratio  # noqa: E402
+from benchlib import log, med, per_round  # noqa: E402
 
 MAX_LENGTH, ROWS_PER_STEP = 512, 8
 VARIANTS = ("platform_packed", "platform_unpacked", "trl_padded", "trl_packed", "trl_packed_rows")
@@ -51,19 +51,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=240, help="chat rows trained on (one epoch)")
     p.add_argument("--heldout", type=int, default=60)
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--preset", default="tiny")
-    p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument("--niceness", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="1 round, 120 rows")
-    p.add_argument("--out", default=str(benchlib.RESULTS / "packing_sft.json"))
+    benchlib.add_common_args(p, ",".join(VARIANTS), "packing_sft.json", quick="1 round, 120 rows", known=VARIANTS)
     args = p.parse_args()
     if args.quick:
         args.rows, args.rounds = 120, 1
 
-    benchlib.set_niceness(args.niceness)
-    model_dir, tok_dir = benchlib.make_base(args.preset)
-    benchlib.init_ray()
+    model_dir, tok_dir = benchlib.prepare(args)
     chat = benchlib.chat_rows(args.rows, seed=0)
     probe = benchlib.stage_config("sft", max_length=MAX_LENGTH, batch=ROWS_PER_STEP, steps=-1)
     packed_rows = benchlib.tokenize_on_ray("sft", chat, tok_dir, probe)
@@ -142,12 +135,6 @@ def padded_share(rows: list[dict], batch: int) -> float:
     lengths = [len(r["input_ids"]) for r in rows]
     computed = sum(max(lengths[i:i + batch]) * len(lengths[i:i + batch]) for i in range(0, len(lengths), batch))
     return sum(lengths) / computed
-
-
-def per_round(runs, a, b, metric):
-    rs = [ratio(x.get(metric), y.get(metric)) for x, y in zip(runs.get(a, []), runs.get(b, []))]
-    rs = [r for r in rs if r is not None]
-    return (round(statistics.median(rs), 3) if rs else None), rs
 
 
 def report(args, runs, stats, model_dir, seconds) -> None:

@@ -25,14 +25,14 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
-from benchlib import log, med, ratio  # noqa: E402
+from benchlib import log, med, per_round, ratio  # noqa: E402
 
 MAX_LENGTH, BATCH = 256, 8
 VARIANTS = ("platform_1w", "trl_plain_1t", "bare_torch_1t", "platform_2w", "trl_plain_2t", "platform_1w_deepspeed_off",
@@ -117,28 +117,18 @@ def tokens_since(logs, tokens):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--rows", type=int, default=2000, help="chat rows before packing")
-    p.add_argument("--preset", default="tiny")
-    p.add_argument("--variants", default="platform_1w,trl_plain_1t,bare_torch_1t,platform_2w",
-                   help=f"comma-separated, from: {', '.join(VARIANTS)}")
     p.add_argument("--name", default="trainer_sft")
-    p.add_argument("--niceness", type=int, default=0, help="OS priority of Ray workers and baselines alike")
-    p.add_argument("--quick", action="store_true", help="1 round of 15 steps")
-    p.add_argument("--out", default=str(benchlib.RESULTS / "trainer_sft.json"))
+    benchlib.add_common_args(p, "platform_1w,trl_plain_1t,bare_torch_1t,platform_2w", "trainer_sft.json",
+                             quick="1 round of 15 steps", known=VARIANTS)
     args = p.parse_args()
     if args.quick:
         args.steps, args.rounds = 15, 1
 
-    benchlib.set_niceness(args.niceness)
-    model_dir, tok_dir = benchlib.make_base(args.preset)
-    benchlib.init_ray()
-    one = benchlib.stage_config("sft", max_length=MAX_LENGTH, batch=BATCH, steps=args.steps)
-    two = benchlib.stage_config("sft", max_length=MAX_LENGTH, batch=BATCH, steps=args.steps, workers=2)
-    no_ds = benchlib.stage_config("sft", max_length=MAX_LENGTH, batch=BATCH, steps=args.steps, deepspeed=False)
-    bf16 = benchlib.stage_config("sft", max_length=MAX_LENGTH, batch=BATCH, steps=args.steps, precision="bf16")
-    zero = {z: benchlib.stage_config("sft", max_length=MAX_LENGTH, batch=BATCH, steps=args.steps, workers=2,
-                                     zero_stage=z) for z in (0, 1)}
+    model_dir, tok_dir = benchlib.prepare(args)
+    sft = partial(benchlib.stage_config, "sft", max_length=MAX_LENGTH, batch=BATCH, steps=args.steps)
+    one, two, no_ds, bf16 = sft(), sft(workers=2), sft(deepspeed=False), sft(precision="bf16")
+    zero = {z: sft(workers=2, zero_stage=z) for z in (0, 1)}
     rows = benchlib.tokenize_on_ray("sft", benchlib.chat_rows(args.rows), tok_dir, one)
     log(f"{len(rows)} packed rows of <= {MAX_LENGTH} tokens, {benchlib.parameters(model_dir):,} parameters")
 
@@ -169,13 +159,6 @@ def main() -> None:
             runs[name].append(run)
             log(f"round {rnd}: {name}: {run['tokens_per_s']} tokens/s, wall {run['wall_s']} s")
     report(args, runs, model_dir, len(rows), time.perf_counter() - started)
-
-
-def per_round(runs, a, b, metric="tokens_per_s"):
-    """Ratio a/b within each round (both measured minutes apart under the same load), then the median."""
-    rs = [ratio(x.get(metric), y.get(metric)) for x, y in zip(runs.get(a, []), runs.get(b, []))]
-    rs = [r for r in rs if r is not None]
-    return (round(statistics.median(rs), 3) if rs else None), rs
 
 
 def report(args, runs, model_dir, n_rows, seconds) -> None:

@@ -389,6 +389,32 @@ def quiet(trainer) -> None:
     trainer.remove_callback(PrinterCallback)
 
 
+def per_round(runs: dict, a: str, b: str, metric: str = "tokens_per_s") -> tuple:
+    """Ratio a/b within each round (both measured minutes apart under the same load), then the
+    median; returns (median, per-round ratios)."""
+    rs = [ratio(x.get(metric), y.get(metric)) for x, y in zip(runs.get(a, []), runs.get(b, []))]
+    rs = [r for r in rs if r is not None]
+    return (round(statistics.median(rs), 3) if rs else None), rs
+
+
+def add_common_args(p, variants: str, out: str, quick: str, known: tuple[str, ...]) -> None:
+    """The flags every side-by-side benchmark takes."""
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--variants", default=variants, help=f"comma-separated, from: {', '.join(known)}")
+    p.add_argument("--niceness", type=int, default=0, help="OS priority of Ray workers and baselines alike")
+    p.add_argument("--quick", action="store_true", help=quick)
+    p.add_argument("--out", default=str(RESULTS / out))
+
+
+def prepare(args) -> tuple[str, str]:
+    """Equal OS priority on both sides, the preset's base model and tokenizer, a local Ray."""
+    set_niceness(args.niceness)
+    model_dir, tok_dir = make_base(args.preset)
+    init_ray()
+    return model_dir, tok_dir
+
+
 def ratio(a, b):
     return round(a / b, 3) if a and b else None
 

@@ -56,7 +56,6 @@ def cached_tokenizer(path: str):
 def train_loop_per_worker(config: dict) -> None:
     """model -> data -> trainer -> train -> save, on one Ray Train worker."""
     job, timeline, precision = common.begin_worker(config)
-    stage = job.stage
     from trl import SFTConfig, SFTTrainer
 
     from tinyreason.data.tokenize import collate_packed_rows
