@@ -110,6 +110,14 @@ class DataConfig(Strict):
     # Blends up to this many rows are tokenized in the driver process (~3k rows/s on one core):
     # below it, starting Ray Data workers that import transformers costs more than the work.
     tokenize_in_driver_max_rows: int = Field(20_000, ge=0)
+    # Batch size in real tokens per optimizer step (all workers and accumulation steps), in place
+    # of trainer.per_device_train_batch_size rows: a packed bin holds ~2 chat rows, so a row
+    # count means twice the tokens and half the steps with packing on (data/batching.py).
+    tokens_per_step: int | None = Field(None, gt=0)
+    # packing: what trainer.per_device_train_batch_size counts. bins: whole packed sequences (TRL's
+    # meaning); examples: the rows inside them, so each micro-batch holds that many rows' mean
+    # tokens and a recipe written for unpacked rows keeps its batch and step count.
+    packed_batch: Literal["bins", "examples"] = "bins"
 
     def resolved_blend(self) -> BlendConfig:
         if isinstance(self.blend, BlendConfig):
@@ -158,7 +166,8 @@ class TrainerSettings(BaseModel):
     learning_rate: float = Field(5e-4, gt=0)
     num_train_epochs: float = Field(1.0, gt=0)
     max_steps: int = -1
-    per_device_train_batch_size: int = Field(8, ge=1)
+    # rows per worker and micro-batch; None: TRL's 8, or derived from data.tokens_per_step
+    per_device_train_batch_size: int | None = Field(None, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: float = Field(0.0, ge=0)  # transformers 5: a float < 1 is a ratio of total steps
@@ -212,11 +221,40 @@ class StageConfig(Strict):
                 raise ValueError(f"trainer.loss_type={loss!r} is not an SFT loss; allowed: nll, dft")
         if self.kind != "dpo" and self.data.max_prompt_length is not None:
             raise ValueError("data.max_prompt_length applies to dpo stages only")
+        if self.data.tokens_per_step is not None:
+            self._check_token_budget()
+        if self.data.packed_batch == "examples":
+            self._check_packed_examples()
         s = self.scaling
         if s.use_gpu and s.num_workers > 1 and s.gpus_per_worker < 1:
             raise ValueError(f"scaling.gpus_per_worker={s.gpus_per_worker} with {s.num_workers} workers: NCCL "
                              "refuses two ranks on one GPU; use gpus_per_worker: 1, or num_workers: 1 to share a GPU")
         return self
+
+    def _check_token_budget(self) -> None:
+        budget, t = self.data.tokens_per_step, self.trainer
+        if self.kind == "dpo":
+            raise ValueError("data.tokens_per_step applies to sft, reasoning_sft and pretrain stages; a dpo batch is "
+                             "trainer.per_device_train_batch_size pairs")
+        if t.per_device_train_batch_size is not None:
+            raise ValueError(f"data.tokens_per_step={budget} and trainer.per_device_train_batch_size="
+                             f"{t.per_device_train_batch_size} both set the batch size; keep one")
+        slots = self.scaling.num_workers * t.gradient_accumulation_steps
+        if budget < slots * self.data.max_length:
+            raise ValueError(
+                f"data.tokens_per_step={budget} gives each of {slots} micro-batches (num_workers x "
+                f"gradient_accumulation_steps) {budget // slots} tokens, less than one data.max_length="
+                f"{self.data.max_length} row; raise it to at least {slots * self.data.max_length}")
+
+    def _check_packed_examples(self) -> None:
+        d = self.data
+        if self.kind not in ("sft", "reasoning_sft") or not d.packing:
+            raise ValueError(f"data.packed_batch=examples counts the chat rows inside packed bins: it needs an sft "
+                             f"or reasoning_sft stage with data.packing: true (this is {self.kind}, packing "
+                             f"{str(d.packing).lower()}); remove it")
+        if d.tokens_per_step is not None:
+            raise ValueError(f"data.packed_batch=examples and data.tokens_per_step={d.tokens_per_step} both set the "
+                             "batch size; keep one")
 
     @property
     def think_tokens(self) -> bool:

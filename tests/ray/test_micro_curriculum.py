@@ -70,6 +70,15 @@ def test_losses_go_down_and_dpo_reports_reward_margins(micro_run):
     assert all("tokens_per_s" in o.manifest["summary"] for o in result.stages)
 
 
+def test_a_token_budget_stage_trains_that_many_tokens_per_step_over_both_workers(micro_run):
+    cfg, result = micro_run
+    stage, budget = result.stages[1], cfg.stages[1].data.tokens_per_step
+    logs = [m for m in stage.metrics if m.get("num_input_tokens_seen") and m.get("step")]
+    assert logs and logs[-1]["step"] >= 5, logs
+    for m in logs:  # each rank's batches stay within half a 128-token row of the running target
+        assert abs(m["num_input_tokens_seen"] - budget * m["step"]) <= 2 * 64, m
+
+
 def test_no_secret_reaches_any_file_the_run_wrote(micro_run, fake_secrets):
     cfg, result = micro_run
     storage = Path(cfg.storage.path)

@@ -58,6 +58,18 @@ CASES = [
     ("missing blend file", lambda t: _config(t, **{"stages.0.data.blend": "blends/nope.yaml"}), ["nope.yaml", "not found"]),
     ("dpo given chat rows", lambda t: _config(t, **{"stages.3.data.blend.sources": [{"synthetic": "chat"}]}),
      ["stages.3.data.blend.sources.0.synthetic", "preference"]),
+    ("token budget on a dpo stage", lambda t: _config(t, **{"stages.3.data.tokens_per_step": 4096}),
+     ["stages.3", "data.tokens_per_step applies to sft, reasoning_sft and pretrain"]),
+    ("two batch sizes", lambda t: _config(t, **{"stages.1.data.tokens_per_step": 4096,
+                                                 "stages.1.trainer.per_device_train_batch_size": 8}),
+     ["stages.1", "data.tokens_per_step=4096 and trainer.per_device_train_batch_size=8", "keep one"]),
+    ("token budget under one row per micro-batch", lambda t: _config(t, **{"stages.1.data.tokens_per_step": 200}),
+     ["data.tokens_per_step=200", "2 micro-batches", "max_length=128", "at least 256"]),
+    ("a batch of examples without packing", lambda t: _config(t, **{"stages.1.data.packed_batch": "examples",
+                                                                    "stages.1.data.packing": False}),
+     ["data.packed_batch=examples", "data.packing: true", "packing false"]),
+    ("a batch of examples and a token budget", lambda t: _config(t, **{"stages.1.data.packed_batch": "examples"}),
+     ["data.packed_batch=examples and data.tokens_per_step=2048 both set the batch size", "keep one"]),
 ]
 
 

@@ -135,8 +135,7 @@ def trl_arguments(cls, job: StageJob, precision: str, **platform: Any):
         dataloader_drop_last=True,  # equal step counts on every rank, or collectives hang
         disable_tqdm=not is_rank_zero(),
         include_num_input_tokens_seen="non_padding",  # summed over ranks: tokens/s is the whole stage's
-        **platform,
-        **settings,
+        **{**settings, **platform},
     )
 
 
@@ -222,24 +221,94 @@ def _as_lists(values: list) -> list:
     return [v.tolist() if hasattr(v, "tolist") else v for v in values]
 
 
-def keep_local_shard(trainer) -> None:
-    """Stop accelerate from sharding an already-sharded dataset a second time.
+def token_budget(train, stage: StageConfig):
+    """This rank's batches by tokens (data/batching.py), or None when the stage counts its
+    batch in rows. The budget is `data.tokens_per_step`, or with `data.packed_batch: examples`
+    per_device_train_batch_size rows at the blend's mean row length. Every rank must take
+    the same number of steps or the gradient all-reduce hangs, so all keep the fewest."""
+    import ray.train
 
-    `accelerator.prepare` wraps the batch sampler so each rank sees 1/world of it;
-    our rank already holds only its Ray Data shard, so the wrapper would drop
-    (world-1)/world of the data. We make the wrapper a pass-through, the same fix
-    transformers applies to its own rank-aware samplers.
+    from tinyreason.data.batching import TokenBudgetSampler, token_budget_batches
+
+    data, t = stage.data, stage.trainer
+    if data.tokens_per_step is None and data.packed_batch == "bins":
+        return None
+    world = ray.train.get_context().get_world_size()
+    lengths = [len(ids) for ids in train["input_ids"]]
+    if data.tokens_per_step is not None:
+        per_batch, asked = data.tokens_per_step / (world * t.gradient_accumulation_steps), "data.tokens_per_step"
+    else:
+        tokens, rows = _over_ranks([sum(lengths), sum(map(len, train["seq_lengths"]))], world, "SUM")
+        per_batch, asked = (t.per_device_train_batch_size or 8) * tokens / rows, "per_device_train_batch_size"
+        bin_tokens = sum(lengths) / max(1, len(lengths))
+        if per_batch < bin_tokens:  # a batch is whole bins: it cannot hold less than one
+            raise ValueError(
+                f"stage {stage.name}: data.packed_batch=examples with per_device_train_batch_size="
+                f"{t.per_device_train_batch_size or 8} rows of {tokens / rows:.0f} tokens on average is "
+                f"{per_batch:.0f} tokens per micro-batch, less than one packed bin ({bin_tokens:.0f} tokens at "
+                f"data.max_length={data.max_length}); raise per_device_train_batch_size or lower data.max_length")
+    batches = token_budget_batches(lengths, per_batch, seed=t.seed)
+    (steps,) = _over_ranks([len(batches)], world, "MIN")
+    if steps == 0:
+        raise ValueError(f"stage {stage.name}: {asked} asks {per_batch:.0f} tokens per micro-batch but a worker's "
+                         f"shard holds {sum(lengths)}; lower {asked} or scaling.num_workers")
+    return TokenBudgetSampler(batches[:steps], seed=t.seed)
+
+
+def _over_ranks(values: list[int], world: int, op: str) -> list[int]:
+    """An all-reduce of a few integers (SUM or MIN) over the stage's ranks."""
+    if world == 1:
+        return values
+    import ray.train.torch
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor(values, device=ray.train.torch.get_device())
+    dist.all_reduce(t, op=getattr(dist.ReduceOp, op))
+    return [int(v) for v in t.tolist()]
+
+
+def batch_rows(sampler) -> dict:
+    """TRL arguments for a token-budget stage: the mean rows per micro-batch stands in for
+    per_device_train_batch_size, which DeepSpeed and the Trainer's logs read."""
+    return {} if sampler is None else {"per_device_train_batch_size": max(1, round(sampler.mean_rows()))}
+
+
+def use_local_shard(trainer, sampler=None) -> None:
+    """Train on this rank's shard as it is, in `sampler`'s batches when one is given.
+
+    `accelerator.prepare` wraps the batch sampler so each rank sees 1/world of it; our
+    rank already holds only its Ray Data shard, so the wrapper would drop (world-1)/world
+    of the data. We make the wrapper a pass-through, the same fix transformers applies to
+    its own rank-aware samplers. A token-budget sampler learns the epoch from a callback:
+    the Trainer's own `set_epoch` does not reach it through accelerate's resume wrapper.
     """
     base = trainer.get_train_dataloader
 
     def get_train_dataloader():
-        loader = base()
-        sampler = getattr(loader, "batch_sampler", None)
-        if sampler is not None and hasattr(sampler, "num_processes"):
-            sampler.num_processes, sampler.process_index = 1, 0
+        loader = base() if sampler is None else trainer.accelerator.prepare(_loader(trainer, sampler))
+        wrapper = getattr(loader, "batch_sampler", None)
+        if wrapper is not None and hasattr(wrapper, "num_processes"):
+            wrapper.num_processes, wrapper.process_index = 1, 0
         return loader
 
     trainer.get_train_dataloader = get_train_dataloader
+    if sampler is not None:
+        from transformers import TrainerCallback
+
+        class SamplerEpoch(TrainerCallback):
+            def on_epoch_begin(self, args, state, control, **kwargs):
+                sampler.set_epoch(int(state.epoch or 0))  # resumed mid-epoch e: e + fraction
+
+        trainer.add_callback(SamplerEpoch())
+
+
+def _loader(trainer, sampler):
+    from torch.utils.data import DataLoader
+
+    a = trainer.args
+    return DataLoader(trainer.train_dataset, batch_sampler=sampler, collate_fn=trainer.data_collator,
+                      num_workers=a.dataloader_num_workers, pin_memory=a.dataloader_pin_memory)
 
 
 # --------------------------------------------------------------------------- reporting

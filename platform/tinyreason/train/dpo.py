@@ -111,7 +111,7 @@ def train_loop_per_worker(config: dict) -> None:
         model=model, ref_model=ref_model, args=args, train_dataset=train, processing_class=tok,
         callbacks=[common.make_report_callback(job, timeline)],
     )
-    common.keep_local_shard(trainer)
+    common.use_local_shard(trainer)
 
     # train
     trainer.train(resume_from_checkpoint=common.resume_checkpoint(config.get("resume_from")))

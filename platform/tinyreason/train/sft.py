@@ -66,8 +66,10 @@ def train_loop_per_worker(config: dict) -> None:
     tok, model = common.load_tokenizer_and_model(job)
     timeline.mark("model_load")
 
-    # data: this worker's shard, already tokenized and packed by Ray Data
+    # data: this worker's shard, already tokenized and packed by Ray Data; batches of
+    # data.tokens_per_step real tokens when the stage counts its batch in tokens
     train = common.load_shard()
+    batches = common.token_budget(train, job.stage)
     timeline.mark("data_shard")
 
     # trainer: position ids restart at every packed example, so attention never crosses one.
@@ -80,11 +82,12 @@ def train_loop_per_worker(config: dict) -> None:
         packing=False,
         padding_free=varlen,
         dataset_kwargs={"skip_prepare_dataset": True},
+        **common.batch_rows(batches),
     )
     collator = None if varlen else partial(collate_packed_rows, pad_token_id=tok.pad_token_id)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tok, data_collator=collator,
                          callbacks=[common.make_report_callback(job, timeline)])
-    common.keep_local_shard(trainer)
+    common.use_local_shard(trainer, batches)
 
     # train
     trainer.train(resume_from_checkpoint=common.resume_checkpoint(config.get("resume_from")))
