@@ -260,7 +260,7 @@ def summarize_metrics(metrics: list[dict]) -> dict:
     out: dict = {}
     if steps:
         out["loss_first"], out["loss_last"] = steps[0]["loss"], steps[-1]["loss"]
-        out["steps"] = steps[-1].get("step", 0)
+        out["steps"] = max(m.get("step", 0) for m in metrics)  # the last step, logged or not
     tps = sorted(m["tokens_per_s"] for m in steps[1:] if "tokens_per_s" in m)  # first log includes warm-up
     if tps:
         out["tokens_per_s"] = tps[len(tps) // 2]
