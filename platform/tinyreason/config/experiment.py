@@ -1,24 +1,13 @@
-"""Typed experiment configs: the whole curriculum is validated before Ray starts.
-
-Every error names the field (as a dotted path), the value, and what is allowed,
-so a typo in stage 3 fails in a second instead of after two hours of stage 1.
-Trainer settings keep TRL's own argument names; unknown names are rejected
-against TRL's config dataclasses rather than silently dropped.
-"""
+"""The experiment's typed sections: model, tokenizer, data, trainer, DeepSpeed, scaling,
+checkpoints, evaluation, tracking; and the check of trainer keys against TRL's own names."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = REPO_ROOT / "configs"
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 StageKind = Literal["pretrain", "sft", "reasoning_sft", "dpo"]
 # Which row schema each stage kind trains on; a source must produce that schema.
@@ -122,6 +111,8 @@ class DataConfig(Strict):
     def resolved_blend(self) -> BlendConfig:
         if isinstance(self.blend, BlendConfig):
             return self.blend
+        from tinyreason.config.loading import load_blend
+
         return load_blend(self.blend)
 
 
@@ -341,74 +332,6 @@ class ExperimentConfig(Strict):
         raise ConfigError(f"no stage named {name!r}; stages are: {', '.join(s.name for s in self.stages)}")
 
 
-# --------------------------------------------------------------------------- sweeps
-
-
-class ParamSpace(Strict):
-    """One hyperparameter's search space: exactly one of grid / choice / uniform / loguniform."""
-
-    grid: list[Any] | None = None
-    choice: list[Any] | None = None
-    uniform: tuple[float, float] | None = None
-    loguniform: tuple[float, float] | None = None  # learning rates: sample the exponent
-
-    @model_validator(mode="after")
-    def _one(self):
-        given = [k for k in ("grid", "choice", "uniform", "loguniform") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of grid, choice, uniform, loguniform; got {given or 'none'}")
-        rng = self.uniform or self.loguniform
-        if rng is not None and not (rng[0] < rng[1]) or (self.loguniform and self.loguniform[0] <= 0):
-            raise ValueError(f"range {list(rng)} must be increasing (and positive for loguniform)")
-        return self
-
-
-class SchedulerConfig(Strict):
-    type: Literal["none", "asha"] = "none"
-    metric: str = "loss"  # a key of the stage's training logs (loss, grad_norm, rewards/margins...)
-    mode: Literal["min", "max"] = "min"
-    grace_period: int = Field(2, ge=1)  # optimizer steps before a trial may be stopped (ASHA's first rung)
-    reduction_factor: float = Field(2.0, gt=1)  # rungs at grace_period * factor**k; the worse 1 - 1/factor stop
-
-
-class TrialResources(Strict):
-    cpu: float = Field(0.0, ge=0)  # the trial driver itself; its TorchTrainer workers ask for their own
-    gpus_per_worker: float | None = Field(None, gt=0)  # e.g. 0.25: four 135M trials share one GPU
-
-
-class SweepConfig(Strict):
-    name: str
-    curriculum: str  # the experiment YAML whose stage is swept
-    overrides: list[str] = []  # --set style overrides applied to the curriculum first
-    stage: str  # the stage to sweep; stages before it are trained once and reused
-    search: Literal["grid", "random", "optuna"] = "grid"  # optuna: model-based (TPE)
-    space: dict[str, ParamSpace] = Field(min_length=1)  # trainer settings, TRL names
-    num_samples: int = Field(1, ge=1)  # grid: repeats of the grid; random/optuna: trials
-    max_concurrent: int = Field(1, ge=1)
-    resources: TrialResources = TrialResources()
-    scheduler: SchedulerConfig = SchedulerConfig()
-    seed: int = 0
-
-
-def load_sweep(path: str | Path, overrides: list[str] | None = None) -> tuple[SweepConfig, ExperimentConfig]:
-    """The sweep and its curriculum, both validated; every point of the space is a valid stage."""
-    raw = _read_yaml(_resolve_path(str(path)))
-    try:
-        sweep = SweepConfig.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(format_errors(e, prefix=str(path))) from None
-    cfg = load_config(sweep.curriculum, list(sweep.overrides) + list(overrides or []))
-    stage = cfg.stage(sweep.stage)
-    for key, space in sweep.space.items():
-        values = space.grid or space.choice or list(space.uniform or space.loguniform)
-        for v in values:
-            try:
-                StageConfig.model_validate({**stage.model_dump(), "trainer": {**stage.trainer.model_dump(), key: v}})
-            except ValidationError as e:
-                raise ConfigError(format_errors(e, prefix=f"{path}: space.{key}={v!r}")) from None
-    return sweep, cfg
-
-
 # --------------------------------------------------------------------------- TRL names
 
 
@@ -447,210 +370,3 @@ def _scheduler_names() -> frozenset[str]:
     from transformers.trainer_utils import SchedulerType
 
     return frozenset(s.value for s in SchedulerType)
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def _read_yaml(path: Path) -> dict:
-    if not path.exists():
-        raise ConfigError(f"config file {path} does not exist; pass an existing YAML (configs/ has examples)")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}; fix the syntax at the line shown") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path} is not UTF-8 text; save it as UTF-8") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping at the top level, got {type(data).__name__}")
-    return data
-
-
-def _resolve_path(ref: str) -> Path:
-    p = Path(ref)
-    for cand in (p, CONFIG_DIR / p, REPO_ROOT / p):
-        if cand.exists():
-            return cand
-    return CONFIG_DIR / p
-
-
-def load_blend(ref: str) -> BlendConfig:
-    path = _resolve_path(ref)
-    if not path.exists():
-        raise ConfigError(f"blend {ref!r} not found (looked in ., configs/); give a path to a blend YAML or inline sources")
-    try:
-        return BlendConfig.model_validate(_read_yaml(path))
-    except ValidationError as e:
-        raise ConfigError(format_errors(e, prefix=f"blend {ref}")) from None
-
-
-def parse_value(text: str) -> Any:
-    """`--set` values are YAML scalars: 1e-4, true, null, [1, 2] all mean what they look like."""
-    value = yaml.safe_load(text)
-    # YAML 1.1 reads 1e-4 as a string (no dot); a number is what anyone means here.
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-def apply_override(raw: dict, assignment: str) -> None:
-    """Apply `a.b.c=value`; list items are addressed by index or, for stages, by name."""
-    if "=" not in assignment:
-        raise ConfigError(f"--set {assignment!r} needs the form key.path=value, e.g. stages.dpo.trainer.beta=0.2")
-    key, text = assignment.split("=", 1)
-    parts = key.strip().split(".")
-    node: Any = raw
-    for i, part in enumerate(parts[:-1]):
-        node = _step(node, part, ".".join(parts[: i + 1]), create=True)
-    last = parts[-1]
-    if isinstance(node, list):
-        node[_list_index(node, last, key)] = parse_value(text)
-    else:
-        node[last] = parse_value(text)
-
-
-def _list_index(node: list, part: str, path: str) -> int:
-    if part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
-        return int(part)
-    for i, item in enumerate(node):
-        if isinstance(item, dict) and item.get("name") == part:
-            return i
-    names = [item.get("name") for item in node if isinstance(item, dict)]
-    raise ConfigError(f"--set {path}: no item {part!r}; use an index 0..{len(node) - 1} or a name in {names}")
-
-
-def _step(node: Any, part: str, path: str, create: bool) -> Any:
-    if isinstance(node, list):
-        return node[_list_index(node, part, path)]
-    if not isinstance(node, dict):
-        raise ConfigError(f"--set {path}: cannot descend into a {type(node).__name__}")
-    if part not in node or node[part] is None:
-        node[part] = {}
-    return node[part]
-
-
-def format_errors(err: ValidationError, prefix: str = "config") -> str:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"] if not str(x).startswith("function-after"))
-        value = e.get("input")
-        shown = repr(value) if not isinstance(value, dict) else "{...}"
-        msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"  {loc or '(top level)'} = {shown[:80]}: {msg}")
-    return f"{prefix} is invalid:\n" + "\n".join(lines)
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read YAML, apply `--set` overrides, validate everything (blend files included)."""
-    path = Path(path) if path else CONFIG_DIR / "default.yaml"
-    raw = _read_yaml(path if path.exists() else _resolve_path(str(path)))
-    for assignment in overrides or []:
-        apply_override(raw, assignment)
-    return validate_config(raw, source=str(path))
-
-
-def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
-    try:
-        cfg = ExperimentConfig.model_validate(copy.deepcopy(raw))
-    except ValidationError as e:
-        raise ConfigError(format_errors(e, prefix=source)) from None
-    _check_model_path(cfg.model, source)
-    _check_tokenizer_path(cfg, source)
-    for i, stage in enumerate(cfg.stages):
-        blend = stage.data.resolved_blend()
-        want = SCHEMA_OF_KIND[stage.kind]
-        for j, src in enumerate(blend.sources):
-            if src.files:
-                _check_files(src, f"{source}: stages.{i}.data.blend.sources.{j}.files")
-            if src.synthetic and SYNTHETIC_SCHEMA[src.synthetic] != want:
-                raise ConfigError(
-                    f"{source} is invalid:\n  stages.{i}.data.blend.sources.{j}.synthetic = {src.synthetic!r}: "
-                    f"a {stage.kind} stage ({stage.name}) trains on {want} rows, but this source makes "
-                    f"{SYNTHETIC_SCHEMA[src.synthetic]} rows; use "
-                    + " or ".join(repr(k) for k, v in SYNTHETIC_SCHEMA.items() if v == want)
-                )
-    return cfg
-
-
-def _check_files(src: SourceConfig, where: str) -> None:
-    from tinyreason.data.sources import DataError, expand_files
-
-    try:
-        expand_files(src.files)
-    except DataError as e:
-        raise ConfigError(f"{where} = {src.files!r}: {e}") from None
-
-
-def _looks_local(ref: str) -> bool:
-    return ref.startswith(("/", "./", "../", "~")) or Path(ref).expanduser().exists()
-
-
-def _check_model_path(model: ModelConfig, source: str) -> None:
-    """A local model dir must exist and hold safetensors weights (pickled .bin files are refused)."""
-    ref = model.name_or_path
-    if not ref or not _looks_local(ref):
-        return  # a hub id: resolved when the base model loads
-    path = Path(ref).expanduser()
-    where = f"{source}: model.name_or_path = {ref!r}"
-    if not path.is_dir():
-        raise ConfigError(f"{where}: no such directory; give a model dir or a hub id like HuggingFaceTB/SmolLM2-135M")
-    if not list(path.glob("*.safetensors")):
-        hint = " (it has only pickle .bin weights, which are never loaded)" if list(path.glob("*.bin")) else ""
-        raise ConfigError(f"{where}: no *.safetensors weights in it{hint}; re-save the model with "
-                          "model.save_pretrained(dir) (safetensors is the default)")
-
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-
-
-def _check_tokenizer_path(cfg: ExperimentConfig, source: str) -> None:
-    """The tokenizer dir (tokenizer.path, else a local model dir) must hold a tokenizer.
-
-    A missing chat template is not an error: every chat stage installs tinyreason's ChatML
-    template, which adds the `{% generation %}` markers assistant-only losses need.
-    """
-    field, ref = ("tokenizer.path", cfg.tokenizer.path) if cfg.tokenizer.path else \
-        ("model.name_or_path", cfg.model.name_or_path)
-    if not ref or not _looks_local(ref):
-        return
-    path = Path(ref).expanduser()
-    if not path.is_dir():
-        raise ConfigError(f"{source}: {field} = {ref!r}: no such directory; give a tokenizer dir or a hub id")
-    if not any((path / f).exists() for f in TOKENIZER_FILES):
-        raise ConfigError(f"{source}: {field} = {ref!r} has no tokenizer ({', '.join(TOKENIZER_FILES)}); save one "
-                          "with tokenizer.save_pretrained(dir), or set tokenizer.path to a dir or hub id that has one")
-
-
-def check_storage(path: str) -> Path | str:
-    """Fail before any work when the storage path cannot be written."""
-    if "://" in path:
-        # Object storage: a probe write now, not a traceback from Ray Train at the first checkpoint
-        from tinyreason.storage import Storage
-
-        try:
-            Storage(path).check_writable()
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        return path
-    p = Path(path).expanduser().resolve()
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-        probe = p / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(f"storage.path = {path!r} is not writable ({e.strerror}); choose a directory you can "
-                          "write, e.g. --set storage.path=$HOME/tinyreason-runs") from None
-    return p
-
-
-def dump_config(cfg: ExperimentConfig) -> dict:
-    """The config as written into run dirs and trackers: credentials in a storage URI redacted."""
-    from tinyreason.storage import redact
-
-    out = cfg.model_dump(mode="json", exclude_none=True)
-    out["storage"]["path"] = redact(out["storage"]["path"])
-    return out
