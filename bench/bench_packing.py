@@ -10,7 +10,10 @@ cut at max_length 512. Variants, interleaved per round:
   platform_packed      the SFT stage as configured: data.packing true -> BFD bins of 512 on Ray
                        Data (train/sft.py: tokenize_steps), each bin a row of the batch with
                        per-example position ids (data.tokenize.collate_packed_rows), fit_stage,
-                       1 worker
+                       1 worker; data.packed_batch: examples with per_device_train_batch_size 8,
+                       so each step holds 8 chat rows' worth of tokens, as the padded baseline
+  platform_packed_bins the same with the batch in rows: as many whole bins per step as hold about
+                       8 rows' tokens (4), i.e. 7% fewer, larger steps per epoch
   platform_unpacked    the same stage with data.packing false (single_batch): one chat row per
                        batch row, padded to the longest of the batch
   trl_padded           the baseline: a plain TRL SFTTrainer, unpacked rows padded to the longest
@@ -23,9 +26,11 @@ cut at max_length 512. Variants, interleaved per round:
                        instead concatenates the whole batch into one 1 x (bins*512) sequence,
                        and SDPA on CPU (no varlen kernel) computes its full (bins*512)^2 scores
 
-Every variant trains one epoch over the same rows with the same learning rate, and gets the
-same number of real tokens per optimizer step: 8 chat rows per step unpacked, and as many
-512-token bins as hold that many tokens packed (so equal steps too). Loss is measured on
+Every variant trains one epoch over the same rows with the same learning rate and about the
+same real tokens per optimizer step: 8 chat rows per step unpacked; packed, that many rows'
+tokens (platform_packed) or the whole number of bins closest to it (platform_packed_bins,
+trl_*). Round r trains every variant with seed r: a round's held-out losses are paired (same
+seed) and the rounds show how far data order alone moves them. Loss is measured on
 held-out chat rows, one row at a time. Ray workers and the baseline process run at the same
 OS priority; see bench_trainer.py for how tokens/s and tokens per CPU-second are taken.
 """
@@ -37,6 +42,7 @@ import os
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -44,7 +50,8 @@ import benchlib  # noqa: E402
 from benchlib import log, med, per_round  # noqa: E402
 
 MAX_LENGTH, ROWS_PER_STEP = 512, 8
-VARIANTS = ("platform_packed", "platform_unpacked", "trl_padded", "trl_packed", "trl_packed_rows")
+VARIANTS = ("platform_packed", "platform_packed_bins", "platform_unpacked", "trl_padded", "trl_packed",
+            "trl_packed_rows")
 
 
 def main() -> None:
@@ -73,32 +80,18 @@ def main() -> None:
     log(f"{len(unpacked_rows)} rows, {real:,} real tokens (mean {mean_row:.0f}); {len(packed_rows)} packed bins "
         f"({real / (len(packed_rows) * MAX_LENGTH):.1%} full); {bins_per_step} bins per step")
 
-    packed = benchlib.stage_config("sft", max_length=MAX_LENGTH, batch=bins_per_step, steps=-1)
-    unpacked = benchlib.stage_config("sft", max_length=MAX_LENGTH, batch=ROWS_PER_STEP, steps=-1, packing=False)
-    exports = benchlib.WORK / "packing-exports"
-    every = {
-        "platform_packed": lambda: benchlib.run_platform(packed, model_dir, tok_dir, packed_rows, "packing-packed"),
-        "platform_unpacked": lambda: benchlib.run_platform(unpacked, model_dir, tok_dir, unpacked_rows,
-                                                           "packing-unpacked"),
-        "trl_padded": lambda: benchlib.run_plain_trl_sft(
-            unpacked, model_dir, tok_dir, [{k: r[k] for k in ("input_ids", "labels")} for r in unpacked_rows],
-            "packing-trl-padded", 1, export=str(exports / "trl_padded"), padding_free=False),
-        "trl_packed": lambda: benchlib.run_plain_trl_sft(packed, model_dir, tok_dir, packed_rows, "packing-trl-packed",
-                                                         1, export=str(exports / "trl_packed")),
-    }
     from transformers import AutoTokenizer
 
-    every["trl_packed_rows"] = lambda: benchlib.run_plain_trl_sft(
-        packed, model_dir, tok_dir, packed_rows, "packing-trl-packed-rows", 1, export=str(exports / "trl_packed_rows"),
-        padding_free=False, data_collator=packed_rows_collator(AutoTokenizer.from_pretrained(tok_dir).pad_token_id))
-    variants = {k: every[k] for k in args.variants.split(",")}
+    pad_id = AutoTokenizer.from_pretrained(tok_dir).pad_token_id
+    variants = {k: partial(run_variant, k, model_dir, tok_dir, packed_rows, unpacked_rows, bins_per_step, pad_id)
+                for k in args.variants.split(",")}
     runs: dict[str, list] = {k: [] for k in variants}
     started = time.perf_counter()
-    for rnd in range(args.rounds):
+    for rnd in range(args.rounds):  # round r trains with seed r: data order is part of what is compared
         for name in (list(variants) if rnd % 2 == 0 else list(reversed(variants))):
-            run = variants[name]()
+            run = variants[name](seed=rnd)
             run["heldout_loss"] = benchlib.heldout_loss(run["export_dir"], heldout)
-            run["round"], run["loadavg_1m"] = rnd, round(os.getloadavg()[0], 2)
+            run["round"], run["seed"], run["loadavg_1m"] = rnd, rnd, round(os.getloadavg()[0], 2)
             runs[name].append(run)
             log(f"round {rnd}: {name}: {run['tokens_per_s']} real tokens/s, {run['tokens']} tokens in "
                 f"{run['steps']} steps, held-out loss {run['heldout_loss']}, wall {run['wall_s']} s")
@@ -106,6 +99,30 @@ def main() -> None:
              "packed_bins": len(packed_rows), "packed_real_share": round(real / (len(packed_rows) * MAX_LENGTH), 4),
              "padded_real_share_batch_of_8": round(padded_positions, 4), "bins_per_step": bins_per_step}
     report(args, runs, stats, model_dir, time.perf_counter() - started)
+
+
+def run_variant(name: str, model_dir: str, tok_dir: str, packed_rows: list, unpacked_rows: list, bins_per_step: int,
+                pad_id: int, seed: int) -> dict:
+    sft = partial(benchlib.stage_config, "sft", max_length=MAX_LENGTH, steps=-1, trainer={"seed": seed})
+    # the padded recipe's batch, packed: 8 chat rows' worth of tokens per step (data/batching.py)
+    by_examples = sft(batch=ROWS_PER_STEP, data={"packed_batch": "examples"})
+    packed, unpacked = sft(batch=bins_per_step), sft(batch=ROWS_PER_STEP, packing=False)
+    export = str(benchlib.WORK / "packing-exports" / name)
+    if name == "platform_packed":
+        return benchlib.run_platform(by_examples, model_dir, tok_dir, packed_rows, "packing-packed")
+    if name == "platform_packed_bins":
+        return benchlib.run_platform(packed, model_dir, tok_dir, packed_rows, "packing-packed-bins")
+    if name == "platform_unpacked":
+        return benchlib.run_platform(unpacked, model_dir, tok_dir, unpacked_rows, "packing-unpacked")
+    if name == "trl_padded":
+        rows = [{k: r[k] for k in ("input_ids", "labels")} for r in unpacked_rows]
+        return benchlib.run_plain_trl_sft(unpacked, model_dir, tok_dir, rows, "packing-trl-padded", 1, export=export,
+                                          padding_free=False)
+    if name == "trl_packed":
+        return benchlib.run_plain_trl_sft(packed, model_dir, tok_dir, packed_rows, "packing-trl-packed", 1,
+                                          export=export)
+    return benchlib.run_plain_trl_sft(packed, model_dir, tok_dir, packed_rows, "packing-trl-packed-rows", 1,
+                                      export=export, padding_free=False, data_collator=packed_rows_collator(pad_id))
 
 
 def packed_rows_collator(pad_id: int):
@@ -140,7 +157,7 @@ def padded_share(rows: list[dict], batch: int) -> float:
 def report(args, runs, stats, model_dir, seconds) -> None:
     tps = {k: med(r["tokens_per_s"] for r in v) for k, v in runs.items()}
     cps = {k: med(r.get("tokens_per_cpu_s") for r in v) for k, v in runs.items()}
-    loss = {k: round(statistics.median(r["heldout_loss"] for r in v), 4) for k, v in runs.items()}
+    loss = {k: round(statistics.mean(r["heldout_loss"] for r in v), 4) for k, v in runs.items()}  # over seeds
     common = min(len(r["loss"]) for v in runs.values() for r in v)  # steps every variant took
     train_loss = {k: round(statistics.median(statistics.mean(r["loss"][common - 8:common]) for r in v), 4)
                   for k, v in runs.items()}
@@ -149,14 +166,18 @@ def report(args, runs, stats, model_dir, seconds) -> None:
                       ("trl_packed_vs_trl_padded", "trl_packed", "trl_padded"),
                       ("platform_unpacked_vs_trl_padded", "platform_unpacked", "trl_padded"),
                       ("platform_packed_vs_platform_unpacked", "platform_packed", "platform_unpacked"),
+                      ("platform_packed_bins_vs_trl_padded", "platform_packed_bins", "trl_padded"),
                       ("platform_packed_vs_trl_packed", "platform_packed", "trl_packed"),
                       ("trl_packed_rows_vs_trl_padded", "trl_packed_rows", "trl_padded"),
                       ("trl_packed_rows_vs_trl_packed", "trl_packed_rows", "trl_packed")):
         if a in runs and b in runs:
             ratios[key], raw[key] = per_round(runs, a, b, "tokens_per_s")
             ratios[key + "_per_cpu_s"], raw[key + "_per_cpu_s"] = per_round(runs, a, b, "tokens_per_cpu_s")
-    if "platform_packed" in loss and "trl_padded" in loss:
-        ratios["heldout_loss_vs_padded"] = round(loss["platform_packed"] / loss["trl_padded"], 4)
+    for key, a in (("heldout_loss_vs_padded", "platform_packed"),
+                   ("heldout_loss_bins_vs_padded", "platform_packed_bins")):
+        if a in loss and "trl_padded" in loss:
+            ratios[key] = round(loss[a] / loss["trl_padded"], 4)
+            raw[key] = [round(x["heldout_loss"] / y["heldout_loss"], 4) for x, y in zip(runs[a], runs["trl_padded"])]
     result = {
         "name": "packing_sft",
         "command": f"python bench/bench_packing.py --rows {args.rows} --heldout {args.heldout} --rounds {args.rounds} "

@@ -79,7 +79,7 @@ def chat_rows(n: int, seed: int = 0) -> list[dict]:
     return varied(n, seed)
 
 
-def stage_config(kind: str, *, max_length: int, batch: int, steps: int, packing: bool = True, workers: int = 1,
+def stage_config(kind: str, *, max_length: int, batch: int | None, steps: int, packing: bool = True, workers: int = 1,
                  cpus_per_worker: float = 1.0, logging_steps: int = 1, deepspeed: bool = True,
                  trainer: dict | None = None, data: dict | None = None, precision: str = "fp32",
                  zero_stage: int = 2):
@@ -90,7 +90,7 @@ def stage_config(kind: str, *, max_length: int, batch: int, steps: int, packing:
         "name": kind, "kind": kind,
         "data": {"blend": {"sources": [{"synthetic": source}]}, "max_length": max_length, "packing": packing,
                  **(data or {})},
-        "trainer": {"learning_rate": 1e-3, "max_steps": steps, "per_device_train_batch_size": batch,
+        "trainer": {"learning_rate": 1e-3, "max_steps": steps, "per_device_train_batch_size": batch,  # None: tokens
                     "logging_steps": logging_steps, "save_steps": 10_000, "lr_scheduler_type": "constant",
                     "seed": 0, **(trainer or {})},
         "deepspeed": {"enabled": deepspeed, "precision": precision, "zero_stage": zero_stage},
