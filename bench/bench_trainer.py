@@ -36,7 +36,8 @@ from benchlib import log, med, per_round, ratio  # noqa: E402
 
 MAX_LENGTH, BATCH = 256, 8
 VARIANTS = ("platform_1w", "trl_plain_1t", "bare_torch_1t", "platform_2w", "trl_plain_2t", "platform_1w_deepspeed_off",
-            "trl_in_ray_train_worker", "platform_1w_bf16", "trl_plain_1t_bf16", "platform_2w_zero0", "platform_2w_zero1")
+            "trl_in_ray_train_worker", "platform_1w_bf16", "trl_plain_1t_bf16", "platform_2w_zero0", "platform_2w_zero1",
+            "platform_1w_adamw_foreach", "platform_1w_compile")
 
 
 def bare_torch(model_dir: str, tok_dir: str, rows: list[dict], steps: int, threads: int) -> dict:
@@ -129,6 +130,8 @@ def main() -> None:
     sft = partial(benchlib.stage_config, "sft", max_length=MAX_LENGTH, batch=BATCH, steps=args.steps)
     one, two, no_ds, bf16 = sft(), sft(workers=2), sft(deepspeed=False), sft(precision="bf16")
     zero = {z: sft(workers=2, zero_stage=z) for z in (0, 1)}
+    # transformers' default optimizer on torch >= 2.8 is the fused AdamW; foreach is the one it replaced
+    foreach, compiled = sft(trainer={"optim": "adamw_torch"}), sft(trainer={"torch_compile": True})
     rows = benchlib.tokenize_on_ray("sft", benchlib.chat_rows(args.rows), tok_dir, one)
     log(f"{len(rows)} packed rows of <= {MAX_LENGTH} tokens, {benchlib.parameters(model_dir):,} parameters")
 
@@ -147,6 +150,9 @@ def main() -> None:
         "platform_2w_zero1": lambda: benchlib.run_platform(zero[1], model_dir, tok_dir, rows, "trainer-2w-z1"),
         "trl_plain_1t_bf16": lambda: benchlib.run_plain_trl_sft(bf16, model_dir, tok_dir, rows, "trainer-trl-bf16", 1,
                                                                 platform_collator=True),
+        "platform_1w_adamw_foreach": lambda: benchlib.run_platform(foreach, model_dir, tok_dir, rows,
+                                                                   "trainer-1w-foreach"),
+        "platform_1w_compile": lambda: benchlib.run_platform(compiled, model_dir, tok_dir, rows, "trainer-1w-compile"),
     }
     variants = {k: every[k] for k in args.variants.split(",")}
     runs: dict[str, list] = {k: [] for k in variants}
@@ -179,7 +185,9 @@ def report(args, runs, model_dir, n_rows, seconds) -> None:
                       ("platform_2w_zero1_vs_zero2", "platform_2w_zero1", "platform_2w"),
                       ("platform_bf16_vs_trl_plain_bf16", "platform_1w_bf16", "trl_plain_1t_bf16"),
                       ("trl_plain_bf16_vs_fp32", "trl_plain_1t_bf16", "trl_plain_1t"),
-                      ("platform_vs_trl_in_ray_train_worker", "platform_1w", "trl_in_ray_train_worker")):
+                      ("platform_vs_trl_in_ray_train_worker", "platform_1w", "trl_in_ray_train_worker"),
+                      ("platform_fused_adamw_vs_foreach", "platform_1w", "platform_1w_adamw_foreach"),
+                      ("platform_compile_vs_eager", "platform_1w_compile", "platform_1w")):
         if a in runs and b in runs:
             ratios[key], per_round_ratios[key] = per_round(runs, a, b)
             cpu_key = key.replace("tokens_per_s", "tokens_per_cpu_s") if "tokens_per_s" in key else key + "_per_cpu_s"
