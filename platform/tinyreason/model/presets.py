@@ -67,5 +67,15 @@ def load_model(path: str, trust_remote_code: bool = False, attn_implementation: 
     )
 
 
+def fit_embeddings(model, n_tokens: int) -> None:
+    """Grow the embedding (and tied LM head) to hold `n_tokens`, new rows at the mean embedding.
+
+    Never shrink it: many models keep more rows than their tokenizer has (SmolLM2's 49,152 is
+    exact, Qwen2.5's 151,936 rows hold 151,665 tokens, padded to a multiple of 128 for fast
+    matmuls); cutting them would change the model and its logits' shape."""
+    if model.get_input_embeddings().num_embeddings < n_tokens:
+        model.resize_token_embeddings(n_tokens, mean_resizing=True)
+
+
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -183,12 +183,11 @@ def load_tokenizer_and_model(job: StageJob):
     embedding matrix grown to the tokenizer when the stage added tokens (<think>)."""
     from transformers import AutoTokenizer
 
-    from tinyreason.model.presets import load_model
+    from tinyreason.model.presets import fit_embeddings, load_model
 
     tok = AutoTokenizer.from_pretrained(job.local(job.tokenizer_dir))
     model = load_model(job.local(job.parent_model), job.trust_remote_code, job.attn_implementation)
-    if model.get_input_embeddings().num_embeddings != len(tok):
-        model.resize_token_embeddings(len(tok), mean_resizing=True)  # new tokens start at the mean embedding
+    fit_embeddings(model, len(tok))
     return tok, model
 
 
