@@ -31,6 +31,15 @@ DATE = "2026-11-22"
 MACHINE = "2 cores, CPU (shared), no GPU"
 
 
+def machine() -> str:
+    """MACHINE, or the GPU a benchmark runs on."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return MACHINE
+    return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}, {os.cpu_count()} CPU cores"
+
+
 def platform_fingerprint() -> str:
     """A hash of the platform's source at bench time (the tree changes under active work;
     this says which version the figures belong to without asking git)."""
@@ -49,18 +58,21 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------- model and data
 
 
-def make_base(preset: str, vocab: int = 1024) -> tuple[str, str]:
+def make_base(preset: str, vocab: int = 1024, model_vocab: int | None = None) -> tuple[str, str]:
     """A from-scratch Llama of `preset` with a BPE tokenizer trained on synthetic stories,
-    as curriculum.prepare_base builds it; cached under bench/work. Returns (model_dir, tok_dir)."""
+    as curriculum.prepare_base builds it; cached under bench/work. Returns (model_dir, tok_dir).
+    `model_vocab`: embedding rows beyond the tokenizer's (49152 gives SmolLM2's LM head cost)."""
     from tinyreason.data import synthetic
     from tinyreason.model import presets
     from tinyreason.model.tokenizer import prepare_chat_tokenizer, train_bpe
 
-    out = WORK / "base" / f"{preset}-v{vocab}"
+    out = WORK / "base" / (f"{preset}-v{vocab}" + (f"-m{model_vocab}" if model_vocab else ""))
     if not (out / "DONE").exists():
         shutil.rmtree(out, ignore_errors=True)
         tok = prepare_chat_tokenizer(train_bpe((r["text"] for r in synthetic.pretrain_rows(4000, 1)), vocab, out))
         model = presets.init_model(preset, tok, seed=0)
+        if model_vocab:
+            model.resize_token_embeddings(model_vocab, mean_resizing=False)
         model.save_pretrained(out)
         tok.save_pretrained(out)
         (out / "DONE").write_text(json.dumps({"parameters": presets.count_parameters(model)}))
@@ -82,7 +94,7 @@ def chat_rows(n: int, seed: int = 0) -> list[dict]:
 def stage_config(kind: str, *, max_length: int, batch: int | None, steps: int, packing: bool = True, workers: int = 1,
                  cpus_per_worker: float = 1.0, logging_steps: int = 1, deepspeed: bool = True,
                  trainer: dict | None = None, data: dict | None = None, precision: str = "fp32",
-                 zero_stage: int = 2):
+                 zero_stage: int = 2, use_gpu: bool = False):
     from tinyreason.config import StageConfig
 
     source = {"sft": "chat", "reasoning_sft": "reasoning", "dpo": "preference"}[kind]
@@ -94,7 +106,7 @@ def stage_config(kind: str, *, max_length: int, batch: int | None, steps: int, p
                     "logging_steps": logging_steps, "save_steps": 10_000, "lr_scheduler_type": "constant",
                     "seed": 0, **(trainer or {})},
         "deepspeed": {"enabled": deepspeed, "precision": precision, "zero_stage": zero_stage},
-        "scaling": {"num_workers": workers, "cpus_per_worker": cpus_per_worker},
+        "scaling": {"num_workers": workers, "cpus_per_worker": cpus_per_worker, "use_gpu": use_gpu},
     })
 
 
@@ -138,7 +150,7 @@ def tokenize_on_ray(kind: str, rows: list[dict], tok_dir: str, stage) -> list[di
 # --------------------------------------------------------------------------- the platform side
 
 
-def run_platform(stage, model_dir: str, tok_dir: str, rows: list[dict], name: str) -> dict:
+def run_platform(stage, model_dir: str, tok_dir: str, rows: list[dict], name: str, attn: str = "sdpa") -> dict:
     """One stage through the platform: StageJob -> launch.fit_stage (Ray Train TorchTrainer,
     DeepSpeed inside the worker) -> metrics.jsonl. Returns the measured run."""
     import ray.data
@@ -151,7 +163,7 @@ def run_platform(stage, model_dir: str, tok_dir: str, rows: list[dict], name: st
     storage = WORK / "ray-storage"
     shutil.rmtree(storage / out.name, ignore_errors=True)
     job = common.StageJob(stage=stage, parent_model=model_dir, tokenizer_dir=tok_dir, output_dir=str(out),
-                          run_name=name, env={})
+                          run_name=name, env={}, attn_implementation=attn)
     ds = ray.data.from_items(rows)
     watcher = CpuWatcher(out / common.METRICS_FILE)
     watcher.start()
@@ -307,21 +319,24 @@ def plain_sft_args(stage, out_dir: str, **extra):
     no DeepSpeed, no Ray."""
     from trl import SFTConfig
 
+    import torch
+
     precision = stage.deepspeed.precision if stage.deepspeed.precision != "auto" else "fp32"
-    return SFTConfig(output_dir=out_dir, use_cpu=True, report_to=[], save_strategy="no",
+    return SFTConfig(output_dir=out_dir, use_cpu=not torch.cuda.is_available(), report_to=[], save_strategy="no",
                      remove_unused_columns=False, dataloader_drop_last=True, disable_tqdm=True,
                      bf16=precision == "bf16", fp16=precision == "fp16",
                      include_num_input_tokens_seen="non_padding", **{**stage.trainer.to_trl(), **extra})
 
 
-def load_model(model_dir: str):
+def load_model(model_dir: str, attn: str = "sdpa"):
     from tinyreason.model.presets import load_model as platform_load
 
-    return platform_load(model_dir)
+    return platform_load(model_dir, attn_implementation=attn)
 
 
 def run_plain_trl_sft(stage, model_dir: str, tok_dir: str, rows: list[dict], name: str, threads: int,
-                      export: str | None = None, platform_collator: bool = False, **extra) -> dict:
+                      export: str | None = None, platform_collator: bool = False, attn: str = "sdpa",
+                      **extra) -> dict:
     """The same SFT as a plain one-process TRL script. `platform_collator`: batch the packed
     rows as the SFT stage does without a varlen kernel (data.tokenize.collate_packed_rows),
     for comparisons of the trainer alone at equal settings."""
@@ -335,7 +350,7 @@ def run_plain_trl_sft(stage, model_dir: str, tok_dir: str, rows: list[dict], nam
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(tok_dir)
-    model = load_model(model_dir)
+    model = load_model(model_dir, attn)
     columns = {k: [r[k] for r in rows] for k in rows[0]}
     collator = extra.pop("data_collator", None)
     if platform_collator:
