@@ -28,7 +28,6 @@ trials are the same on both sides and left out).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -123,16 +122,9 @@ def main() -> None:
         "dpo_shared_cache": lambda: benchlib.run_platform(no_ref, model_dir, tok_dir, cached, "dpo-cache"),
         "ref_pass": lambda: ref_pass(model_dir, pad, pairs)[0],
     }
-    variants = {k: every[k] for k in args.variants.split(",")}
-    runs: dict[str, list] = {k: [] for k in variants}
     started = time.perf_counter()
-    for rnd in range(args.rounds):
-        for name in (list(variants) if rnd % 2 == 0 else list(reversed(variants))):
-            run = variants[name]()
-            run["round"], run["loadavg_1m"] = rnd, round(os.getloadavg()[0], 2)
-            runs[name].append(run)
-            log(f"round {rnd}: {name}: {run.get('tokens_per_s')} tokens/s, wall {run['wall_s']} s, "
-                f"trainer_setup {run.get('startup', {}).get('trainer_setup')} s")
+    runs = benchlib.run_rounds({k: lambda rnd, k=k: every[k]() for k in args.variants.split(",")}, args.rounds,
+                               describe=lambda run: f"trainer_setup {run.get('startup', {}).get('trainer_setup')} s")
     report(args, runs, check, statistics.mean(lengths), model_dir, time.perf_counter() - started)
 
 

@@ -90,19 +90,15 @@ def main() -> None:
         "platform_dpo": lambda: benchlib.run_platform(dpo_stage, model_dir, tok_dir, pairs, RUN_DIRS["platform_dpo"],
                                                       attn),
     }
-    variants = {k: every[k] for k in args.variants.split(",")}
-    runs: dict[str, list] = {k: [] for k in variants}
-    started = time.perf_counter()
-    for rnd in range(args.rounds):
-        for name in (list(variants) if rnd % 2 == 0 else list(reversed(variants))):
-            run = variants[name]()
-            if name in RUN_DIRS:  # the MFU the stage logged (model/flops.py), read before the next round
-                from tinyreason.train import common
+    def finish(name, run):  # the MFU the stage logged (model/flops.py), read before the next round
+        if name in RUN_DIRS:
+            from tinyreason.train import common
 
-                run["mfu"] = mfu_of(common.read_metrics(benchlib.WORK / "runs" / RUN_DIRS[name]))
-            run["round"] = rnd
-            runs[name].append(run)
-            log(f"round {rnd}: {name}: {run['tokens_per_s']} tokens/s, MFU {run.get('mfu')}, wall {run['wall_s']} s")
+            run["mfu"] = mfu_of(common.read_metrics(benchlib.WORK / "runs" / RUN_DIRS[name]))
+
+    started = time.perf_counter()
+    runs = benchlib.run_rounds({k: lambda rnd, k=k: every[k]() for k in args.variants.split(",")}, args.rounds,
+                               finish, describe=lambda run: f"MFU {run.get('mfu')}")
     report(args, runs, model_dir, attn, {"packed_bins": len(rows), "dpo_pairs_per_step": dpo_batch},
            time.perf_counter() - started)
 

@@ -38,7 +38,6 @@ OS priority; see bench_trainer.py for how tokens/s and tokens per CPU-second are
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -85,16 +84,13 @@ def main() -> None:
     pad_id = AutoTokenizer.from_pretrained(tok_dir).pad_token_id
     variants = {k: partial(run_variant, k, model_dir, tok_dir, packed_rows, unpacked_rows, bins_per_step, pad_id)
                 for k in args.variants.split(",")}
-    runs: dict[str, list] = {k: [] for k in variants}
+
+    def finish(name, run):  # round r trains with seed r: data order is part of what is compared
+        run["heldout_loss"], run["seed"] = benchlib.heldout_loss(run["export_dir"], heldout), run["round"]
+
     started = time.perf_counter()
-    for rnd in range(args.rounds):  # round r trains with seed r: data order is part of what is compared
-        for name in (list(variants) if rnd % 2 == 0 else list(reversed(variants))):
-            run = variants[name](seed=rnd)
-            run["heldout_loss"] = benchlib.heldout_loss(run["export_dir"], heldout)
-            run["round"], run["seed"], run["loadavg_1m"] = rnd, rnd, round(os.getloadavg()[0], 2)
-            runs[name].append(run)
-            log(f"round {rnd}: {name}: {run['tokens_per_s']} real tokens/s, {run['tokens']} tokens in "
-                f"{run['steps']} steps, held-out loss {run['heldout_loss']}, wall {run['wall_s']} s")
+    runs = benchlib.run_rounds(variants, args.rounds, finish, describe=lambda run: (
+        f"{run['tokens']} real tokens in {run['steps']} steps, held-out loss {run['heldout_loss']}"))
     stats = {"rows": len(unpacked_rows), "real_tokens": real, "mean_row_tokens": round(mean_row, 1),
              "packed_bins": len(packed_rows), "packed_real_share": round(real / (len(packed_rows) * MAX_LENGTH), 4),
              "padded_real_share_batch_of_8": round(padded_positions, 4), "bins_per_step": bins_per_step}

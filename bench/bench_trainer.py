@@ -23,7 +23,6 @@ because the machine is shared; ratios are taken within each round, then the medi
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 import time
@@ -154,16 +153,8 @@ def main() -> None:
                                                                    "trainer-1w-foreach"),
         "platform_1w_compile": lambda: benchlib.run_platform(compiled, model_dir, tok_dir, rows, "trainer-1w-compile"),
     }
-    variants = {k: every[k] for k in args.variants.split(",")}
-    runs: dict[str, list] = {k: [] for k in variants}
     started = time.perf_counter()
-    for rnd in range(args.rounds):
-        names = list(variants) if rnd % 2 == 0 else list(reversed(variants))  # A B C, then C B A
-        for name in names:
-            run = variants[name]()
-            run["round"], run["loadavg_1m"] = rnd, round(os.getloadavg()[0], 2)
-            runs[name].append(run)
-            log(f"round {rnd}: {name}: {run['tokens_per_s']} tokens/s, wall {run['wall_s']} s")
+    runs = benchlib.run_rounds({k: lambda rnd, k=k: every[k]() for k in args.variants.split(",")}, args.rounds)
     report(args, runs, model_dir, len(rows), time.perf_counter() - started)
 
 

@@ -404,6 +404,23 @@ def quiet(trainer) -> None:
     trainer.remove_callback(PrinterCallback)
 
 
+def run_rounds(variants: dict, rounds: int, finish=None, describe=None) -> dict[str, list]:
+    """Every variant once per round, A B C then C B A: the box is shared, so neighbours trade
+    places. A variant is called with its round; `finish(name, run)` adds to a run before it
+    is kept, `describe(run)` says more about it in the log line."""
+    runs: dict[str, list] = {k: [] for k in variants}
+    for rnd in range(rounds):
+        for name in (list(variants) if rnd % 2 == 0 else list(reversed(variants))):
+            run = variants[name](rnd)
+            run["round"], run["loadavg_1m"] = rnd, round(os.getloadavg()[0], 2)
+            if finish:
+                finish(name, run)
+            runs[name].append(run)
+            more = f", {describe(run)}" if describe else ""
+            log(f"round {rnd}: {name}: {run.get('tokens_per_s')} tokens/s{more}, wall {run.get('wall_s')} s")
+    return runs
+
+
 def per_round(runs: dict, a: str, b: str, metric: str = "tokens_per_s") -> tuple:
     """Ratio a/b within each round (both measured minutes apart under the same load), then the
     median; returns (median, per-round ratios)."""
