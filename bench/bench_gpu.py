@@ -17,6 +17,8 @@ Variants, one Ray Train worker on one GPU, DeepSpeed ZeRO-2 unless named, bf16:
   trl_plain_sft        the same TRL SFTTrainer as a plain one-process script on the same GPU
   platform_sft_zero0   the stage at ZeRO-0 / ZeRO-1: the ZeRO choice for 135M
   platform_sft_zero1
+  platform_sft_checkpointing   the stage with activation checkpointing: what recomputing costs, for
+                       configs that keep it on to fit 24 GB GPUs (trlm-135m.yaml)
   platform_dpo         the DPO stage (apo_zero, precompute_ref_log_probs) at the same max_length,
                        chosen + rejected tokens counted: the >= 0.65x of SFT target
 
@@ -37,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
 from benchlib import log, med, per_round  # noqa: E402
 
-VARIANTS = ("platform_sft", "trl_plain_sft", "platform_sft_zero0", "platform_sft_zero1", "platform_dpo")
+VARIANTS = ("platform_sft", "trl_plain_sft", "platform_sft_zero0", "platform_sft_zero1", "platform_sft_checkpointing",
+            "platform_dpo")
 SMOLLM2_VOCAB = 49152
 
 
@@ -87,6 +90,9 @@ def main() -> None:
                                                             RUN_DIRS["platform_sft_zero0"], attn),
         "platform_sft_zero1": lambda: benchlib.run_platform(sft(zero_stage=1), model_dir, tok_dir, rows,
                                                             RUN_DIRS["platform_sft_zero1"], attn),
+        "platform_sft_checkpointing": lambda: benchlib.run_platform(
+            sft(trainer={"activation_checkpointing": True}), model_dir, tok_dir, rows,
+            RUN_DIRS["platform_sft_checkpointing"], attn),
         "platform_dpo": lambda: benchlib.run_platform(dpo_stage, model_dir, tok_dir, pairs, RUN_DIRS["platform_dpo"],
                                                       attn),
     }
@@ -104,7 +110,7 @@ def main() -> None:
 
 
 RUN_DIRS = {"platform_sft": "gpu-sft", "platform_sft_zero0": "gpu-z0", "platform_sft_zero1": "gpu-z1",
-            "platform_dpo": "gpu-dpo"}
+            "platform_sft_checkpointing": "gpu-ckpt", "platform_dpo": "gpu-dpo"}
 
 
 def data(args, tok_dir: str, sft_stage, dpo_probe) -> tuple[list, list, int]:
@@ -149,7 +155,8 @@ def report(args, runs, model_dir, attn, stats, seconds) -> None:
     for key, a, b in (("tokens_per_s_vs_trl_plain", "platform_sft", "trl_plain_sft"),
                       ("dpo_vs_sft_tokens_per_s", "platform_dpo", "platform_sft"),
                       ("zero0_vs_zero2", "platform_sft_zero0", "platform_sft"),
-                      ("zero1_vs_zero2", "platform_sft_zero1", "platform_sft")):
+                      ("zero1_vs_zero2", "platform_sft_zero1", "platform_sft"),
+                      ("checkpointing_vs_none", "platform_sft_checkpointing", "platform_sft")):
         if a in runs and b in runs:
             ratios[key], raw[key] = per_round(runs, a, b)
     result = {

@@ -110,6 +110,13 @@ def test_trl_names_pass_through_unchanged():
                         "gradient_checkpointing": True, "assistant_only_loss": True})
     trl = validate_config(raw).stages[0].trainer.to_trl()
     assert trl["loss_type"] == "dft" and trl["assistant_only_loss"] is True and trl["warmup_steps"] == 0.1
+    assert trl["gradient_checkpointing"] is True and "activation_checkpointing" not in trl  # transformers maps it
+
+
+def test_checkpointing_is_not_passed_unless_asked_and_one_name_only():
+    assert "activation_checkpointing" not in validate_config(_raw(trainer={})).stages[0].trainer.to_trl()
+    with pytest.raises(ConfigError, match="deprecated name for trainer.activation_checkpointing=False; keep one"):
+        validate_config(_raw(trainer={"gradient_checkpointing": True, "activation_checkpointing": False}))
 
 
 def test_credentials_in_a_storage_uri_are_redacted_in_the_dumped_config():

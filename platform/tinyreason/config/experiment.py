@@ -169,7 +169,9 @@ class TrainerSettings(BaseModel):
     save_steps: int = Field(200, ge=1)
     save_total_limit: int | None = Field(2, ge=1)  # checkpoints kept on storage: the last N (None: all)
     seed: int = 0
-    gradient_checkpointing: bool = False
+    # recompute activations in backward: less memory, slower steps. transformers 5.23 renamed
+    # gradient_checkpointing to this; None leaves it off without passing the old name's warning
+    activation_checkpointing: bool | None = None
     neftune_noise_alpha: float | None = Field(None, ge=0)
     loss_type: str | list[str] | None = None  # sft: nll | dft; dpo: sigmoid | apo_zero | ...
     beta: float | None = Field(None, gt=0)  # dpo only
@@ -181,6 +183,14 @@ class TrainerSettings(BaseModel):
         if v not in allowed:
             raise ValueError(f"unknown scheduler {v!r}; allowed: {', '.join(sorted(allowed))}")
         return v
+
+    @model_validator(mode="after")
+    def _one_checkpointing_name(self):
+        old = (self.model_extra or {}).get("gradient_checkpointing")
+        if old is not None and self.activation_checkpointing is not None:
+            raise ValueError(f"trainer.gradient_checkpointing={old} is transformers' deprecated name for "
+                             f"trainer.activation_checkpointing={self.activation_checkpointing}; keep one")
+        return self
 
     def to_trl(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if v is not None}
