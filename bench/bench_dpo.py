@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
-from benchlib import log, med, per_round, ratio  # noqa: E402
+from benchlib import log, med, ratio  # noqa: E402
 
 MAX_LENGTH, MAX_PROMPT, BATCH = 256, 128, 8
 VARIANTS = ("sft", "dpo_ref_model", "dpo_precompute", "dpo_shared_cache", "ref_pass")
@@ -142,15 +142,13 @@ def report(args, runs, check, pair_tokens, model_dir, seconds) -> None:
     cps = {k: med(r.get("tokens_per_cpu_s") for r in v) for k, v in runs.items()}
     setup = {k: med(r.get("startup", {}).get("trainer_setup") for r in v) for k, v in runs.items()}
     wall = {k: med(r["wall_s"] for r in v) for k, v in runs.items()}
-    ratios, raw = {}, {}
-    for key, a, b in (("dpo_ref_model_vs_sft", "dpo_ref_model", "sft"),
-                      ("dpo_precompute_vs_sft", "dpo_precompute", "sft"),
-                      ("dpo_shared_cache_vs_sft", "dpo_shared_cache", "sft"),
-                      ("dpo_precompute_vs_dpo_ref_model", "dpo_precompute", "dpo_ref_model"),
-                      ("dpo_shared_cache_vs_dpo_precompute", "dpo_shared_cache", "dpo_precompute")):
-        if a in runs and b in runs:
-            ratios[f"tokens_per_s_{key}"], raw[f"tokens_per_s_{key}"] = per_round(runs, a, b)
-            ratios[f"tokens_per_cpu_s_{key}"], raw[f"tokens_per_cpu_s_{key}"] = per_round(runs, a, b, "tokens_per_cpu_s")
+    pairs = (("dpo_ref_model_vs_sft", "dpo_ref_model", "sft"),
+             ("dpo_precompute_vs_sft", "dpo_precompute", "sft"),
+             ("dpo_shared_cache_vs_sft", "dpo_shared_cache", "sft"),
+             ("dpo_precompute_vs_dpo_ref_model", "dpo_precompute", "dpo_ref_model"),
+             ("dpo_shared_cache_vs_dpo_precompute", "dpo_shared_cache", "dpo_precompute"))
+    ratios, raw = benchlib.paired_ratios(runs, [(f"tokens_per_s_{key}", a, b) for key, a, b in pairs],
+                                         cpu_key=lambda k: k.replace("tokens_per_s_", "tokens_per_cpu_s_", 1))
     sweep = {}
     if all(k in runs for k in ("dpo_precompute", "dpo_shared_cache", "ref_pass")):
         sweep = {f"k{k}": sweep_saving(runs, k) for k in (3, 8)}

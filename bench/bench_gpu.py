@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
-from benchlib import log, med, per_round  # noqa: E402
+from benchlib import log, med  # noqa: E402
 
 VARIANTS = ("platform_sft", "trl_plain_sft", "platform_sft_zero0", "platform_sft_zero1", "platform_sft_checkpointing",
             "platform_dpo")
@@ -151,14 +151,12 @@ def report(args, runs, model_dir, attn, stats, seconds) -> None:
     tps = {k: med(r["tokens_per_s"] for r in v) for k, v in runs.items()}
     mfu = {k: {m: med(r["mfu"].get(m) for r in v) for m in ("mfu_6n", "mfu_6n_attn")} for k, v in runs.items()
            if all("mfu" in r for r in v)}
-    ratios, raw = {}, {}
-    for key, a, b in (("tokens_per_s_vs_trl_plain", "platform_sft", "trl_plain_sft"),
+    ratios, raw = benchlib.paired_ratios(runs, (
+                      ("tokens_per_s_vs_trl_plain", "platform_sft", "trl_plain_sft"),
                       ("dpo_vs_sft_tokens_per_s", "platform_dpo", "platform_sft"),
                       ("zero0_vs_zero2", "platform_sft_zero0", "platform_sft"),
                       ("zero1_vs_zero2", "platform_sft_zero1", "platform_sft"),
-                      ("checkpointing_vs_none", "platform_sft_checkpointing", "platform_sft")):
-        if a in runs and b in runs:
-            ratios[key], raw[key] = per_round(runs, a, b)
+                      ("checkpointing_vs_none", "platform_sft_checkpointing", "platform_sft")))
     result = {
         "name": "gpu_sft",
         "command": f"python bench/bench_gpu.py --steps {args.steps} --bins {args.bins} --max-length {args.max_length} "

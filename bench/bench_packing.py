@@ -46,7 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
-from benchlib import log, med, per_round  # noqa: E402
+from benchlib import log, med  # noqa: E402
 
 MAX_LENGTH, ROWS_PER_STEP = 512, 8
 VARIANTS = ("platform_packed", "platform_packed_bins", "platform_unpacked", "trl_padded", "trl_packed",
@@ -157,18 +157,16 @@ def report(args, runs, stats, model_dir, seconds) -> None:
     common = min(len(r["loss"]) for v in runs.values() for r in v)  # steps every variant took
     train_loss = {k: round(statistics.median(statistics.mean(r["loss"][common - 8:common]) for r in v), 4)
                   for k, v in runs.items()}
-    ratios, raw = {}, {}
-    for key, a, b in (("real_tokens_per_s_vs_padded", "platform_packed", "trl_padded"),
+    ratios, raw = benchlib.paired_ratios(runs, (
+                      ("real_tokens_per_s_vs_padded", "platform_packed", "trl_padded"),
                       ("trl_packed_vs_trl_padded", "trl_packed", "trl_padded"),
                       ("platform_unpacked_vs_trl_padded", "platform_unpacked", "trl_padded"),
                       ("platform_packed_vs_platform_unpacked", "platform_packed", "platform_unpacked"),
                       ("platform_packed_bins_vs_trl_padded", "platform_packed_bins", "trl_padded"),
                       ("platform_packed_vs_trl_packed", "platform_packed", "trl_packed"),
                       ("trl_packed_rows_vs_trl_padded", "trl_packed_rows", "trl_padded"),
-                      ("trl_packed_rows_vs_trl_packed", "trl_packed_rows", "trl_packed")):
-        if a in runs and b in runs:
-            ratios[key], raw[key] = per_round(runs, a, b, "tokens_per_s")
-            ratios[key + "_per_cpu_s"], raw[key + "_per_cpu_s"] = per_round(runs, a, b, "tokens_per_cpu_s")
+                      ("trl_packed_rows_vs_trl_packed", "trl_packed_rows", "trl_packed")),
+                                         cpu_key=lambda k: k + "_per_cpu_s")
     for key, a in (("heldout_loss_vs_padded", "platform_packed"),
                    ("heldout_loss_bins_vs_padded", "platform_packed_bins")):
         if a in loss and "trl_padded" in loss:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
-from benchlib import log, med, per_round, ratio  # noqa: E402
+from benchlib import log, med, ratio  # noqa: E402
 
 MAX_LENGTH, BATCH = 256, 8
 VARIANTS = ("platform_1w", "trl_plain_1t", "bare_torch_1t", "platform_2w", "trl_plain_2t", "platform_1w_deepspeed_off",
@@ -161,8 +161,7 @@ def main() -> None:
 def report(args, runs, model_dir, n_rows, seconds) -> None:
     tps = {k: med(r["tokens_per_s"] for r in v) for k, v in runs.items()}
     cps = {k: med(r.get("tokens_per_cpu_s") for r in v) for k, v in runs.items()}
-    ratios, per_round_ratios = {}, {}
-    for key, a, b in (("tokens_per_s_vs_trl_plain", "platform_1w", "trl_plain_1t"),
+    ratios, per_round_ratios = benchlib.paired_ratios(runs, (("tokens_per_s_vs_trl_plain", "platform_1w", "trl_plain_1t"),
                       ("tokens_per_s_vs_bare_torch", "platform_1w", "bare_torch_1t"),
                       ("trl_plain_vs_bare_torch", "trl_plain_1t", "bare_torch_1t"),
                       ("platform_2w_vs_trl_plain_1t", "platform_2w", "trl_plain_1t"),
@@ -178,11 +177,8 @@ def report(args, runs, model_dir, n_rows, seconds) -> None:
                       ("trl_plain_bf16_vs_fp32", "trl_plain_1t_bf16", "trl_plain_1t"),
                       ("platform_vs_trl_in_ray_train_worker", "platform_1w", "trl_in_ray_train_worker"),
                       ("platform_fused_adamw_vs_foreach", "platform_1w", "platform_1w_adamw_foreach"),
-                      ("platform_compile_vs_eager", "platform_1w_compile", "platform_1w")):
-        if a in runs and b in runs:
-            ratios[key], per_round_ratios[key] = per_round(runs, a, b)
-            cpu_key = key.replace("tokens_per_s", "tokens_per_cpu_s") if "tokens_per_s" in key else key + "_per_cpu_s"
-            ratios[cpu_key], per_round_ratios[cpu_key] = per_round(runs, a, b, "tokens_per_cpu_s")
+                      ("platform_compile_vs_eager", "platform_1w_compile", "platform_1w")),
+        cpu_key=lambda k: k.replace("tokens_per_s", "tokens_per_cpu_s") if "tokens_per_s" in k else k + "_per_cpu_s")
     startup = [r["startup"].get("to_first_step") for r in runs.get("platform_1w", []) if "startup" in r]
     result = {
         "name": args.name,

@@ -429,6 +429,19 @@ def per_round(runs: dict, a: str, b: str, metric: str = "tokens_per_s") -> tuple
     return (round(statistics.median(rs), 3) if rs else None), rs
 
 
+def paired_ratios(runs: dict, pairs, cpu_key=None) -> tuple[dict, dict]:
+    """For each (key, a, b) whose variants both ran: the median per-round tokens/s ratio a/b
+    under `key`, and the tokens-per-CPU-second ratio under `cpu_key(key)` when given.
+    Returns (ratios, the per-round lists)."""
+    ratios, raw = {}, {}
+    for key, a, b in pairs:
+        if a in runs and b in runs:
+            ratios[key], raw[key] = per_round(runs, a, b)
+            if cpu_key:
+                ratios[cpu_key(key)], raw[cpu_key(key)] = per_round(runs, a, b, "tokens_per_cpu_s")
+    return ratios, raw
+
+
 def add_common_args(p, variants: str, out: str, quick: str, known: tuple[str, ...]) -> None:
     """The flags every side-by-side benchmark takes."""
     p.add_argument("--rounds", type=int, default=2)
