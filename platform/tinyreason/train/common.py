@@ -237,13 +237,14 @@ def token_budget(train, stage: StageConfig):
     if data.tokens_per_step is not None:
         per_batch, asked = data.tokens_per_step / (world * t.gradient_accumulation_steps), "data.tokens_per_step"
     else:
+        rows_per_batch = t.per_device_train_batch_size or 8  # TRL's default when unset
         tokens, rows = _over_ranks([sum(lengths), sum(map(len, train["seq_lengths"]))], world, "SUM")
-        per_batch, asked = (t.per_device_train_batch_size or 8) * tokens / rows, "per_device_train_batch_size"
+        per_batch, asked = rows_per_batch * tokens / rows, "per_device_train_batch_size"
         bin_tokens = sum(lengths) / max(1, len(lengths))
         if per_batch < bin_tokens:  # a batch is whole bins: it cannot hold less than one
             raise ValueError(
                 f"stage {stage.name}: data.packed_batch=examples with per_device_train_batch_size="
-                f"{t.per_device_train_batch_size or 8} rows of {tokens / rows:.0f} tokens on average is "
+                f"{rows_per_batch} rows of {tokens / rows:.0f} tokens on average is "
                 f"{per_batch:.0f} tokens per micro-batch, less than one packed bin ({bin_tokens:.0f} tokens at "
                 f"data.max_length={data.max_length}); raise per_device_train_batch_size or lower data.max_length")
     batches = token_budget_batches(lengths, per_batch, seed=t.seed)
