@@ -267,6 +267,8 @@ def summarize_metrics(metrics: list[dict]) -> dict:
     startup = next((m for m in metrics if m.get("event") == "startup"), None)
     if startup:
         out["worker_to_first_step_s"] = startup["to_first_step"]
+        if "padding_free" in startup:
+            out["padding_free"] = startup["padding_free"]
     for k in ("mean_token_accuracy", "entropy", "rewards/chosen", "rewards/rejected", "rewards/margins",
               "rewards/accuracies"):
         if steps and k in steps[-1]:

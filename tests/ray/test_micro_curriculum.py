@@ -65,6 +65,7 @@ def test_losses_go_down_and_dpo_reports_reward_margins(micro_run):
     for o in result.stages[:3]:
         s = o.manifest["summary"]
         assert s["loss_last"] < s["loss_first"], (o.stage.name, s)
+        assert s["padding_free"] is True, o.stage.name  # micro.yaml: sdpa_varlen, packed batches joined
     dpo = result.stages[3].manifest["summary"]
     assert "rewards/margins" in dpo and "rewards/accuracies" in dpo
     assert all("tokens_per_s" in o.manifest["summary"] for o in result.stages)

@@ -70,6 +70,8 @@ CASES = [
      ["data.packed_batch=examples", "data.packing: true", "packing false"]),
     ("a batch of examples and a token budget", lambda t: _config(t, **{"stages.1.data.packed_batch": "examples"}),
      ["data.packed_batch=examples and data.tokens_per_step=2048 both set the batch size", "keep one"]),
+    ("padding-free on a dpo stage", lambda t: _config(t, **{"stages.3.data.padding_free": True}),
+     ["stages.3", "data.padding_free applies to sft, reasoning_sft and pretrain", "remove it"]),
 ]
 
 

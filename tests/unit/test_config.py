@@ -119,6 +119,18 @@ def test_checkpointing_is_not_passed_unless_asked_and_one_name_only():
         validate_config(_raw(trainer={"gradient_checkpointing": True, "activation_checkpointing": False}))
 
 
+@pytest.mark.parametrize("attn, asked, joined", [
+    ("sdpa", None, False), ("eager", None, False), ("flash_attention_2", None, True), ("flash_attention_3", None, True),
+    ("kernels-community/flash-attn3", None, True), ("sdpa_varlen", None, True),  # hub and torch varlen kernels
+    ("flash_attention_2", False, False), ("sdpa", True, True),  # asked for: as asked
+])
+def test_padding_free_follows_the_attention_kernel_unless_set(attn, asked, joined):
+    from tinyreason.train.common import StageJob, padding_free
+
+    stage = validate_config(_raw(data={"blend": {"sources": [{"synthetic": "chat"}]}, "padding_free": asked})).stages[0]
+    assert padding_free(StageJob(stage, "parent", "tok", "out", attn_implementation=attn)) is joined
+
+
 def test_credentials_in_a_storage_uri_are_redacted_in_the_dumped_config():
     from tinyreason.config import dump_config
 

@@ -104,3 +104,32 @@ def test_packed_rows_attend_only_within_their_own_example():
     torch.testing.assert_close(packed[0, :5], alone[0], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(packed[0, 5:12], alone[1], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(packed[1, :4], alone[2], atol=1e-5, rtol=1e-4)
+
+
+def test_padding_free_batch_gives_the_packed_rows_loss():
+    """The flash-attention path, checked without a GPU: TRL's padding-free collator joins the
+    packed rows into one sequence, and the loss over it equals the loss over the same rows
+    kept as rows. Only the kernel differs on a GPU; SDPA here masks the joined sequence
+    block-causally from its position ids."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from tinyreason.data.tokenize import IGNORE, collate_packed_rows
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, attn_implementation="sdpa"))
+    a, b, c = [3, 4, 5, 6, 7], [8, 9, 10, 11, 12, 13, 14], [15, 16, 17, 18]
+    mask = lambda x, prompt: [IGNORE] * prompt + x[prompt:]  # noqa: E731  (prompt tokens are not targets)
+    examples = [{"input_ids": a + b, "labels": mask(a, 2) + mask(b, 3), "seq_lengths": [5, 7]},
+                {"input_ids": c, "labels": mask(c, 1), "seq_lengths": [4]}]
+    rows = collate_packed_rows(examples, pad_token_id=0)
+    joined = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)(examples)
+    assert joined["input_ids"].shape == (1, 16) and "attention_mask" not in joined  # no pad tail at all
+    assert joined["cu_seq_lens_q"].tolist() == [0, 5, 12, 16]  # what a varlen kernel reads
+    assert joined["labels"][0].tolist() == rows["labels"][0].tolist() + rows["labels"][1, :4].tolist()
+    with torch.no_grad():
+        by_rows = model(**rows, use_cache=False).loss
+        by_joined = model(**joined, use_cache=False).loss
+    torch.testing.assert_close(by_joined, by_rows, atol=1e-5, rtol=1e-5)

@@ -32,7 +32,9 @@ class ModelConfig(Strict):
     preset: str | None = "tiny"  # built-in shape (micro/tiny/small/tinystories-20m) or smollm2-135m
     name_or_path: str | None = None  # hub id or local dir; overrides the preset's weights
     trust_remote_code: bool = False  # off unless asked: remote code runs with your credentials
-    attn_implementation: str = "sdpa"  # flash_attention_2 on GPUs that have it
+    # sdpa; sdpa_varlen: padding-free packed batches through torch's own varlen flash kernel on
+    # GPUs, per-example SDPA elsewhere (model/varlen.py); flash_attention_2 where flash-attn is installed
+    attn_implementation: str = "sdpa"
 
     @field_validator("preset")
     @classmethod
@@ -107,6 +109,12 @@ class DataConfig(Strict):
     # meaning); examples: the rows inside them, so each micro-batch holds that many rows' mean
     # tokens and a recipe written for unpacked rows keeps its batch and step count.
     packed_batch: Literal["bins", "examples"] = "bins"
+    # How a micro-batch reaches attention. Padding-free joins its rows into one sequence with
+    # per-example position ids: a varlen kernel then computes no pad tail and nothing across
+    # examples. None: on exactly when model.attn_implementation is one (sdpa_varlen, flash
+    # attention). SDPA and eager compute a joined sequence as one (B*L)^2 score matrix (right,
+    # but slower), so without a varlen kernel each row stays a row with a block-causal mask.
+    padding_free: bool | None = None
 
     def resolved_blend(self) -> BlendConfig:
         if isinstance(self.blend, BlendConfig):
@@ -226,6 +234,9 @@ class StageConfig(Strict):
             self._check_token_budget()
         if self.data.packed_batch == "examples":
             self._check_packed_examples()
+        if self.kind == "dpo" and self.data.padding_free is not None:
+            raise ValueError("data.padding_free applies to sft, reasoning_sft and pretrain stages; a dpo stage "
+                             "batches its chosen and rejected rows padded; remove it")
         s = self.scaling
         if s.use_gpu and s.num_workers > 1 and s.gpus_per_worker < 1:
             raise ValueError(f"scaling.gpus_per_worker={s.gpus_per_worker} with {s.num_workers} workers: NCCL "

@@ -35,6 +35,15 @@ def weights_source(preset: str | None, name_or_path: str | None) -> str | None:
     return HUB_PRESETS.get(preset)
 
 
+def _attention(attn_implementation: str) -> str:
+    """The implementation name, registered with transformers first when it is our own."""
+    from tinyreason.model import varlen
+
+    if attn_implementation == varlen.NAME:
+        varlen.register()
+    return attn_implementation
+
+
 def init_model(preset: str, tok, attn_implementation: str = "sdpa", seed: int = 0):
     """A randomly initialised Llama of the preset's shape, sized to the tokenizer."""
     import torch
@@ -48,7 +57,7 @@ def init_model(preset: str, tok, attn_implementation: str = "sdpa", seed: int = 
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
-        attn_implementation=attn_implementation,
+        attn_implementation=_attention(attn_implementation),
         **SHAPES[preset],
     )
     return LlamaForCausalLM(config)
@@ -62,7 +71,7 @@ def load_model(path: str, trust_remote_code: bool = False, attn_implementation: 
         path,
         use_safetensors=True,
         trust_remote_code=trust_remote_code,
-        attn_implementation=attn_implementation,
+        attn_implementation=_attention(attn_implementation),
         dtype=dtype or "auto",
     )
 

@@ -68,6 +68,17 @@ def resolve_precision(ds: DeepSpeedConfig) -> str:
     return "fp32"
 
 
+def padding_free(job: StageJob) -> bool:
+    """Whether micro-batches are joined into one padding-free sequence (data.padding_free).
+
+    Unset, it follows the attention kernel: on for a varlen one (model/varlen.py)."""
+    if job.stage.data.padding_free is not None:
+        return job.stage.data.padding_free
+    from tinyreason.model.varlen import is_varlen
+
+    return is_varlen(job.attn_implementation)
+
+
 def avoid_cpu_jit(ds: DeepSpeedConfig) -> None:
     """On CPU, DeepSpeed JIT-compiles a shared-memory all-reduce op on first use (~30 s
     with a C++ toolchain, a crash without one). Gloo all-reduces a 10M-parameter
@@ -369,9 +380,10 @@ def gpu_utilisation(model, seq_len: int, args):
     return lambda tokens_per_s: {k: round(v, 4) for k, v in mfu(tokens_per_s, per_token, peak, devices).items()}
 
 
-def make_report_callback(job: StageJob, timeline: Timeline | None = None):
+def make_report_callback(job: StageJob, timeline: Timeline | None = None, layout: dict | None = None):
     """A TrainerCallback that appends every log to metrics.jsonl, checks it is finite,
-    reports checkpoints to Ray Train, and closes the start-up timeline."""
+    reports checkpoints to Ray Train, and closes the start-up timeline. `layout` (how the
+    batch reached the model) rides on the start-up event into the stage summary."""
     import ray.train
     from ray.train import CheckpointUploadMode
     from transformers import TrainerCallback
@@ -396,7 +408,8 @@ def make_report_callback(job: StageJob, timeline: Timeline | None = None):
             if timeline and "first_step" not in timeline.phases:
                 timeline.mark("first_step")  # the first step of this attempt (a resumed one starts later)
                 if is_rank_zero():
-                    _append(output_dir, {"event": "startup", "step": state.global_step, **timeline.phases,
+                    _append(output_dir, {"event": "startup", "step": state.global_step, **(layout or {}),
+                                         **timeline.phases,
                                          "to_first_step": round(time.perf_counter() - timeline.t0, 3)})
 
         def on_log(self, args, state, control, logs=None, **kwargs):

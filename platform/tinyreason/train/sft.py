@@ -73,20 +73,22 @@ def train_loop_per_worker(config: dict) -> None:
     timeline.mark("data_shard")
 
     # trainer: position ids restart at every packed example, so attention never crosses one.
-    # A varlen kernel (flash attention) takes the batch as one padding-free sequence; without
-    # one (SDPA, eager) each packed row stays a row, or attention would cost (B*L)^2.
-    varlen = job.attn_implementation.startswith("flash_attention")
+    # A varlen kernel (flash attention) takes the batch as one padding-free sequence (TRL's
+    # collator, which also hands it the sequence boundaries); without one (SDPA, eager) each
+    # packed row stays a row, or attention would cost (B*L)^2.
+    joined = common.padding_free(job)
     args = common.trl_arguments(
         SFTConfig, job, precision,
         max_length=None,  # rows arrive cut to data.max_length and packed on Ray Data
         packing=False,
-        padding_free=varlen,
+        padding_free=joined,
         dataset_kwargs={"skip_prepare_dataset": True},
         **common.batch_rows(batches),
     )
-    collator = None if varlen else partial(collate_packed_rows, pad_token_id=tok.pad_token_id)
+    collator = None if joined else partial(collate_packed_rows, pad_token_id=tok.pad_token_id)
+    report = common.make_report_callback(job, timeline, layout={"padding_free": joined})
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tok, data_collator=collator,
-                         callbacks=[common.make_report_callback(job, timeline)])
+                         callbacks=[report])
     common.use_local_shard(trainer, batches)
 
     # train
