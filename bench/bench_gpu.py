@@ -7,14 +7,17 @@ Issue 8, item 3. The model is the `smollm2-135m-shape` preset (SmolLM2-135M's la
 its 49,152-row tied embedding, initialised from scratch (no hub here): 134.5M parameters,
 the LM head's cost included. Rows are the long-tailed chat mix of the other benchmarks
 (mean ~230 tokens), BFD-packed into 2048-token bins by the SFT stage's own tokenizer.
-Attention: flash_attention_2 when the package imports (the stage then trains padding-free:
-one varlen sequence per micro-batch), else SDPA with each bin a row and a block-causal mask.
+Attention: padding-free, one varlen sequence per micro-batch, through flash_attention_2 when
+the flash-attn package imports, else `sdpa_varlen` (PyTorch's own varlen flash kernel,
+model/varlen.py); platform_sft_rows keeps each bin a row with a block-causal SDPA mask.
 
 Variants, one Ray Train worker on one GPU, DeepSpeed ZeRO-2 unless named, bf16:
 
   platform_sft         the SFT stage (fit_stage): tokens/s per GPU, and the MFU it logs in both
                        conventions (6N, and 6N + 12*L*d*S with attention; model/flops.py)
   trl_plain_sft        the same TRL SFTTrainer as a plain one-process script on the same GPU
+  platform_sft_rows    the stage with attn_implementation sdpa: packed bins as rows, block-causal
+                       mask, no varlen kernel: what padding-free attention buys
   platform_sft_zero0   the stage at ZeRO-0 / ZeRO-1: the ZeRO choice for 135M
   platform_sft_zero1
   platform_sft_checkpointing   the stage with activation checkpointing: what recomputing costs, for
@@ -39,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
 from benchlib import log, med  # noqa: E402
 
-VARIANTS = ("platform_sft", "trl_plain_sft", "platform_sft_zero0", "platform_sft_zero1", "platform_sft_checkpointing",
+VARIANTS = ("platform_sft", "trl_plain_sft", "platform_sft_rows", "platform_sft_zero0", "platform_sft_zero1", "platform_sft_checkpointing",
             "platform_dpo")
 SMOLLM2_VOCAB = 49152
 
@@ -47,7 +50,7 @@ SMOLLM2_VOCAB = 49152
 def attention() -> str:
     import importlib.util
 
-    return "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa"
+    return "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa_varlen"
 
 
 def main() -> None:
@@ -73,7 +76,7 @@ def main() -> None:
     benchlib.set_niceness(args.niceness)
     model_dir, tok_dir = benchlib.make_base(args.preset, model_vocab=None if args.smoke else SMOLLM2_VOCAB)
     benchlib.init_ray(num_cpus=os.cpu_count() if gpu else 2)
-    args.gpu, attn = gpu, (attention() if gpu else "sdpa")
+    args.gpu, attn = gpu, (attention() if gpu else "sdpa_varlen")  # on CPU: its per-example path
     stage = partial(benchlib.stage_config, max_length=args.max_length, steps=args.steps, logging_steps=5,
                     precision="bf16" if gpu else "fp32", use_gpu=gpu)
     sft = partial(stage, "sft", batch=args.bins)
@@ -86,6 +89,8 @@ def main() -> None:
         "platform_sft": lambda: benchlib.run_platform(sft(), model_dir, tok_dir, rows, RUN_DIRS["platform_sft"], attn),
         "trl_plain_sft": lambda: benchlib.run_plain_trl_sft(sft(), model_dir, tok_dir, rows, "gpu-trl", 1, attn=attn,
                                                             **plain_collation(attn)),
+        "platform_sft_rows": lambda: benchlib.run_platform(sft(), model_dir, tok_dir, rows,
+                                                           RUN_DIRS["platform_sft_rows"], "sdpa"),
         "platform_sft_zero0": lambda: benchlib.run_platform(sft(zero_stage=0), model_dir, tok_dir, rows,
                                                             RUN_DIRS["platform_sft_zero0"], attn),
         "platform_sft_zero1": lambda: benchlib.run_platform(sft(zero_stage=1), model_dir, tok_dir, rows,
@@ -109,7 +114,7 @@ def main() -> None:
            time.perf_counter() - started)
 
 
-RUN_DIRS = {"platform_sft": "gpu-sft", "platform_sft_zero0": "gpu-z0", "platform_sft_zero1": "gpu-z1",
+RUN_DIRS = {"platform_sft": "gpu-sft", "platform_sft_rows": "gpu-rows", "platform_sft_zero0": "gpu-z0", "platform_sft_zero1": "gpu-z1",
             "platform_sft_checkpointing": "gpu-ckpt", "platform_dpo": "gpu-dpo"}
 
 
@@ -138,7 +143,15 @@ def data(args, tok_dir: str, sft_stage, dpo_probe) -> tuple[list, list, int]:
 def plain_collation(attn: str) -> dict:
     """The stage's batching for the plain script: padding-free with a varlen kernel, else
     the packed bins as rows (train/sft.py)."""
-    return {} if attn.startswith("flash_attention") else {"platform_collator": True}
+    from tinyreason.model.varlen import is_varlen
+
+    return {} if is_varlen(attn) else {"platform_collator": True}
+
+
+def varlen_kernel(gpu: bool) -> str:
+    from tinyreason.model import varlen
+
+    return "torch.nn.attention.varlen" if gpu and varlen._torch_varlen() else "SDPA per example"
 
 
 def mfu_of(run_dir_metrics: list[dict]) -> dict:
@@ -153,6 +166,7 @@ def report(args, runs, model_dir, attn, stats, seconds) -> None:
            if all("mfu" in r for r in v)}
     ratios, raw = benchlib.paired_ratios(runs, (
                       ("tokens_per_s_vs_trl_plain", "platform_sft", "trl_plain_sft"),
+                      ("varlen_vs_rows", "platform_sft", "platform_sft_rows"),
                       ("dpo_vs_sft_tokens_per_s", "platform_dpo", "platform_sft"),
                       ("zero0_vs_zero2", "platform_sft_zero0", "platform_sft"),
                       ("zero1_vs_zero2", "platform_sft_zero1", "platform_sft"),
@@ -166,6 +180,7 @@ def report(args, runs, model_dir, attn, stats, seconds) -> None:
         "date": benchlib.DATE,
         "settings": {"preset": args.preset, "parameters": benchlib.parameters(model_dir), "max_length": args.max_length,
                      "bins_per_step": args.bins, "steps": args.steps, "attn_implementation": attn,
+                     "sdpa_varlen_kernel": varlen_kernel(args.gpu),
                      "precision": "bf16" if args.gpu else "fp32", "rounds": args.rounds,
                      "bench_seconds": round(seconds, 1), "smoke": args.smoke, **stats},
         "metrics": {"tokens_per_s_per_gpu": tps.get("platform_sft"), **mfu.get("platform_sft", {}),

@@ -12,6 +12,9 @@ cut at max_length 512. Variants, interleaved per round:
                        per-example position ids (data.tokenize.collate_packed_rows), fit_stage,
                        1 worker; data.packed_batch: examples with per_device_train_batch_size 8,
                        so each step holds 8 chat rows' worth of tokens, as the padded baseline
+  platform_packed_varlen  platform_packed with model.attn_implementation sdpa_varlen: each micro-batch
+                       joined into one padding-free sequence (TRL's collator), attention per example
+                       (model/varlen.py; on CPU one SDPA call per example), no pad tail, no mask
   platform_packed_bins the same with the batch in rows: as many whole bins per step as hold about
                        8 rows' tokens (4), i.e. 7% fewer, larger steps per epoch
   platform_unpacked    the same stage with data.packing false (single_batch): one chat row per
@@ -49,7 +52,7 @@ import benchlib  # noqa: E402
 from benchlib import log, med  # noqa: E402
 
 MAX_LENGTH, ROWS_PER_STEP = 512, 8
-VARIANTS = ("platform_packed", "platform_packed_bins", "platform_unpacked", "trl_padded", "trl_packed",
+VARIANTS = ("platform_packed", "platform_packed_varlen", "platform_packed_bins", "platform_unpacked", "trl_padded", "trl_packed",
             "trl_packed_rows")
 
 
@@ -106,6 +109,9 @@ def run_variant(name: str, model_dir: str, tok_dir: str, packed_rows: list, unpa
     export = str(benchlib.WORK / "packing-exports" / name)
     if name == "platform_packed":
         return benchlib.run_platform(by_examples, model_dir, tok_dir, packed_rows, "packing-packed")
+    if name == "platform_packed_varlen":
+        return benchlib.run_platform(by_examples, model_dir, tok_dir, packed_rows, "packing-packed-varlen",
+                                     attn="sdpa_varlen")
     if name == "platform_packed_bins":
         return benchlib.run_platform(packed, model_dir, tok_dir, packed_rows, "packing-packed-bins")
     if name == "platform_unpacked":
@@ -164,6 +170,8 @@ def report(args, runs, stats, model_dir, seconds) -> None:
                       ("platform_packed_vs_platform_unpacked", "platform_packed", "platform_unpacked"),
                       ("platform_packed_bins_vs_trl_padded", "platform_packed_bins", "trl_padded"),
                       ("platform_packed_vs_trl_packed", "platform_packed", "trl_packed"),
+                      ("varlen_vs_packed_rows", "platform_packed_varlen", "platform_packed"),
+                      ("varlen_vs_trl_padded", "platform_packed_varlen", "trl_padded"),
                       ("trl_packed_rows_vs_trl_padded", "trl_packed_rows", "trl_padded"),
                       ("trl_packed_rows_vs_trl_packed", "trl_packed_rows", "trl_packed")),
                                          cpu_key=lambda k: k + "_per_cpu_s")
