@@ -16,10 +16,7 @@ OUT=$REPO/.whl
 LIMIT_BYTES=$((60 * 1000 * 1000))   # 64 MiB per call for everything carried, repo ~1.5 MB
 
 rm -rf "$WORK"; mkdir -p "$WORK/dl" "$WORK/ds" "$WORK/ray"
-mkdir -p "$OUT"; rm -f "$OUT"/*.whl
-# .whl/ must stay out of git (it is carried as an ignored path)
-mkdir -p "$REPO/.git/info"
-grep -qx '/.whl/' "$REPO/.git/info/exclude" 2>/dev/null || echo '/.whl/' >> "$REPO/.git/info/exclude"
+mkdir -p "$OUT"; rm -f "$OUT"/*.whl   # .gitignore keeps it out of git and of Ray's working_dir uploads
 
 # 1. Binary wheels for CPython 3.12 manylinux x86-64 (flags from /work/.library/device/README.md),
 #    --no-deps: we pick the dependency set by hand, one version each, versions as in the venv.
