@@ -15,9 +15,9 @@ def test_the_cuda_kernel_matches_per_example_sdpa():
     lengths = [700, 1, 300, 1047]  # one 2048-token bin, a one-token example included
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
     T = sum(lengths)
-    q = torch.randn(T, 9, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    k = torch.randn(T, 3, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    v = torch.randn(T, 3, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    # laid out as attention_forward hands them over: [H, T, D] memory seen as [T, H, D]
+    q, k, v = (torch.randn(heads, T, 64, device="cuda", dtype=torch.bfloat16).transpose(0, 1).requires_grad_()
+               for heads in (9, 3, 3))
     out = varlen.varlen_causal(q, k, v, cu, 0.125, max(lengths))
     ref = varlen._per_example(q, k, v, cu, 0.125)
     torch.testing.assert_close(out, ref, atol=2e-2, rtol=2e-2)
