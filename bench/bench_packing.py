@@ -82,10 +82,7 @@ def main() -> None:
     log(f"{len(unpacked_rows)} rows, {real:,} real tokens (mean {mean_row:.0f}); {len(packed_rows)} packed bins "
         f"({real / (len(packed_rows) * MAX_LENGTH):.1%} full); {bins_per_step} bins per step")
 
-    from transformers import AutoTokenizer
-
-    pad_id = AutoTokenizer.from_pretrained(tok_dir).pad_token_id
-    variants = {k: partial(run_variant, k, model_dir, tok_dir, packed_rows, unpacked_rows, bins_per_step, pad_id)
+    variants = {k: partial(run_variant, k, model_dir, tok_dir, packed_rows, unpacked_rows, bins_per_step)
                 for k in args.variants.split(",")}
 
     def finish(name, run):  # round r trains with seed r: data order is part of what is compared
@@ -101,7 +98,7 @@ def main() -> None:
 
 
 def run_variant(name: str, model_dir: str, tok_dir: str, packed_rows: list, unpacked_rows: list, bins_per_step: int,
-                pad_id: int, seed: int) -> dict:
+                seed: int) -> dict:
     sft = partial(benchlib.stage_config, "sft", max_length=MAX_LENGTH, steps=-1, trainer={"seed": seed})
     # the padded recipe's batch, packed: 8 chat rows' worth of tokens per step (data/batching.py)
     by_examples = sft(batch=ROWS_PER_STEP, data={"packed_batch": "examples"})
@@ -124,29 +121,7 @@ def run_variant(name: str, model_dir: str, tok_dir: str, packed_rows: list, unpa
         return benchlib.run_plain_trl_sft(packed, model_dir, tok_dir, packed_rows, "packing-trl-packed", 1,
                                           export=export)
     return benchlib.run_plain_trl_sft(packed, model_dir, tok_dir, packed_rows, "packing-trl-packed-rows", 1,
-                                      export=export, padding_free=False, data_collator=packed_rows_collator(pad_id))
-
-
-def packed_rows_collator(pad_id: int):
-    """Packed bins as rows of one [B, L] batch: position ids restart at every example (and at
-    the pad tail), labels -100 at each example's first position as TRL's padding-free
-    collator sets them, no attention mask, so transformers builds a block-causal mask per row."""
-    import torch
-
-    def collate(examples):
-        width = max(len(e["input_ids"]) for e in examples)
-        ids, labels, pos = [], [], []
-        for e in examples:
-            tail = width - len(e["input_ids"])
-            ids.append(list(e["input_ids"]) + [pad_id] * tail)
-            labels.append(list(e["labels"]) + [-100] * tail)
-            p = [i for n in e["seq_lengths"] for i in range(n)] + list(range(tail))
-            pos.append(p)
-        out = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "position_ids": torch.tensor(pos)}
-        out["labels"][out["position_ids"] == 0] = -100
-        return out
-
-    return collate
+                                      export=export, platform_collator=True)
 
 
 def padded_share(rows: list[dict], batch: int) -> float:

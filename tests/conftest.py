@@ -69,3 +69,53 @@ def micro_storage(tmp_path_factory):
     """One storage path for every test that runs the micro curriculum: stages are
     content-addressed, so a sweep's parents are the curriculum test's stages (~2 min saved)."""
     return tmp_path_factory.mktemp("micro-storage")
+
+
+@pytest.fixture
+def tiny_llama():
+    """A maker of 2-layer Llamas with grouped KV heads over a 50-token vocab, for attention tests."""
+    return _tiny_llama
+
+
+def _tiny_llama(attn: str = "sdpa", seed: int = 0):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tinyreason.model import varlen
+
+    if attn == varlen.NAME:
+        varlen.register()
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, pad_token_id=0,
+                                        attn_implementation=attn))
+
+
+@pytest.fixture
+def run_micro_sft(tmp_path):
+    """Run micro.yaml's sft stage alone, changed as asked, with a 512-token BPE trained once
+    per test; returns the stage's outcome."""
+    from tinyreason.config import load_config
+    from tinyreason.curriculum import run_curriculum
+    from tinyreason.data import synthetic
+    from tinyreason.model.tokenizer import train_bpe
+
+    tok = tmp_path / "tok"
+    train_bpe((r["text"] for r in synthetic.pretrain_rows(1000, 0)), 512, tok)
+
+    def run(name: str, data: dict, trainer: dict, scaling: dict | None = None, model: dict | None = None):
+        import yaml
+
+        raw = yaml.safe_load((ROOT / "configs" / "micro.yaml").read_text())
+        raw["model"].update(model or {})
+        sft = next(s for s in raw["stages"] if s["kind"] == "sft")
+        sft["data"] = data
+        sft["trainer"].update(trainer)
+        if scaling is not None:
+            sft["scaling"] = scaling
+        raw.update(name=name, stages=[sft], tokenizer={"path": str(tok)}, evaluation={"after_each_stage": False})
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        return run_curriculum(load_config(path, [f"storage.path={tmp_path / 'runs'}"])).stages[0]
+
+    return run

@@ -3,38 +3,17 @@ joined into one sequence (TRL's padding-free collator, attention per example thr
 sdpa_varlen) and with packed bins kept as rows (SDPA, block-causal mask) must log the same
 losses step for step. On a GPU the joined sequence goes to a varlen flash kernel instead."""
 
-from pathlib import Path
-
 import pytest
-import yaml
-
-from tinyreason.config import load_config
-from tinyreason.curriculum import run_curriculum
-from tinyreason.data import synthetic
-from tinyreason.model.tokenizer import train_bpe
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
-def _stage(tmp_path, tok, padding_free: bool):
-    raw = yaml.safe_load((ROOT / "configs" / "micro.yaml").read_text())
-    raw["model"]["attn_implementation"] = "sdpa_varlen" if padding_free else "sdpa"
-    sft = next(s for s in raw["stages"] if s["kind"] == "sft")
-    sft["data"] = {"blend": {"sources": [{"synthetic": "chat", "entries": 160}]}, "max_length": 128,
-                   "padding_free": None}  # follows the kernel
-    sft["trainer"].update(per_device_train_batch_size=4, logging_steps=1)
-    sft["scaling"] = {"num_workers": 1}
-    raw.update(name=f"pf-{padding_free}", stages=[sft], tokenizer={"path": str(tok)},
-               evaluation={"after_each_stage": False})
-    path = tmp_path / f"pf-{padding_free}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return run_curriculum(load_config(path, [f"storage.path={tmp_path / 'runs'}"])).stages[0]
+def test_padding_free_stage_logs_the_losses_of_packed_rows(ray_local, run_micro_sft):
+    def stage(attn):  # data.padding_free unset: it follows the kernel
+        return run_micro_sft(f"pf-{attn}", data={"blend": {"sources": [{"synthetic": "chat", "entries": 160}]},
+                                                  "max_length": 128},
+                             trainer={"per_device_train_batch_size": 4, "logging_steps": 1},
+                             scaling={"num_workers": 1}, model={"attn_implementation": attn})
 
-
-def test_padding_free_stage_logs_the_losses_of_packed_rows(ray_local, tmp_path):
-    tok = tmp_path / "tok"
-    train_bpe((r["text"] for r in synthetic.pretrain_rows(1000, 0)), 512, tok)
-    joined, rows = _stage(tmp_path, tok, True), _stage(tmp_path, tok, False)
+    joined, rows = stage("sdpa_varlen"), stage("sdpa")
 
     assert joined.manifest["summary"]["padding_free"] is True
     assert rows.manifest["summary"]["padding_free"] is False

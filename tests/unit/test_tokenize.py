@@ -79,18 +79,14 @@ def test_preference_split_and_prompt_cut_from_the_left(tok):
     assert full["chosen_ids"] != full["rejected_ids"]
 
 
-def test_packed_rows_attend_only_within_their_own_example():
+def test_packed_rows_attend_only_within_their_own_example(tiny_llama):
     """Two examples packed into one row, a third alone in the next: every token's logits equal
     those of its example run on its own, so no attention crosses an example boundary."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     from tinyreason.data.tokenize import IGNORE, collate_packed_rows
 
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2, attn_implementation="sdpa"))
-    model.eval()
+    model = tiny_llama().eval()
     a, b, c = [3, 4, 5, 6, 7], [8, 9, 10, 11, 12, 13, 14], [15, 16, 17, 18]
     batch = collate_packed_rows([{"input_ids": a + b, "labels": a + b, "seq_lengths": [5, 7]},
                                  {"input_ids": c, "labels": c, "seq_lengths": [4]}], pad_token_id=0)
@@ -106,20 +102,17 @@ def test_packed_rows_attend_only_within_their_own_example():
     torch.testing.assert_close(packed[1, :4], alone[2], atol=1e-5, rtol=1e-4)
 
 
-def test_padding_free_batch_gives_the_packed_rows_loss():
-    """The flash-attention path, checked without a GPU: TRL's padding-free collator joins the
-    packed rows into one sequence, and the loss over it equals the loss over the same rows
-    kept as rows. Only the kernel differs on a GPU; SDPA here masks the joined sequence
-    block-causally from its position ids."""
+def test_padding_free_batch_gives_the_packed_rows_loss(tiny_llama):
+    """The padding-free layout, checked without a varlen kernel: TRL's padding-free collator
+    joins the packed rows into one sequence, and the loss over it equals the loss over the
+    same rows kept as rows. SDPA here masks the joined sequence block-causally from its
+    position ids; a varlen kernel reads the boundaries instead."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     from tinyreason.data.tokenize import IGNORE, collate_packed_rows
 
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2, attn_implementation="sdpa"))
+    model = tiny_llama()
     a, b, c = [3, 4, 5, 6, 7], [8, 9, 10, 11, 12, 13, 14], [15, 16, 17, 18]
     mask = lambda x, prompt: [IGNORE] * prompt + x[prompt:]  # noqa: E731  (prompt tokens are not targets)
     examples = [{"input_ids": a + b, "labels": mask(a, 2) + mask(b, 3), "seq_lengths": [5, 7]},

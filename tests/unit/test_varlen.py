@@ -12,17 +12,6 @@ A, B, C = [3, 4, 5, 6, 7], [8, 9, 10, 11, 12, 13, 14], [15, 16, 17, 18, 19, 20]
 EXAMPLES = [{"input_ids": A + B, "labels": A + B, "seq_lengths": [5, 7]}, {"input_ids": C, "labels": C, "seq_lengths": [6]}]
 
 
-def _model(attn: str):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from tinyreason.model.presets import _attention
-
-    torch.manual_seed(0)
-    return LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                        num_attention_heads=4, num_key_value_heads=2, pad_token_id=0,
-                                        attn_implementation=_attention(attn)))
-
-
 def _joined():
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
@@ -37,8 +26,8 @@ def test_boundaries_come_from_position_ids():
 
 
 @pytest.mark.parametrize("given", ["cu_seq_lens", "position_ids only"])
-def test_a_joined_row_gives_each_example_its_own_logits(given):
-    model = _model("sdpa_varlen").eval()
+def test_a_joined_row_gives_each_example_its_own_logits(given, tiny_llama):
+    model = tiny_llama("sdpa_varlen").eval()
     batch = _joined()
     if given == "position_ids only":
         batch = {k: batch[k] for k in ("input_ids", "position_ids")}
@@ -49,8 +38,8 @@ def test_a_joined_row_gives_each_example_its_own_logits(given):
     torch.testing.assert_close(joined, torch.cat(alone), atol=1e-5, rtol=1e-4)
 
 
-def test_loss_and_gradients_equal_packed_rows_on_sdpa():
-    rows_model, joined_model = _model("sdpa"), _model("sdpa_varlen")
+def test_loss_and_gradients_equal_packed_rows_on_sdpa(tiny_llama):
+    rows_model, joined_model = tiny_llama("sdpa"), tiny_llama("sdpa_varlen")
     by_rows = rows_model(**collate_packed_rows(EXAMPLES, pad_token_id=0), use_cache=False).loss
     by_joined = joined_model(**_joined(), use_cache=False).loss
     by_rows.backward()
@@ -60,8 +49,8 @@ def test_loss_and_gradients_equal_packed_rows_on_sdpa():
         torch.testing.assert_close(q.grad, p.grad, atol=1e-6, rtol=1e-4, msg=name)
 
 
-def test_padded_batches_and_generation_are_sdpas():
-    sdpa, ours = _model("sdpa").eval(), _model("sdpa_varlen").eval()
+def test_padded_batches_and_generation_are_sdpas(tiny_llama):
+    sdpa, ours = tiny_llama("sdpa").eval(), tiny_llama("sdpa_varlen").eval()
     ids = torch.tensor([[3, 4, 5, 6, 7, 8], [0, 0, 9, 10, 11, 12]])  # left-padded, as for generation
     mask = (ids != 0).long()
     with torch.no_grad():
@@ -71,10 +60,10 @@ def test_padded_batches_and_generation_are_sdpas():
         assert ours.generate(ids, **kw).tolist() == sdpa.generate(ids, **kw).tolist()
 
 
-def test_an_exported_model_loads_as_plain_sdpa(tmp_path):
+def test_an_exported_model_loads_as_plain_sdpa(tmp_path, tiny_llama):
     from transformers import AutoModelForCausalLM
 
-    _model("sdpa_varlen").save_pretrained(tmp_path)
+    tiny_llama("sdpa_varlen").save_pretrained(tmp_path)
     assert "sdpa_varlen" not in (tmp_path / "config.json").read_text()
     assert AutoModelForCausalLM.from_pretrained(tmp_path).config._attn_implementation == "sdpa"
 

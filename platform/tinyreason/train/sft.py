@@ -73,7 +73,7 @@ def train_loop_per_worker(config: dict) -> None:
     timeline.mark("data_shard")
 
     # trainer: position ids restart at every packed example, so attention never crosses one.
-    # A varlen kernel (flash attention) takes the batch as one padding-free sequence (TRL's
+    # A varlen kernel (sdpa_varlen, flash attention) takes the batch as one padding-free sequence (TRL's
     # collator, which also hands it the sequence boundaries); without one (SDPA, eager) each
     # packed row stays a row, or attention would cost (B*L)^2.
     joined = common.padding_free(job)
