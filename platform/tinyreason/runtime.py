@@ -82,7 +82,13 @@ def _import_in_background(module: str, attr: str) -> None:
     """Import what the driver needs next while it waits on Ray (building a blend is mostly
     waiting on Ray Data workers): `transformers` takes ~3 s to import, and the stage's
     tokenizer needs it right after the blend. Python's import lock makes a later import
-    of the same module wait for this one, never run it twice."""
+    of the same module wait for this one, never run it twice.
+
+    Not a daemon thread: a driver that exits while the import is still running (a job
+    that fails or finishes right after init_ray) must wait for it. A daemon thread is
+    frozen at interpreter finalization holding an import lock, and the next import a
+    finalizer makes (Ray's weakref callbacks do) then waits forever: the job hung at
+    exit in `_get_module_lock`, caught in about 1 of 8 short `ray job submit` runs."""
     import importlib
     import threading
 
@@ -92,7 +98,7 @@ def _import_in_background(module: str, attr: str) -> None:
         except Exception:  # noqa: BLE001  (the real import, later, reports any problem)
             pass
 
-    threading.Thread(target=run, name=f"import-{module}", daemon=True).start()
+    threading.Thread(target=run, name=f"import-{module}", daemon=False).start()
 
 
 def _inside_ray_job() -> bool:

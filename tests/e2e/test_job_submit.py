@@ -12,6 +12,7 @@ teardown ~6 s. The curriculum job dominates; it is shorter on an idle machine.
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -25,9 +26,16 @@ CKPT_STAGE = "pretrain"  # the stage whose Ray Train checkpoints are forced with
 
 
 def submit(cluster, submission_id: str, *entrypoint: str, timeout: float):
-    """`ray job submit --working-dir .` exactly as docs/cluster.md gives it; blocks, streams the logs."""
-    return cluster.ray("job", "submit", "--address", cluster.dashboard_url, "--submission-id", submission_id,
-                       "--working-dir", ".", "--", *entrypoint, timeout=timeout, check=False)
+    """`ray job submit --working-dir .` exactly as docs/cluster.md gives it; blocks, streams the logs.
+    A job that outlives the timeout fails the test with the end of its own log, which says
+    where it stopped (a hang at exit shows as a log that ends after the last print)."""
+    try:
+        return cluster.ray("job", "submit", "--address", cluster.dashboard_url, "--submission-id", submission_id,
+                           "--working-dir", ".", "--", *entrypoint, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        logs = cluster.ray("job", "logs", "--address", cluster.dashboard_url, submission_id, check=False).stdout
+        raise AssertionError(f"job {submission_id} still running after {timeout:.0f} s; its log ends:\n"
+                             f"{logs[-4000:]}") from None
 
 
 def job_info(cluster, submission_id: str) -> dict:
