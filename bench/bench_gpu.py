@@ -85,22 +85,21 @@ def main() -> None:
                   data={"max_prompt_length": args.max_length // 2})
     rows, pairs, dpo_batch = data(args, tok_dir, sft(), dpo(batch=1))
     dpo_stage = dpo(batch=dpo_batch)
+    def platform(name, stage, data=rows, attn=attn):  # one stage run through fit_stage, in its own run dir
+        return lambda: benchlib.run_platform(stage, model_dir, tok_dir, data, RUN_DIRS[name], attn)
+
     every = {
-        "platform_sft": lambda: benchlib.run_platform(sft(), model_dir, tok_dir, rows, RUN_DIRS["platform_sft"], attn),
+        "platform_sft": platform("platform_sft", sft()),
         "trl_plain_sft": lambda: benchlib.run_plain_trl_sft(sft(), model_dir, tok_dir, rows, "gpu-trl", 1, attn=attn,
                                                             **plain_collation(attn)),
-        "platform_sft_rows": lambda: benchlib.run_platform(sft(), model_dir, tok_dir, rows,
-                                                           RUN_DIRS["platform_sft_rows"], "sdpa"),
-        "platform_sft_zero0": lambda: benchlib.run_platform(sft(zero_stage=0), model_dir, tok_dir, rows,
-                                                            RUN_DIRS["platform_sft_zero0"], attn),
-        "platform_sft_zero1": lambda: benchlib.run_platform(sft(zero_stage=1), model_dir, tok_dir, rows,
-                                                            RUN_DIRS["platform_sft_zero1"], attn),
-        "platform_sft_checkpointing": lambda: benchlib.run_platform(
-            sft(trainer={"activation_checkpointing": True}), model_dir, tok_dir, rows,
-            RUN_DIRS["platform_sft_checkpointing"], attn),
-        "platform_dpo": lambda: benchlib.run_platform(dpo_stage, model_dir, tok_dir, pairs, RUN_DIRS["platform_dpo"],
-                                                      attn),
+        "platform_sft_rows": platform("platform_sft_rows", sft(), attn="sdpa"),
+        "platform_sft_zero0": platform("platform_sft_zero0", sft(zero_stage=0)),
+        "platform_sft_zero1": platform("platform_sft_zero1", sft(zero_stage=1)),
+        "platform_sft_checkpointing": platform("platform_sft_checkpointing",
+                                               sft(trainer={"activation_checkpointing": True})),
+        "platform_dpo": platform("platform_dpo", dpo_stage, data=pairs),
     }
+
     def finish(name, run):  # the MFU the stage logged (model/flops.py), read before the next round
         if name in RUN_DIRS:
             from tinyreason.train import common

@@ -317,9 +317,8 @@ def plain_sft_args(stage, out_dir: str, **extra):
     """SFTConfig as a plain TRL script writes it: the stage's TRL settings and precision
     (TRL's own default is bf16 autocast even on CPU, so it is set, not left to TRL),
     no DeepSpeed, no Ray."""
-    from trl import SFTConfig
-
     import torch
+    from trl import SFTConfig
 
     precision = stage.deepspeed.precision if stage.deepspeed.precision != "auto" else "fp32"
     return SFTConfig(output_dir=out_dir, use_cpu=not torch.cuda.is_available(), report_to=[], save_strategy="no",

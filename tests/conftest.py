@@ -81,14 +81,12 @@ def _tiny_llama(attn: str = "sdpa", seed: int = 0):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from tinyreason.model import varlen
+    from tinyreason.model.presets import attention
 
-    if attn == varlen.NAME:
-        varlen.register()
     torch.manual_seed(seed)
     return LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=0,
-                                        attn_implementation=attn))
+                                        attn_implementation=attention(attn)))
 
 
 @pytest.fixture

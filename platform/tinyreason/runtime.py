@@ -88,7 +88,7 @@ def _import_in_background(module: str, attr: str) -> None:
     that fails or finishes right after init_ray) must wait for it. A daemon thread is
     frozen at interpreter finalization holding an import lock, and the next import a
     finalizer makes (Ray's weakref callbacks do) then waits forever: the job hung at
-    exit in `_get_module_lock`, caught in about 1 of 8 short `ray job submit` runs."""
+    exit in `_get_module_lock` in 2 of 10 short `ray job submit` runs."""
     import importlib
     import threading
 

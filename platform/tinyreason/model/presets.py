@@ -35,7 +35,7 @@ def weights_source(preset: str | None, name_or_path: str | None) -> str | None:
     return HUB_PRESETS.get(preset)
 
 
-def _attention(attn_implementation: str) -> str:
+def attention(attn_implementation: str) -> str:
     """The implementation name, registered with transformers first when it is our own."""
     from tinyreason.model import varlen
 
@@ -57,7 +57,7 @@ def init_model(preset: str, tok, attn_implementation: str = "sdpa", seed: int = 
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
-        attn_implementation=_attention(attn_implementation),
+        attn_implementation=attention(attn_implementation),
         **SHAPES[preset],
     )
     return LlamaForCausalLM(config)
@@ -71,7 +71,7 @@ def load_model(path: str, trust_remote_code: bool = False, attn_implementation: 
         path,
         use_safetensors=True,
         trust_remote_code=trust_remote_code,
-        attn_implementation=_attention(attn_implementation),
+        attn_implementation=attention(attn_implementation),
         dtype=dtype or "auto",
     )
 
