@@ -102,9 +102,9 @@ def main() -> None:
 
     def finish(name, run):  # the MFU the stage logged (model/flops.py), read before the next round
         if name in RUN_DIRS:
-            from tinyreason.train import common
+            from tinyreason.outputs import METRICS, read_jsonl
 
-            run["mfu"] = mfu_of(common.read_metrics(benchlib.WORK / "runs" / RUN_DIRS[name]))
+            run["mfu"] = mfu_of(read_jsonl(benchlib.WORK / "runs" / RUN_DIRS[name] / METRICS))
 
     started = time.perf_counter()
     runs = benchlib.run_rounds({k: lambda rnd, k=k: every[k]() for k in args.variants.split(",")}, args.rounds,

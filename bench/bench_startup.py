@@ -11,12 +11,12 @@ starting from a prebuilt tiny base (the pretrain stage's place) with evaluation 
 fresh storage dir each run, so the blend, tokenizer and Ray are all cold. Ray starts as
 the command starts it (runtime.init_ray: local Ray, Ray's default worker priority).
 The phases come from timestamps taken around the platform's own functions (wrapped, not
-changed) and from the worker's "startup" event in metrics.jsonl (train/common.py Timeline):
+changed) and from the worker's "startup" event in metrics.jsonl (train/worker.py Timeline):
 
   python_start     command start -> first line of the script (interpreter start)
   imports_config   imports of jobs/curriculum.py, tinyreason, ray; YAML load + validation
   ray_start        runtime.init_ray
-  blend            curriculum.stage_blend (Ray Data: synthetic rows -> parquet, decontamination)
+  blend            RunContext.blend (Ray Data: synthetic rows -> parquet, decontamination)
   tokenize         tokenizer prep + curriculum.training_rows (template, masks, BFD packing; in the
                    driver for blends <= data.tokenize_in_driver_max_rows, else on Ray Data)
   worker_group     launch.fit_stage called -> train_loop_per_worker starts (TorchTrainer,
@@ -75,10 +75,10 @@ def child_platform(config: str, t_cmd: float) -> None:
     runtime.init_ray = timed(runtime.init_ray, "init_ray")
     import curriculum as job  # jobs/curriculum.py: binds the wrapped init_ray at import
 
-    import tinyreason.curriculum as cur
+    from tinyreason.context import RunContext
     from tinyreason.train import launch
 
-    cur.stage_blend = timed(cur.stage_blend, "blend")
+    RunContext.blend = timed(RunContext.blend, "blend")
     launch.fit_stage = timed(launch.fit_stage, "fit_stage")
     marks["imports_end"] = time.time()
     storage = Path(_storage_of(config))

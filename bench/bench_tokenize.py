@@ -56,7 +56,7 @@ def make_tokenizer(out: Path) -> str:
 
 
 def _hf_tokenize(batch, tok_dir, max_length):
-    from tinyreason.train.sft import cached_tokenizer
+    from tinyreason.model.tokenizer import cached_tokenizer
 
     return tokenize_chat_batch(batch, cached_tokenizer(tok_dir), max_length)
 
@@ -103,7 +103,7 @@ def main() -> None:
 
     import ray
 
-    from tinyreason.config import StageConfig
+    from tinyreason.config.experiment import StageConfig
 
     tok_dir = make_tokenizer(WORK / "tok")
     rows = chat_rows(args.rows, 0)

@@ -95,7 +95,7 @@ def stage_config(kind: str, *, max_length: int, batch: int | None, steps: int, p
                  cpus_per_worker: float = 1.0, logging_steps: int = 1, deepspeed: bool = True,
                  trainer: dict | None = None, data: dict | None = None, precision: str = "fp32",
                  zero_stage: int = 2, use_gpu: bool = False):
-    from tinyreason.config import StageConfig
+    from tinyreason.config.experiment import StageConfig
 
     source = {"sft": "chat", "reasoning_sft": "reasoning", "dpo": "preference"}[kind]
     return StageConfig.model_validate({
@@ -138,9 +138,9 @@ def tokenize_on_ray(kind: str, rows: list[dict], tok_dir: str, stage) -> list[di
     import ray.data
 
     from tinyreason.data.tokenize import on_ray
-    from tinyreason.train import launch
+    from tinyreason.train import registry
 
-    ds = on_ray(ray.data.from_items(rows), launch.module_for(kind).tokenize_steps(tok_dir, stage))
+    ds = on_ray(ray.data.from_items(rows), registry.get(kind).tokenize_steps(tok_dir, stage))
     out = []
     for r in ds.take_all():
         out.append({k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in r.items()})
@@ -155,25 +155,28 @@ def run_platform(stage, model_dir: str, tok_dir: str, rows: list[dict], name: st
     DeepSpeed inside the worker) -> metrics.jsonl. Returns the measured run."""
     import ray.data
 
-    from tinyreason.train import common, launch
+    from tinyreason.outputs import METRICS, StageOutput
+    from tinyreason.storage import Storage
+    from tinyreason.train import launch
+    from tinyreason.train.job import StageJob
 
-    out = WORK / "runs" / name
+    output = StageOutput(Storage(str(WORK)), f"runs/{name}")
+    out = output.path
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    storage = WORK / "ray-storage"
-    shutil.rmtree(storage / out.name, ignore_errors=True)
-    job = common.StageJob(stage=stage, parent_model=model_dir, tokenizer_dir=tok_dir, output_dir=str(out),
-                          run_name=name, env={}, attn_implementation=attn)
+    shutil.rmtree(WORK / "ray" / name, ignore_errors=True)  # Ray Train's checkpoints of an earlier run
+    job = StageJob(stage=stage, parent_model=model_dir, tokenizer_dir=tok_dir, output=output, run_name=name, env={},
+                   attn_implementation=attn)
     ds = ray.data.from_items(rows)
-    watcher = CpuWatcher(out / common.METRICS_FILE)
+    watcher = CpuWatcher(out / METRICS)
     watcher.start()
     t0 = time.perf_counter()
     try:
-        launch.fit_stage(job, ds, str(storage))
+        launch.fit_stage(job, ds)
     finally:
         watcher.stop()
     wall = time.perf_counter() - t0
-    metrics = common.read_metrics(out)
+    metrics = output.metrics()
     run = summarize(metrics)
     run.update(cpu_efficiency(watcher.samples))
     run["wall_s"] = round(wall, 2)
@@ -293,10 +296,10 @@ def summarize(logs: list[dict], warmup_logs: int = 3) -> dict:
 
 
 def throughput_callback(sink: list):
-    """The platform's tokens_per_s rule (common.make_report_callback), for a plain process."""
+    """The platform's tokens_per_s rule (train/reporting.py), for a plain process."""
     from transformers import TrainerCallback
 
-    from tinyreason.train.common import TokenRate
+    from tinyreason.train.reporting import TokenRate
 
     class Throughput(TrainerCallback):
         def __init__(self):

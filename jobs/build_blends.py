@@ -20,29 +20,34 @@ from tinyreason.runtime import fail, init_ray  # noqa: E402
 
 
 def _targets(args):
-    """(label, BlendConfig, kind, out_dir, seed, decontaminator) for each blend to build."""
-    from tinyreason.config import ConfigError, load_blend, load_config
+    """(label, BlendConfig, row schema, out_dir, seed, decontaminator, think policy) for each blend to build."""
+    from tinyreason.config.base import ConfigError
+    from tinyreason.config.loading import load_blend, load_config
     from tinyreason.data import decontam
+    from tinyreason.eval.sets import decontaminator_for
+    from tinyreason.train import registry
 
     if args.blend:
         if args.config or args.stage:
             raise ConfigError("give either --blend (with --kind) or --config (with --stage), not both")
         if not args.kind:
-            raise ConfigError("--blend needs --kind (pretrain, sft, reasoning_sft or dpo): it picks the row schema")
+            raise ConfigError(f"--blend needs --kind ({', '.join(registry.names())}): it picks the row schema")
         texts = decontam.eval_texts_from_files(args.eval_file) if args.eval_file else []
         if args.heldout:
             texts += decontam.eval_texts_from_synthetic(args.heldout)
         decon = decontam.Decontaminator(texts, n=args.n or decontam.DEFAULT_N) if texts else None
-        return [(args.blend, load_blend(args.blend), args.kind, Path(args.out or "runs/blends"), args.seed, decon)]
+        schema = registry.get(args.kind).schema
+        return [(args.blend, load_blend(args.blend), schema, Path(args.out or "runs/blends"), args.seed, decon, "reject")]
     config = load_config(args.config, args.set)
     dc = config.evaluation.decontamination  # the curriculum's own settings, so the cache keys match
     dc.enabled = dc.enabled and not args.no_decontaminate
     dc.files = [*dc.files, *args.eval_file]
     dc.n = args.n or dc.n
-    decon = decontam.decontaminator_for(config)
+    decon = decontaminator_for(config.evaluation)
     stages = [config.stage(args.stage)] if args.stage else config.stages
     out = Path(args.out or Path(config.storage.path) / "blends")
-    return [(f"stage {s.name}", s.data.resolved_blend(), s.kind, out, config.seed, decon) for s in stages]
+    return [(f"stage {s.name}", s.data.blend_config, registry.get(s.kind).schema, out, config.seed, decon,
+             s.data.think_rows) for s in stages]
 
 
 def main(argv=None) -> int:
@@ -51,7 +56,7 @@ def main(argv=None) -> int:
     parser.add_argument("--stage", help="only this stage's blend")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     parser.add_argument("--blend", help="a blend YAML to build on its own (needs --kind)")
-    parser.add_argument("--kind", choices=["pretrain", "sft", "reasoning_sft", "dpo"], help="stage kind of --blend")
+    parser.add_argument("--kind", help="stage kind of --blend (a registered kind: sft, dpo, ...)")
     parser.add_argument("--out", help="output dir (default: storage.path/blends, or runs/blends with --blend)")
     parser.add_argument("--seed", type=int, default=0, help="shuffle seed for --blend (configs use their own)")
     parser.add_argument("--eval-file", action="append", default=[], help="benchmark JSON Lines to decontaminate against")
@@ -62,17 +67,18 @@ def main(argv=None) -> int:
     if not args.blend and not args.config:
         args.config = "configs/default.yaml"
 
+    from tinyreason import console
     from tinyreason.data.blend import build_blend, composition_table
 
     with fail.on_error():
         targets = _targets(args)  # configs validated whole, before Ray starts
         init_ray()
-        for label, blend, kind, out, seed, decon in targets:
-            b = build_blend(blend, kind, out, seed=seed, decontaminate=decon)
+        for label, blend, schema, out, seed, decon, think in targets:
+            b = build_blend(blend, schema, out, seed=seed, decontaminate=decon, think=think)
             m = b.manifest
             state = "cached" if b.cached else f"built in {m.get('build_seconds', '?')} s"
-            print(f"\n{label}: {m['name']} ({kind}), {b.rows:,} rows, {state}, content {m['content_hash']}\n"
-                  f"  {b.path}/card.md\n\n{composition_table(m)}", flush=True)
+            console.say(f"\n{label}: {m['name']} ({schema} rows), {b.rows:,} rows, {state}, content "
+                        f"{m['content_hash']}\n  {b.path}/card.md\n\n{composition_table(m)}")
     return fail.exit_code
 
 

@@ -3,6 +3,9 @@
     python jobs/curriculum.py                                  # embedded default, local Ray, CPU
     ray job submit --working-dir . -- python jobs/curriculum.py --config configs/trlm-135m.yaml
     python jobs/curriculum.py --set stages.dpo.trainer.beta=0.2 --set storage.path=/data/runs
+
+The console tells the run's story; everything (Ray, the workers, TRL) is in the run's
+logs/driver.log. --verbose shows it all on the console instead.
 """
 
 import argparse
@@ -18,20 +21,22 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="experiment YAML (default: configs/default.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    parser.add_argument("--verbose", action="store_true", help="every log line on the console, not only the story")
     args = parser.parse_args(argv)
 
-    from tinyreason.config import check_storage, load_config
+    from tinyreason import console
+    from tinyreason.config.loading import check_storage, load_config
     from tinyreason.curriculum import run_curriculum
+    from tinyreason.outputs import Outputs
     from tinyreason.report import print_summary, write_report
-    from tinyreason.storage import Storage, publish
 
     with fail.on_error():
         config = load_config(args.config, args.set)  # validated whole, before Ray starts
-        check_storage(config.storage.path)
+        run = Outputs(check_storage(config.storage.path)).run(config.name)
+        console.setup(run.logs_dir, verbose=args.verbose)
         init_ray(config)
-        result = run_curriculum(config)
+        result = run_curriculum(config, run)
         report = write_report(result)
-        publish(Storage(config.storage.path), report.parent)  # object storage: the report goes there too
         print_summary(result, report)
     return fail.exit_code
 

@@ -29,8 +29,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="output dir for lm_eval_results.json and samples")
     args = parser.parse_args(argv)
 
-    from tinyreason.config import TaskSpec, load_config
+    from tinyreason import console
+    from tinyreason.config.loading import load_config
+    from tinyreason.config.sections import TaskSpec
     from tinyreason.eval import harness
+    from tinyreason.evaluation import run_suite_remote
+    from tinyreason.storage import Storage
 
     with fail.on_error():
         cfg = load_config(args.config, args.set)
@@ -43,15 +47,16 @@ def main(argv=None) -> int:
         is_stage = model_dir == given / "model"
         out = Path(args.out) if args.out else (
             given / "lm-eval" if is_stage else Path(cfg.storage.path) / "evals" / model_dir.name)
+        console.setup(out / "logs")
         init_ray(cfg)
-        result = harness.run_suite_remote(model_dir, bench, out, cfg.model.trust_remote_code)
-        print("\n" + harness.results_table({given.name: result["primary"]}))
+        result = run_suite_remote(Storage(cfg.storage.path), model_dir, bench, out, cfg.model.trust_remote_code)
+        console.say("\n" + harness.results_table({given.name: result["primary"]}))
         try:  # weights may name tasks that --tasks left out: the scores above still stand
             score = harness.objective(result["primary"], cfg.evaluation.objective.weights, result["scores"])
-            print(f"{cfg.evaluation.objective.name}: {score:.4f}")
+            console.say(f"{cfg.evaluation.objective.name}: {score:.4f}")
         except ValueError as e:
-            print(f"{cfg.evaluation.objective.name}: n/a ({e})")
-        print(f"scores and per-sample outputs: {result['results_file']}")
+            console.say(f"{cfg.evaluation.objective.name}: n/a ({e})")
+        console.say(f"scores and per-sample outputs: {result['results_file']}")
         _heldout(cfg, model_dir, Path(result["results_file"]).parent)
     return fail.exit_code
 
@@ -60,6 +65,7 @@ def _heldout(cfg, model_dir: Path, out: Path) -> None:
     """The same held-out probe the curriculum runs after each stage: accuracy and <think> health."""
     import ray
 
+    from tinyreason import console
     from tinyreason.eval.heldout import evaluate_heldout
 
     ev = cfg.evaluation
@@ -69,7 +75,7 @@ def _heldout(cfg, model_dir: Path, out: Path) -> None:
         str(model_dir), ev.heldout_problems, ev.max_new_tokens, ev.batch_size, cfg.model.trust_remote_code))
     (out / "heldout.json").write_text(json.dumps(res, indent=2))
     f = res["format"]
-    print(f"held-out accuracy {res['accuracy']:.1%} on {res['n']} problems; "
+    console.say(f"held-out accuracy {res['accuracy']:.1%} on {res['n']} problems; "
           f"well-formed <think> {f['well_formed']:.1%}, "
           f"answer after it {f['has_answer']:.1%}, truncated {f['truncated']:.1%}, repetition {f['repetition']:.3f}, "
           f"think words p50/p90 {f['think_tokens_p50']:.0f}/{f['think_tokens_p90']:.0f}")

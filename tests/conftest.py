@@ -9,6 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "platform"))
+sys.path.insert(0, str(ROOT / "tests"))  # helpers beside the tests: s3_server, task_files, wandb_log
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test touches the network
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -93,7 +94,7 @@ def _tiny_llama(attn: str = "sdpa", seed: int = 0):
 def run_micro_sft(tmp_path):
     """Run micro.yaml's sft stage alone, changed as asked, with a 512-token BPE trained once
     per test; returns the stage's outcome."""
-    from tinyreason.config import load_config
+    from tinyreason.config.loading import load_config
     from tinyreason.curriculum import run_curriculum
     from tinyreason.data import synthetic
     from tinyreason.model.tokenizer import train_bpe

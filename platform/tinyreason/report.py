@@ -15,6 +15,7 @@ import html
 import json
 from pathlib import Path
 
+from tinyreason.console import say
 from tinyreason.curriculum import CurriculumResult
 from tinyreason.eval.harness import results_table
 from tinyreason.eval.scores import PERPLEXITY, objective_value, pretrain_scores, primary_scores, table_scores
@@ -34,7 +35,7 @@ def stage_rows(result: CurriculumResult) -> list[dict]:
             "reward_margin": s.get("rewards/margins"),
             "perplexity": pretrain_scores(o.evaluation).get(PERPLEXITY),
             "why": o.reason, "best_checkpoint": (o.manifest.get("checkpoints") or {}).get("best"),
-            "model_dir": str(o.dir / "model"),
+            "model_dir": f"{o.output.rel}/model",
         })
     return rows
 
@@ -157,7 +158,8 @@ def write_report(result: CurriculumResult) -> Path:
                "objective": {"name": result.config.evaluation.objective.name, "values": objectives},
                "pretrain": pretrain}
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    md = [f"# Curriculum report: {result.config.name}", "", f"Base model: `{result.base.path}`", "",
+    base = result.run.store.key_of(result.base.path) or result.base.path
+    md = [f"# Curriculum report: {result.config.name}", "", f"Base model: `{base}`", "",
           "## Stages", "", summary_table(rows), ""]
     md += [f"- **{r['stage']}**: {r['why']}" for r in rows if r["why"]] + [""]
     if table:
@@ -177,6 +179,7 @@ def write_report(result: CurriculumResult) -> Path:
     path = run_dir / "report.md"
     path.write_text("\n".join(md) + "\n", encoding="utf-8")
     (run_dir / "report.html").write_text(markdown_to_html(md, run_dir), encoding="utf-8")
+    result.run.publish()  # object storage: the run record goes there too
     return path
 
 
@@ -188,11 +191,11 @@ def _objective(evaluation: dict | None, weights: dict) -> float | None:
 
 
 def print_summary(result: CurriculumResult, report: Path) -> None:
-    print("\n" + summary_table(stage_rows(result)))
+    say("\n" + summary_table(stage_rows(result)))
     columns = benchmark_columns(result, table_scores)
     if columns:
-        print("\n" + results_table(columns, "base" if "base" in columns else None))
-    print(f"report: {report}\nfinal model: {result.stages[-1].dir / 'model'}")
+        say("\n" + results_table(columns, "base" if "base" in columns else None))
+    say(f"report: {report}\nfinal model: {result.stages[-1].output.model_dir}\nlogs: {result.run.logs_dir}")
 
 
 def markdown_to_html(md_lines: list[str], out: Path) -> str:

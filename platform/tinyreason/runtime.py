@@ -12,9 +12,18 @@ import contextlib
 import json
 import os
 import socket
-import sys
 import time
 from pathlib import Path
+
+import ray
+import ray.data
+from ray.exceptions import AuthenticationError
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+import tinyreason
+from tinyreason import console
+from tinyreason.config.base import ConfigError
+from tinyreason.data.sources import DataError
 
 
 class _Fail:
@@ -22,9 +31,6 @@ class _Fail:
 
     @contextlib.contextmanager
     def on_error(self):
-        from tinyreason.config import ConfigError
-        from tinyreason.data.sources import DataError
-
         try:
             yield
         except (ConfigError, DataError, ValueError, RuntimeError, FloatingPointError, OSError) as e:
@@ -36,7 +42,7 @@ class _Fail:
                 raise
 
     def _report(self, e: BaseException) -> None:
-        print(f"\nerror: {root_message(e)}", file=sys.stderr, flush=True)
+        console.error(root_message(e))
         self.exit_code = 1
 
 
@@ -59,8 +65,6 @@ def init_ray(config=None) -> None:
     Locally the dashboard stays off (on 2 cores it costs ~1 s of start-up and a
     core's worth of polling) and anything Ray does serve binds to 127.0.0.1.
     """
-    import ray
-
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -72,9 +76,9 @@ def init_ray(config=None) -> None:
         # No runtime_env: the local raylet inherits this process's environment, and any runtime_env
         # starts every worker through a second interpreter (setup_worker.py, ~0.4 s of CPU each).
         ray.init(address="local", include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=True)
-    import ray.data
-
-    ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
+    # Ray Data's bars would land in the run's log file as thousands of redrawn lines; the
+    # console draws one bar per training stage instead (console.py)
+    ray.data.DataContext.get_current().enable_progress_bars = console.verbose()
     _import_in_background("transformers", "AutoTokenizer")
 
 
@@ -114,9 +118,6 @@ def _join_cluster(address: str) -> None:
     An unreachable GCS makes ray.init retry forever (measured: still waiting after
     5 min), so the address is checked first and a bad one fails in seconds.
     """
-    import ray
-    from ray.exceptions import AuthenticationError
-
     check_cluster_address(address)
     env, override = cluster_runtime_env(_job_runtime_env(), address)
     previous = os.environ.get("RAY_OVERRIDE_JOB_RUNTIME_ENV")
@@ -177,8 +178,6 @@ def cluster_runtime_env(job_env: dict | None = None, address: str = "") -> tuple
     Ray (a rehearsal, a shared dev box) and kills its monitor thread.
     Returns (runtime_env, whether it must override the job's own py_modules).
     """
-    import tinyreason
-
     job_env = job_env or {}
     package = str(Path(tinyreason.__file__).resolve().parent)
     env: dict = {}
@@ -221,37 +220,7 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-# --------------------------------------------------------------------------- GPU workers
-
-
-def set_local_device():
-    """Pin this Ray Train worker to the GPU Ray assigned it, and make LOCAL_RANK name it.
-
-    Call first thing in a `train_loop_per_worker`. DeepSpeed's engine calls
-    torch.cuda.set_device(int(os.environ["LOCAL_RANK"])) (deepspeed/runtime/engine.py,
-    `_set_distributed_vars`), while Ray Train and accelerate place tensors on
-    `ray.train.torch.get_device()`: the index of this worker's GPU id in its
-    CUDA_VISIBLE_DEVICES. The two agree only for one whole GPU per worker with
-    Ray's shared CUDA_VISIBLE_DEVICES on a node with < 11 GPUs (ids sort as
-    strings). With 2 GPUs per worker, fractional GPUs, per-worker
-    CUDA_VISIBLE_DEVICES (RAY_TRAIN_ENABLE_SHARE_CUDA_VISIBLE_DEVICES=0) or 16-GPU
-    nodes they differ, and the worker dies with "invalid device ordinal" or
-    trains on another worker's GPU. Returns the device; a no-op on CPU.
-    """
-    import torch
-
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    import ray.train.torch
-
-    device = ray.train.torch.get_device()
-    if device.type != "cuda":
-        return device
-    torch.cuda.set_device(device)
-    os.environ["ACCELERATE_TORCH_DEVICE"] = str(device)  # accelerate's PartialState reads this
-    if os.environ.get("LOCAL_RANK") != str(device.index):
-        os.environ["LOCAL_RANK"] = str(device.index)  # what DeepSpeed's engine turns into its device
-    return device
+# --------------------------------------------------------------------------- tasks
 
 
 def free_task(fn, **resources):
@@ -261,8 +230,5 @@ def free_task(fn, **resources):
     needs (no CPU: its TorchTrainer reserves its own). Ray would place child tasks,
     such as the trial's evaluation, into that group by default, where they never fit.
     """
-    import ray
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
     return ray.remote(**resources)(fn).options(
         scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))

@@ -16,104 +16,24 @@ Credentials never appear in a message: `str(storage)`, errors and logs show
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import posixpath
-import re
 import shutil
 import uuid
 from pathlib import Path
-from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 from filelock import FileLock
 
+from tinyreason.uris import copy_tree, error_reason, listing, open_filesystem, redact, replace_atomically
+
 CACHE_ENV = "TINYREASON_CACHE"  # base dir of the mirrors; each storage gets <base>/<hash of its URI>
 DEFAULT_CACHE = "~/.cache/tinyreason/storage"
-# The schemes pyarrow.fs.FileSystem.from_uri resolves, hence the only ones Ray Train takes as a
-# storage_path string; fsspec-only schemes (az://, memory://) would work here and fail in Ray Train.
-SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file", "local", "mock")
 # Object stores have no directories: creating one costs requests and leaves empty marker objects.
 _FLAT = ("s3", "gcs")
-_SECRET_PARAM = re.compile(r"key|secret|token|passw|credential|sig", re.IGNORECASE)
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^@?#]*:[^@?#]*)@")
-_CHUNK = 64 * 1024 * 1024  # Ray Train's copy chunk: large checkpoints move in few requests
-_URI_FORM = ("s3://bucket/prefix (options as ?region=eu-west-1 or ?endpoint_override=host:port&scheme=http), "
-             "gs://bucket/prefix, abfs://container@account.dfs.core.windows.net/prefix, file:///abs/dir")
-
-
-def redact(uri: str) -> str:
-    """`uri` fit for a message: user:password@ and secret-looking query values become ***."""
-    if "://" not in uri:
-        return uri
-    out = _USERINFO.sub(r"\1***@", uri)
-    base, sep, query = out.partition("?")
-    if not sep:
-        return out
-    params = [_redact_param(p) for p in query.split("&")]
-    return f"{base}?{'&'.join(params)}"
-
-
-def _redact_param(param: str) -> str:
-    name, eq, _ = param.partition("=")
-    return f"{name}=***" if eq and _SECRET_PARAM.search(name) else param
-
-
-def _secrets(uri: str) -> list[str]:
-    """The secret values inside `uri`, to scrub from library messages that echo them."""
-    found: list[str] = []
-    m = _USERINFO.match(uri)
-    if m:
-        found += m.group(2).split(":", 1)
-    for param in uri.partition("?")[2].split("&"):
-        name, eq, value = param.partition("=")
-        if eq and _SECRET_PARAM.search(name):
-            found.append(value)
-    found += [unquote(s) for s in found]  # a library may echo them percent-decoded
-    return [s for s in found if len(s) >= 4]  # shorter ones would blank out ordinary words
-
-
-def _reason(e: BaseException, uri: str) -> str:
-    """First line of a library error, with the URI's secrets removed (pyarrow echoes URIs)."""
-    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    text = text.replace(uri, redact(uri))
-    for secret in _secrets(uri):
-        text = text.replace(secret, "***")
-    return text[:300]
-
-
-def _copy(src: str, dest: str, src_fs: pafs.FileSystem, dest_fs: pafs.FileSystem) -> None:
-    # Multi-threaded uploads to S3 can fail or hang (apache/arrow#32372); Ray Train turns
-    # threads off for S3 destinations too. Downloads stay threaded.
-    threads = not isinstance(dest_fs, pafs.S3FileSystem)
-    pafs.copy_files(src, dest, source_filesystem=src_fs, destination_filesystem=dest_fs,
-                    use_threads=threads, chunk_size=_CHUNK)
-
-
-def _listing(fs: pafs.FileSystem, path: str) -> dict[str, int] | None:
-    """{relative file path: size} under `path` ({"": size} for a file); None when absent."""
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.NotFound:
-        return None
-    if info.type == pafs.FileType.File:
-        return {"": info.size}
-    found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
-    return {posixpath.relpath(i.path, path): i.size for i in found if i.type == pafs.FileType.File}
-
-
-def _replace(tmp: Path, target: Path) -> None:
-    """Put `tmp` at `target` with renames only, so readers never see a half-written copy."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    old = tmp.with_name(tmp.name + ".old")
-    had = target.exists() or target.is_symlink()
-    if had:
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if had and old.is_dir() and not old.is_symlink():
-        shutil.rmtree(old)
-    elif had:
-        old.unlink()
 
 
 def _key(rel: str) -> str:
@@ -124,22 +44,6 @@ def _key(rel: str) -> str:
         raise ValueError(f"storage key {rel!r} must be a relative path inside the storage, "
                          "like 'stages/01-sft-abc123/manifest.json'")
     return "/".join(parts)
-
-
-def _open(raw: str) -> tuple[pafs.FileSystem, str]:
-    """pyarrow's filesystem and in-filesystem root for a URI, or a ValueError with the fix."""
-    scheme = raw.split("://", 1)[0].lower()
-    if scheme not in SCHEMES:
-        raise ValueError(f"storage.path = {redact(raw)!r} has an unknown scheme {scheme + '://'!r}; give a local "
-                         f"directory or a URI Ray Train can resolve ({', '.join(s + '://' for s in SCHEMES)}), "
-                         f"e.g. {_URI_FORM}")
-    try:
-        return pafs.FileSystem.from_uri(raw)
-    except (pa.ArrowException, OSError, ValueError) as e:
-        raise ValueError(f"storage.path = {redact(raw)!r}: cannot open its filesystem ({_reason(e, raw)}); "
-                         f"check the URI's form ({_URI_FORM}), that pyarrow supports it here (hdfs:// needs "
-                         "a JVM and libhdfs), and for s3:// without ?region= that the bucket's region can be "
-                         "looked up") from None
 
 
 class Storage:
@@ -153,7 +57,7 @@ class Storage:
         if "://" in raw:
             scheme, rest = raw.split("://", 1)
             raw = f"{scheme.lower()}://{rest}"
-            self.filesystem, fs_path = _open(raw)
+            self.filesystem, fs_path = open_filesystem(raw)
             self.is_remote = not isinstance(self.filesystem, pafs.LocalFileSystem)
         else:
             self.filesystem, fs_path, self.is_remote = pafs.LocalFileSystem(), raw, False
@@ -292,7 +196,7 @@ class Storage:
             return  # the work was done in place: local storage is its own local_root
         if self.filesystem.type_name not in _FLAT:
             self.filesystem.create_dir(dest, recursive=True)
-        _copy(str(src), dest, pafs.LocalFileSystem(), self.filesystem)
+        copy_tree(str(src), dest, pafs.LocalFileSystem(), self.filesystem)
 
     def download_dir(self, rel: str, local_dir: str | os.PathLike) -> Path:
         """Copy the tree at `rel` into `local_dir` (overwriting files of the same name); returns it."""
@@ -302,7 +206,7 @@ class Storage:
         if not self.is_remote and Path(src).resolve() == dest:
             return dest
         dest.mkdir(parents=True, exist_ok=True)
-        _copy(src, str(dest), self.filesystem, pafs.LocalFileSystem())
+        copy_tree(src, str(dest), self.filesystem, pafs.LocalFileSystem())
         return dest
 
     def local_copy(self, rel: str) -> Path:
@@ -318,26 +222,89 @@ class Storage:
                 raise FileNotFoundError(f"{self._show(rel)}: not found in storage")
             return path
         mirror = self.local_root / _key(rel)
-        remote = _listing(self.filesystem, self._path(rel))
+        remote = listing(self.filesystem, self._path(rel))
         if remote is None:
             raise FileNotFoundError(f"{self._show(rel)}: not found in storage")
         local_fs = pafs.LocalFileSystem()
-        if _listing(local_fs, str(mirror)) == remote:
+        if listing(local_fs, str(mirror)) == remote:
             return mirror
         self._work.mkdir(parents=True, exist_ok=True)
         lock_name = hashlib.sha256(_key(rel).encode()).hexdigest()[:16]
         with FileLock(str(self._work / f"{lock_name}.lock")):
-            if _listing(local_fs, str(mirror)) == remote:
+            if listing(local_fs, str(mirror)) == remote:
                 return mirror  # another process on this node fetched it while we waited
             tmp = self._work / f"{lock_name}.partial-{uuid.uuid4().hex[:8]}"
             try:
                 if "" not in remote:
                     tmp.mkdir()  # an empty remote dir copies no file, yet its mirror must exist
-                _copy(self._path(rel), str(tmp), self.filesystem, local_fs)
-                _replace(tmp, mirror)
+                copy_tree(self._path(rel), str(tmp), self.filesystem, local_fs)
+                replace_atomically(tmp, mirror)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         return mirror
+
+    # ------------------------------------------------------------------ paths that cross processes
+
+    def localize(self, path: str) -> str:
+        """`path` made readable in this process: a file or dir in remote storage is fetched into
+        this node's mirror. Local storage, hub ids and other paths come back unchanged.
+
+        Call it where a process that did not write a path is about to read it (a training
+        worker loading its parent model, an evaluation task loading a stage's export).
+        """
+        if not self.is_remote:
+            return path
+        key = self.key_of(path)
+        return path if key is None else str(self.local_copy(key))
+
+    def located(self, path: str) -> str:
+        """`path` as a `Located` for remote storage; the plain path otherwise."""
+        return Located(self, str(path)) if self.is_remote else str(path)
+
+    def publish(self, path: str | os.PathLike, marker: str | None = None) -> None:
+        """Copy a local text file or a dir under the mirror to its key in remote storage (a
+        no-op for local storage). A dir's `marker` file (its manifest) is uploaded last, so
+        storage never shows a marker before the files it vouches for."""
+        if not self.is_remote:
+            return
+        key = self.key_of(path)
+        if key is None:
+            raise ValueError(f"{path} is not under the storage mirror {self.local_root}; nothing to publish")
+        p = Path(path)
+        if not p.is_dir():
+            self.write_text(key, p.read_text(encoding="utf-8"))
+            return
+        held = (p / marker).read_text(encoding="utf-8") if marker and (p / marker).exists() else None
+        if held is not None:
+            (p / marker).unlink()
+        try:
+            self.upload_dir(p, key)
+        finally:
+            if held is not None:
+                (p / marker).write_text(held, encoding="utf-8")
+        if held is not None:
+            self.write_text(f"{key}/{marker}", held)
+
+    def on_node(self, fn, read: tuple[int, ...] = (0,), write: tuple[int, ...] = ()):
+        """`fn` wrapped for a Ray task on any node: the path arguments at positions `read` are
+        fetched from remote storage first, those at `write` (output dirs) published after.
+        Returns `fn` itself for local storage."""
+        if not self.is_remote:
+            return fn
+
+        @functools.wraps(fn)
+        def wrapped(*args, **kwargs):
+            args = list(args)
+            for i in read:
+                if args[i] is not None:
+                    args[i] = self.localize(str(args[i]))
+            result = fn(*args, **kwargs)
+            for i in write:
+                if Path(args[i]).exists():
+                    self.publish(args[i])
+            return result
+
+        return wrapped
 
     # ------------------------------------------------------------------ checks
 
@@ -360,30 +327,13 @@ class Storage:
             else:
                 fix = "choose a directory you can write, e.g. --set storage.path=$HOME/tinyreason-runs"
             raise ValueError(f"storage.path = {redact(self.uri)!r} is not writable "
-                             f"({_reason(e, self.uri)}); {fix}") from None
+                             f"({error_reason(e, self.uri)}); {fix}") from None
 
 
 def _restore(uri: str, cache_arg, origin_root: str) -> Storage:
     store = Storage(uri, cache_arg)
     store._origin_root = Path(origin_root)
     return store
-
-
-def as_storage(storage: Storage | str | os.PathLike) -> Storage:
-    return storage if isinstance(storage, Storage) else Storage(storage)
-
-
-def localize(store: Storage | None, path: str) -> str:
-    """`path` made readable in this process: a file or dir in remote storage is fetched into
-    this node's mirror. Local storage, hub ids and other paths come back unchanged.
-
-    Call it where a process that did not write a path is about to read it (a training
-    worker loading its parent model, an evaluation task loading a stage's export).
-    """
-    if store is None or not store.is_remote:
-        return path
-    key = store.key_of(path)
-    return path if key is None else str(store.local_copy(key))
 
 
 class Located(str):
@@ -402,59 +352,6 @@ class Located(str):
         return (Located, (self.store, str(self)))
 
 
-def located(store: Storage | None, path: str) -> str:
-    """`path` as a `Located` for remote storage; the plain path otherwise."""
-    return Located(store, str(path)) if store is not None and store.is_remote else str(path)
-
-
 def resolve(path: str) -> str:
     """The local path for a `Located` (fetched into this node's mirror) or a plain path."""
-    return localize(path.store, str(path)) if isinstance(path, Located) else path
-
-
-def on_node(fn, store: Storage | None, read: tuple[int, ...] = (0,), write: tuple[int, ...] = ()):
-    """`fn` wrapped for a Ray task on any node: the path arguments at positions `read` are
-    fetched from remote storage first, those at `write` (output dirs) published after.
-    Returns `fn` itself for local storage."""
-    if store is None or not store.is_remote:
-        return fn
-    import functools
-
-    @functools.wraps(fn)
-    def wrapped(*args, **kwargs):
-        args = list(args)
-        for i in read:
-            if args[i] is not None:
-                args[i] = localize(store, str(args[i]))
-        result = fn(*args, **kwargs)
-        for i in write:
-            if Path(args[i]).exists():
-                publish(store, args[i])
-        return result
-
-    return wrapped
-
-
-def publish(store: Storage | None, path: str | os.PathLike, marker: str | None = None) -> None:
-    """Copy a local text file or a dir under the mirror to its key in remote storage (a
-    no-op for local storage). A dir's `marker` file (its manifest) is uploaded last, so
-    storage never shows a marker before the files it vouches for."""
-    if store is None or not store.is_remote:
-        return
-    key = store.key_of(path)
-    if key is None:
-        raise ValueError(f"{path} is not under the storage mirror {store.local_root}; nothing to publish")
-    p = Path(path)
-    if p.is_dir():
-        held = (p / marker).read_text(encoding="utf-8") if marker and (p / marker).exists() else None
-        if held is not None:
-            (p / marker).unlink()
-        try:
-            store.upload_dir(p, key)
-        finally:
-            if held is not None:
-                (p / marker).write_text(held, encoding="utf-8")
-        if held is not None:
-            store.write_text(f"{key}/{marker}", held)
-    else:
-        store.write_text(key, p.read_text(encoding="utf-8"))
+    return path.store.localize(str(path)) if isinstance(path, Located) else path

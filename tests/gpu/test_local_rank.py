@@ -29,7 +29,7 @@ def _worker(config: dict) -> None:
     import ray.train
     import torch
 
-    from tinyreason.runtime import set_local_device
+    from tinyreason.train.worker import set_local_device
 
     rank = ray.train.get_context().get_world_rank()
     local_rank_before = os.environ["LOCAL_RANK"]
@@ -70,7 +70,7 @@ def test_deepspeed_engine_uses_the_ray_assigned_gpu(ray_local, tmp_path):
 def test_set_local_device_is_a_no_op_on_cpu(monkeypatch):
     import torch
 
-    from tinyreason.runtime import set_local_device
+    from tinyreason.train.worker import set_local_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("LOCAL_RANK", "3")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tinyreason.config import BlendConfig
+from tinyreason.config.sections import BlendConfig
 from tinyreason.data.blend import PROVENANCE, blend_key, build_blend, content_hash, row_hash
 from tinyreason.data.decontam import Decontaminator, eval_texts_from_files, eval_texts_from_synthetic
 from tinyreason.data.sources import DataError
@@ -39,7 +39,7 @@ def sft(ray_local, tmp_path_factory):
         {"hub": HUB, "subset": "SFT", "split": SFT_SPLIT},  # the hub code path, streaming
         {"synthetic": "chat", "entries": 30},
     )
-    return build_blend(cfg, "sft", tmp_path_factory.mktemp("blends"), seed=0)
+    return build_blend(cfg, "chat", tmp_path_factory.mktemp("blends"), seed=0)
 
 
 def test_counts_caps_and_reject_reasons_per_source(sft):
@@ -82,25 +82,25 @@ def test_card_table_and_content_hash(sft):
     assert "| train | 6 | 6 | 0 | 0 | 7.4% |" in table[2 + 2] and table[-1].startswith("| **total** | | | | **81** | 7 |")
     assert "`unknown_role` (1): A message role is not system" in card
     assert f"`{sft.manifest['content_hash']}`" in card
-    assert sft.manifest["content_hash"] == content_hash(row_hash(r, "sft") for r in rows_of(sft))
+    assert sft.manifest["content_hash"] == content_hash(row_hash(r, "chat") for r in rows_of(sft))
 
 
 def test_unchanged_blend_is_cached_changed_file_rebuilds(ray_local, tmp_path):
     src = tmp_path / "chat.jsonl"
     shutil.copy(F / "smoltalk2_sft.jsonl", src)
     cfg = blend("edit-me", {"files": str(src)}, {"synthetic": "chat", "entries": 20})
-    first = build_blend(cfg, "sft", tmp_path / "a", seed=3)
+    first = build_blend(cfg, "chat", tmp_path / "a", seed=3)
     started = time.time()
-    again = build_blend(cfg, "sft", tmp_path / "a", seed=3)
+    again = build_blend(cfg, "chat", tmp_path / "a", seed=3)
     assert again.cached and again.path == first.path and time.time() - started < 1.0
     # same config elsewhere: same rows in the same seeded order, so the same content hash
-    elsewhere = build_blend(cfg, "sft", tmp_path / "b", seed=3)
+    elsewhere = build_blend(cfg, "chat", tmp_path / "b", seed=3)
     assert not elsewhere.cached and rows_of(elsewhere) == rows_of(first)
     assert elsewhere.manifest["content_hash"] == first.manifest["content_hash"]
     with open(src, "a", encoding="utf-8") as f:
         f.write(json.dumps({"messages": [{"role": "user", "content": "New?"},
                                          {"role": "assistant", "content": "Yes, new."}]}) + "\n")
-    changed = build_blend(cfg, "sft", tmp_path / "a", seed=3)
+    changed = build_blend(cfg, "chat", tmp_path / "a", seed=3)
     assert not changed.cached and changed.path != first.path and changed.rows == first.rows + 1
     assert changed.manifest["content_hash"] != first.manifest["content_hash"]
 
@@ -113,7 +113,7 @@ def test_reasoning_blend_from_parquet_and_hub_dir_with_heldout(ray_local, tmp_pa
         {"hub": HUB, "subset": "Mid", "split": MID_SPLIT, "streaming": False},
         heldout_fraction=0.2,
     )
-    b = build_blend(cfg, "reasoning_sft", tmp_path, seed=0)
+    b = build_blend(cfg, "reasoning", tmp_path, seed=0)
     got = [(s["read"], s["kept"], s["rejected"]) for s in b.manifest["sources"]]
     assert got == [(17, 14, {"missing_think": 1, "text_before_think": 1, "unbalanced_think": 1}),
                    (5, 5, {}), (11, 10, {"empty_answer": 1})]
@@ -125,7 +125,7 @@ def test_reasoning_blend_from_parquet_and_hub_dir_with_heldout(ray_local, tmp_pa
 def test_preference_blend_from_olmo_style_pairs(ray_local, tmp_path):
     cfg = blend("olmo", {"files": str(F / "olmo3_preference.jsonl"), "drop_columns": ["prompt", "category", "prompt_id"],
                          "rename_columns": {"dataset": "source"}})
-    b = build_blend(cfg, "dpo", tmp_path, seed=0)
+    b = build_blend(cfg, "preference", tmp_path, seed=0)
     s = b.manifest["sources"][0]
     assert (s["read"], s["kept"]) == (19, 16)
     assert s["rejected"] == {"bad_json": 1, "chosen_equals_rejected": 1, "missing_rejected": 1}
@@ -145,7 +145,7 @@ def test_planted_benchmark_items_are_removed_and_counted(ray_local, tmp_path):
                            name="benchmark + held-out")
     cfg = blend("decon", {"files": str(F / "smoltalk2_sft.jsonl")}, {"files": str(planted)},
                 {"synthetic": "chat", "entries": 200})
-    b = build_blend(cfg, "sft", tmp_path, seed=0, decontaminate=decon)
+    b = build_blend(cfg, "chat", tmp_path, seed=0, decontaminate=decon)
     assert [s["decontaminated"] for s in b.manifest["sources"]] == [1, 1, 0]
     assert [s["kept"] for s in b.manifest["sources"]] == [20, 1, 200]
     texts = {m["content"] for r in rows_of(b) for m in r["messages"]}
@@ -153,24 +153,24 @@ def test_planted_benchmark_items_are_removed_and_counted(ray_local, tmp_path):
     card = (b.path / "card.md").read_text()
     assert "2 rows removed" in card and "A baker fills 17 trays" in card
     # the eval set is part of the cache key: a blend built without it is another blend
-    assert b.manifest["key"] == blend_key(cfg, "sft", 0, extra={"decon": decon.key})
-    assert b.manifest["key"] != blend_key(cfg, "sft", 0, extra={"decon": None})
+    assert b.manifest["key"] == blend_key(cfg, "chat", 0, extra={"decon": decon.key, "think": "reject"})
+    assert b.manifest["key"] != blend_key(cfg, "chat", 0, extra={"decon": None, "think": "reject"})
 
 
 def test_all_bad_source_fails_naming_the_blend(ray_local, tmp_path):
     cfg = blend("broken", {"files": str(F / "chat.csv")}, {"files": str(F / "all_bad.jsonl")})
     with pytest.raises(DataError, match=r"blend broken .*all_bad\.jsonl.*all 6 rows were rejected "
                                         r"\(last_not_assistant: 6\)"):
-        build_blend(cfg, "sft", tmp_path)
+        build_blend(cfg, "chat", tmp_path)
 
 
 def test_unknown_drop_column_fails_listing_the_real_ones(ray_local, tmp_path):
     cfg = blend("typo", {"files": str(F / "olmo3_preference.jsonl"), "drop_columns": ["categroy"]})
     with pytest.raises(DataError, match=r"\['categroy'\], which no row has; its columns are .*'category'"):
-        build_blend(cfg, "dpo", tmp_path)
+        build_blend(cfg, "preference", tmp_path)
 
 
 def test_non_utf8_file_fails_naming_the_file(ray_local, tmp_path):
     cfg = blend("latin", {"files": str(F / "latin1.jsonl")})
     with pytest.raises(DataError, match=r"latin1\.jsonl is not UTF-8.*iconv"):
-        build_blend(cfg, "sft", tmp_path)
+        build_blend(cfg, "chat", tmp_path)

@@ -1,4 +1,4 @@
-"""`curriculum.evaluate` on a real local Ray when evaluation cannot work: weights missing
+"""`evaluation.evaluate` on a real local Ray when evaluation cannot work: weights missing
 or corrupt, a benchmark task whose data file is missing. Each ends in one EvalError that
 names the stage, the part of the evaluation that failed and the model dir, and leaves
 the exported model exactly as it was (and no cached result that would hide the failure).
@@ -6,19 +6,19 @@ A healthy pretrain stage, by contrast, gets its perplexity and samples."""
 
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-from tinyreason import curriculum
-from tinyreason.config import validate_config
-from tinyreason.curriculum import ModelRef, evaluate
+from task_files import task_with_missing_data
+
+from tinyreason.config.loading import validate_config
+from tinyreason.context import RunContext
 from tinyreason.data import synthetic
 from tinyreason.eval.harness import EvalError
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/task_files.py, a helper, not a test
-from task_files import task_with_missing_data  # noqa: E402
+from tinyreason.evaluation import evaluate
+from tinyreason.outputs import ModelRef, OutputDir
+from tinyreason.storage import Storage
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,11 @@ def _config(tmp_path, **evaluation):
     })
 
 
+def _place(stage_dir) -> OutputDir:
+    """The stage dir as an output dir: where its evaluations are cached."""
+    return OutputDir(Storage(str(stage_dir.parent)), stage_dir.name)
+
+
 def _snapshot(model_dir):
     return {p.name: p.read_bytes() for p in sorted(model_dir.iterdir())}
 
@@ -60,7 +65,7 @@ def _fails(cfg, name, stage_dir, model_dir, match, stage=None):
     before = _snapshot(model_dir)
     ref = ModelRef(name, str(model_dir), str(model_dir), "k")
     with pytest.raises(EvalError, match=match) as info:
-        evaluate(cfg, ref, stage_dir, stage=stage)
+        evaluate(RunContext.of(cfg), ref, _place(stage_dir), stage=stage)
     msg = str(info.value)
     assert msg.startswith(f"evaluating {name} failed in ") and f"kept at {model_dir}" in msg, msg
     assert "Traceback" not in msg, msg
@@ -100,14 +105,15 @@ def test_pretrain_stage_gets_perplexity_and_samples_and_broken_weights_name_it(r
     cfg = _config(tmp_path)
     stage = cfg.stages[0]
     ref = ModelRef("pretrain", str(model_dir), str(model_dir), "k")
-    result = evaluate(cfg, ref, stage_dir, stage=stage)
-    blend = curriculum.stage_blend(cfg, stage, tmp_path / "storage")
+    ctx = RunContext.of(cfg)
+    result = evaluate(ctx, ref, _place(stage_dir), stage=stage)
+    blend = ctx.blend(stage)
     p = result["pretrain"]
     assert p["documents"] == blend.manifest["heldout_rows"] > 0 and p["heldout_dir"] == str(blend.path / "heldout")
     assert math.isfinite(p["perplexity"]) and p["perplexity"] == pytest.approx(math.exp(p["nll"]))
     assert len(p["samples"]) == 3 and all("greedy" in s and "sampled" in s for s in p["samples"])
-    assert [f.name for f in stage_dir.glob("eval-*.json")] and evaluate(cfg, ref, stage_dir, stage=stage) == result
-    assert evaluate(cfg, ref, stage_dir) is None  # not a pretrain stage, nothing else configured: no evaluation
+    assert [f.name for f in stage_dir.glob("eval-*.json")] and evaluate(ctx, ref, _place(stage_dir), stage=stage) == result
+    assert evaluate(ctx, ref, _place(stage_dir)) is None  # not a pretrain stage, nothing else configured: no evaluation
 
     (model_dir / "model.safetensors").write_bytes(b"garbage")
     broken_dir = tmp_path / "broken"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tinyreason.config import load_config
+from tinyreason.config.loading import load_config
 from tinyreason.curriculum import run_curriculum
 from tinyreason.train.checkpoints import INFO_FILE
 

@@ -4,17 +4,17 @@ and the failures people hit (a model dir that does not load, a task whose data i
 missing, a misspelt task) end in an EvalError that names them."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from tinyreason.config import BenchmarkConfig, TaskSpec
+from tinyreason.config.sections import BenchmarkConfig, TaskSpec
 from tinyreason.data import synthetic
 from tinyreason.eval import harness
+from tinyreason.evaluation import run_suite_remote
+from tinyreason.storage import Storage
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/task_files.py, a helper, not a test
-from task_files import task_with_missing_data  # noqa: E402
+from task_files import task_with_missing_data
 
 LIMIT = 20
 
@@ -58,7 +58,7 @@ def suite(ray_local, tiny_model, tmp_path_factory):
                TaskSpec(task="tinyreason_choice", limit=LIMIT, num_fewshot=2, metric="acc_norm")],
         batch_size=LIMIT, max_gen_toks=48)
     out = tmp_path_factory.mktemp("eval")
-    return out, harness.run_suite_remote(tiny_model, bench, out)
+    return out, run_suite_remote(Storage(str(out)), tiny_model, bench, out)
 
 
 def test_builtin_suite_scores_land_in_results_json(suite):
@@ -105,7 +105,7 @@ def test_unloadable_model_dir_is_an_eval_error_naming_it(ray_local, tiny_model, 
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     bench = BenchmarkConfig(tasks=[TaskSpec(task="tinyreason_choice", limit=2)])
     with pytest.raises(harness.EvalError, match=f"model dir {broken} failed to load.*re-export the stage") as info:
-        harness.run_suite_remote(broken, bench, tmp_path / "eval")
+        run_suite_remote(Storage(str(tmp_path)), broken, bench, tmp_path / "eval")
     assert "Traceback" not in str(info.value)  # the worker's error comes back as its message, not a Ray dump
 
 

@@ -1,32 +1,62 @@
 """The micro curriculum, all four stage kinds, on a real local Ray with 2 workers and
-DeepSpeed ZeRO-2: every stage exports a loadable model and learns something."""
+DeepSpeed ZeRO-2: every stage exports a loadable model and learns something. It runs as a
+user runs it, `python jobs/curriculum.py`, so its console and log files are checked too."""
 
 import json
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tinyreason.config import load_config
+from tinyreason.config.loading import load_config
 from tinyreason.curriculum import run_curriculum
 from tinyreason.model.chat import THINK_CLOSE, THINK_OPEN
 from tinyreason.report import write_report
 
 
+ROOT = Path(__file__).resolve().parents[2]
+OVERRIDES = ["tracking.wandb.mode=offline"]
+
+
 @pytest.fixture(scope="module")
-def micro_run(ray_local, micro_storage, fake_secrets):
-    storage = micro_storage
-    cfg = load_config("configs/micro.yaml", [f"storage.path={storage}", "tracking.wandb.mode=offline"])
+def micro_job(micro_storage, fake_secrets):
+    """The job as a user runs it, in its own process with its own local Ray; the driver has
+    credentials in its environment, as a logged-in user's would."""
+    args = [sys.executable, "jobs/curriculum.py", "--config", "configs/micro.yaml",
+            "--set", f"storage.path={micro_storage}", *(x for o in OVERRIDES for x in ("--set", o))]
+    job = subprocess.run(args, cwd=ROOT, env={**os.environ, **fake_secrets}, capture_output=True, text=True,
+                         timeout=900)
+    assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-4000:]
+    return job
+
+
+@pytest.fixture(scope="module")
+def micro_run(ray_local, micro_storage, micro_job):
+    """The job's result, read back through the cache: every stage reused."""
+    cfg = load_config("configs/micro.yaml", [f"storage.path={micro_storage}", *OVERRIDES])
     assert all(s.scaling.num_workers == 2 and s.deepspeed.zero_stage == 2 for s in cfg.stages)
-    saved = {k: os.environ.get(k) for k in fake_secrets}
-    os.environ.update(fake_secrets)  # the driver has credentials too, as a logged-in user's would
-    try:
-        result = run_curriculum(cfg)
-        write_report(result)
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-    return cfg, result
+    return cfg, run_curriculum(cfg)
+
+
+def test_the_console_tells_the_story_and_the_logs_keep_everything(micro_job, micro_storage):
+    console = (micro_job.stdout + micro_job.stderr).splitlines()
+    assert 20 <= len(console) <= 80, "\n".join(console)
+    bad = [line for line in console if re.search(r"error|traceback|exception|failed|warning", line, re.IGNORECASE)]
+    assert not bad, bad
+    for i, (stage, kind) in enumerate([("pretrain", "pretrain"), ("sft", "sft"), ("reasoning", "reasoning_sft"),
+                                       ("dpo", "dpo")]):
+        label = f"stage {i + 1}/4 {stage} ({kind})"
+        assert any(line.endswith(f"{label}: trained because this experiment had not run it before") or
+                   f"{label}: reused" in line for line in console), label
+        assert any(f"{label}: evaluated: heldout/accuracy" in line for line in console), label
+    run = micro_storage / "runs" / "micro" / (micro_storage / "runs" / "micro" / "LATEST").read_text().strip()
+    log = (run / "logs" / "driver.log").read_text()
+    assert "tinyreason.stage: stage 1/4 pretrain (pretrain)" in log  # the platform's own lines, with their logger
+    assert "RayTrainWorker pid=" in log or "(RayTrainWorker" in log  # the workers' output, streamed by Ray
+    assert len(log.splitlines()) > 5 * len(console)
 
 
 def test_every_stage_exports_a_loadable_safetensors_model(micro_run):
@@ -94,7 +124,7 @@ def test_no_secret_reaches_any_file_the_run_wrote(micro_run, fake_secrets):
 def test_rerun_skips_finished_stages_and_report_is_written(micro_run):
     cfg, first = micro_run
     again = run_curriculum(cfg)
-    assert all(o.cached for o in again.stages)
+    assert all(o.cached for o in again.stages) and again.run.run_id != first.run.run_id  # a new run record
     assert [o.dir for o in again.stages] == [o.dir for o in first.stages]
     report = write_report(again)
     text = report.read_text()

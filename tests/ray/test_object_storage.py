@@ -18,10 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/s3_server.py, a helper, not a test
-from s3_server import FAKE_AWS_ENV, make_bucket, moto_s3, s3_uri  # noqa: E402
+from s3_server import FAKE_AWS_ENV, make_bucket, moto_s3, s3_uri
 
-from tinyreason.storage import Storage  # noqa: E402
+from tinyreason.storage import Storage
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS, SAVE = 40, 10
@@ -80,8 +79,8 @@ def test_a_new_machine_resumes_the_killed_curriculum_from_s3(s3_runs):
     store, before, first_log, second, log = s3_runs
     assert not before["stage2_done"], first_log[-3000:]
     assert second.returncode == 0, log[-5000:]
-    assert "pretrain (pretrain): already complete, reusing" in log
-    assert "sft (sft): an interrupted attempt exists; resuming from its latest checkpoint" in log
+    assert "stage 1/2 pretrain (pretrain): reused (unchanged since its last run)" in log
+    assert "stage 2/2 sft (sft): resuming an interrupted attempt from its latest checkpoint" in log
     stage1 = next(s for s in store.listdir("stages") if s.startswith("00-pretrain-"))
     assert store.read_text(f"stages/{stage1}/manifest.json") == before["stage1"]  # not re-trained
 
@@ -91,7 +90,7 @@ def test_a_new_machine_resumes_the_killed_curriculum_from_s3(s3_runs):
     assert startups[-1]["step"] - 1 >= SAVE  # the new attempt began after a checkpoint, not at step 0
     manifest = json.loads(store.read_text(f"stages/{stage2}/manifest.json"))
     assert manifest["resumed"] is True and manifest["summary"]["steps"] == STEPS
-    report = store.read_text("runs/s3micro/report.md")
+    report = store.read_text(f"runs/s3micro/{_latest(store)}/report.md")
     assert "resumed an interrupted attempt from its latest checkpoint" in report
 
 
@@ -106,5 +105,11 @@ def test_every_output_is_on_s3(s3_runs):
         assert [k["step"] for k in kept][-2:] == [manifest["summary"]["steps"] - k for k in (SAVE if "sft" in name
                                                                                                else 5, 0)]
         assert all(store.exists(f"ray/{name}/{Path(k['path']).name}/trainer_state.json") for k in kept)
-    assert store.exists("runs/s3micro/report.md") and store.exists("runs/s3micro/results.json")
-    assert store.exists("runs/s3micro/config.json") and store.listdir("blends") and store.listdir("base")
+    run = f"runs/s3micro/{_latest(store)}"
+    assert store.exists(f"{run}/report.md") and store.exists(f"{run}/results.json")
+    assert store.exists(f"{run}/config.json") and store.listdir("blends") and store.listdir("base")
+    assert "training on 2 worker(s)" in store.read_text(f"{run}/logs/driver.log")  # the run's full log went there too
+
+
+def _latest(store: Storage) -> str:
+    return store.read_text("runs/s3micro/LATEST").strip()

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tinyreason.config import load_config, load_sweep
-from tinyreason.tracking import offline_runs
-from tinyreason.train.common import read_metrics
+from wandb_log import offline_runs
+
+from tinyreason.config.loading import load_config
+from tinyreason.config.sweeps import load_sweep
+from tinyreason.outputs import read_jsonl
 from tinyreason.tune.report import write_sweep_report
 from tinyreason.tune.sweep import run_sweep
 
@@ -50,10 +52,11 @@ def test_parent_stages_trained_once_and_every_trial_scored(beta_sweep, storage):
     assert len(result.trials) == 3 and all(t.status == "TERMINATED" for t in result.trials)
     for name in ("pretrain", "sft", "reasoning"):
         assert len(_stage_dirs(storage, name)) == 1, name  # one parent, shared by all trials
-    trial_dirs = {t.stage_dir for t in result.trials}
-    assert len(trial_dirs) == 3 and all(d and d.endswith(tuple("0123456789abcdef")) for d in trial_dirs)
+    trial_dirs = {t.stage_dir for t in result.trials}  # keys in storage: stages/NN-dpo-<key>
+    assert len(trial_dirs) == 3 and all(d and d.startswith("stages/") and d.endswith(tuple("0123456789abcdef"))
+                                        for d in trial_dirs)
     for d in trial_dirs:  # every trial started from the one cached reasoning stage
-        parent = json.loads((Path(d) / "manifest.json").read_text())["parent"]["path"]
+        parent = json.loads((storage / d / "manifest.json").read_text())["parent"]["path"]
         assert parent == str(_stage_dirs(storage, "reasoning")[0] / "model")
     for t in result.trials:
         assert 0.0 <= t.metrics["objective"] <= 1.0
@@ -62,12 +65,12 @@ def test_parent_stages_trained_once_and_every_trial_scored(beta_sweep, storage):
 
 
 def test_reference_logprobs_computed_once_and_shared(beta_sweep, storage):
-    caches = list((storage / "ref-logps").glob("*/DONE"))
+    caches = list((storage / "ref-logps").glob("*/manifest.json"))
     assert len(caches) == 1
     assert json.loads(caches[0].read_text())["rows"] > 0
     result, _ = beta_sweep
     for t in result.trials:
-        manifest = json.loads((Path(t.stage_dir) / "manifest.json").read_text())
+        manifest = json.loads((storage / t.stage_dir / "manifest.json").read_text())
         assert manifest["config"]["trainer"]["precompute_ref_log_probs"]
 
 
@@ -82,8 +85,8 @@ def test_report_and_best_yaml_validate(beta_sweep):
     assert cfg.stage("dpo").trainer.beta == result.best.params["beta"]
 
 
-def _logged_steps(stage_dir) -> list[int]:
-    return [m["step"] for m in read_metrics(stage_dir) if "loss" in m]
+def _logged_steps(storage: Path, stage_dir: str) -> list[int]:
+    return [m["step"] for m in read_jsonl(storage / stage_dir / "metrics.jsonl") if "loss" in m]
 
 
 def test_wandb_offline_runs_hold_the_logged_metrics(beta_sweep, storage):
@@ -96,7 +99,7 @@ def test_wandb_offline_runs_hold_the_logged_metrics(beta_sweep, storage):
         assert (run.project, run.group, run.tags) == ("tinyreason", "sweep/micro-beta", ["dpo", "micro"])
         assert run.config["beta"] == t.params["beta"] and run.config["learning_rate"] == 1e-4
         steps = run.series("train/global_step")
-        assert len(steps) >= 2 and steps == sorted(steps) and set(steps) <= set(_logged_steps(t.stage_dir))
+        assert len(steps) >= 2 and steps == sorted(steps) and set(steps) <= set(_logged_steps(storage, t.stage_dir))
         losses = run.series("train/loss")
         assert len(losses) >= 2 and all(math.isfinite(v) for v in losses)
         assert run.series("train/learning_rate") and run.series("train/rewards/margins")
@@ -108,7 +111,7 @@ def test_wandb_offline_runs_are_finished_with_every_logged_step(beta_sweep, stor
     for t in result.trials:
         run = runs[f"micro-beta/{t.trial_id}"]
         assert run.exit_code == 0  # only wandb.finish() writes the exit record
-        assert set(_logged_steps(t.stage_dir)) <= set(run.series("train/global_step"))
+        assert set(_logged_steps(storage, t.stage_dir)) <= set(run.series("train/global_step"))
 
 
 def test_learning_rate_sweep_records_a_diverging_trial_and_finishes(ray_local, storage, tmp_path):
@@ -138,7 +141,7 @@ def test_asha_stops_lagging_trials_early_and_the_report_shows_them(ray_local, st
     by_lr = {t.params["learning_rate"]: t for t in result.trials}
     winner = by_lr[2.0e-3]
     assert winner.status == "TERMINATED" and result.best is winner and "objective" in winner.metrics
-    assert (Path(winner.stage_dir) / "manifest.json").exists()
+    assert (storage / winner.stage_dir / "manifest.json").exists()
     final_step = winner.metrics["step"]
     for lr in (1.0e-6, 2.0e-6):
         t = by_lr[lr]
@@ -146,8 +149,9 @@ def test_asha_stops_lagging_trials_early_and_the_report_shows_them(ray_local, st
         assert ASHA["grace_period"] <= t.metrics["step"] < final_step  # its last report to Tune
         assert math.isfinite(t.metrics["loss"]) and t.metrics["loss"] > winner.metrics["loss"]
         # its stage never completed: no manifest (a re-run resumes it), logs cut short of the end
-        assert t.stage_dir and not (Path(t.stage_dir) / "manifest.json").exists()
-        assert t.metrics["step"] in _logged_steps(t.stage_dir) and max(_logged_steps(t.stage_dir)) < final_step
+        assert t.stage_dir and not (storage / t.stage_dir / "manifest.json").exists()
+        logged = _logged_steps(storage, t.stage_dir)
+        assert t.metrics["step"] in logged and max(logged) < final_step
     runs = {r.name: r for r in offline_runs(storage)}  # a stopped trial still left its wandb run
     assert all(runs[f"micro-asha/{t.trial_id}"].config["learning_rate"] == t.params["learning_rate"]
                for t in result.trials)

@@ -3,11 +3,11 @@ driver process (the path small blends take, `data.tokenize_in_driver_max_rows`).
 
 import pytest
 
-from tinyreason.config import StageConfig
+from tinyreason.config.experiment import StageConfig
 from tinyreason.data import synthetic
 from tinyreason.data import tokenize as T
 from tinyreason.model.tokenizer import add_think_tokens, prepare_chat_tokenizer, train_bpe
-from tinyreason.train import launch
+from tinyreason.train import registry
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def _plain(rows) -> list[dict]:
 def test_driver_and_ray_data_make_the_same_rows(ray_local, tok_dir, kind, rows, data):
     import ray.data
 
-    steps = launch.module_for(kind).tokenize_steps(tok_dir, _stage(kind, **data))
+    steps = registry.get(kind).tokenize_steps(tok_dir, _stage(kind, **data))
     # one input block, so Ray Data's batches start at the same rows as the driver's
     on_ray = _plain(T.on_ray(ray.data.from_items(rows, override_num_blocks=1), steps).take_all())
     in_driver = _plain(_rows_of(T.in_process(_columns(rows), steps)))

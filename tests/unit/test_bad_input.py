@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tinyreason.config import ConfigError, check_storage, load_config
+from tinyreason.config.base import ConfigError
+from tinyreason.config.loading import check_storage, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,7 +60,7 @@ CASES = [
     ("dpo given chat rows", lambda t: _config(t, **{"stages.3.data.blend.sources": [{"synthetic": "chat"}]}),
      ["stages.3.data.blend.sources.0.synthetic", "preference"]),
     ("token budget on a dpo stage", lambda t: _config(t, **{"stages.3.data.tokens_per_step": 4096}),
-     ["stages.3", "data.tokens_per_step applies to sft, reasoning_sft and pretrain"]),
+     ["stages.3", "data.tokens_per_step applies to stages that pack rows"]),
     ("two batch sizes", lambda t: _config(t, **{"stages.1.data.tokens_per_step": 4096,
                                                  "stages.1.trainer.per_device_train_batch_size": 8}),
      ["stages.1", "data.tokens_per_step=4096 and trainer.per_device_train_batch_size=8", "keep one"]),
@@ -71,7 +72,7 @@ CASES = [
     ("a batch of examples and a token budget", lambda t: _config(t, **{"stages.1.data.packed_batch": "examples"}),
      ["data.packed_batch=examples and data.tokens_per_step=2048 both set the batch size", "keep one"]),
     ("padding-free on a dpo stage", lambda t: _config(t, **{"stages.3.data.padding_free": True}),
-     ["stages.3", "data.padding_free applies to sft, reasoning_sft and pretrain", "remove it"]),
+     ["stages.3", "data.padding_free applies to stages that pack rows", "remove it"]),
 ]
 
 

@@ -5,16 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from tinyreason.config import (
-    CONFIG_DIR,
-    ConfigError,
-    BlendConfig,
-    ExperimentConfig,
-    apply_override,
-    load_blend,
-    load_config,
-    validate_config,
-)
+from tinyreason.config.base import CONFIG_DIR, ConfigError
+from tinyreason.config.experiment import ExperimentConfig
+from tinyreason.config.loading import apply_override, load_blend, load_config, validate_config
+from tinyreason.config.sections import BlendConfig
 
 EXPERIMENTS = sorted(p for p in CONFIG_DIR.glob("*.yaml"))
 BLENDS = sorted((CONFIG_DIR / "blends").glob("*.yaml"))
@@ -52,7 +46,7 @@ def _raw(**stage_overrides):
         ({"data": {"blend": "blends/no-such-blend.yaml"}}, ["blend", "no-such-blend", "not found"]),
         ({"kind": "dpo"}, ["stages.0.data.blend.sources.0.synthetic", "'chat'", "dpo", "'preference'"]),
         ({"trainer": {"learning_rat": 1e-3}}, ["trainer.learning_rat", "did you mean 'learning_rate'"]),
-        ({"trainer": {"beta": 0.1}}, ["beta", "DPO setting"]),
+        ({"trainer": {"beta": 0.1}}, ["beta", "preference or RL setting"]),
         ({"trainer": {"lr_scheduler_type": "cosine_min"}}, ["lr_scheduler_type", "cosine_with_min_lr"]),
         ({"scaling": {"num_workers": 0}}, ["stages.0.scaling.num_workers", "greater than or equal to 1"]),
         ({"colour": "blue"}, ["stages.0.colour", "Extra inputs are not permitted"]),
@@ -125,14 +119,18 @@ def test_checkpointing_is_not_passed_unless_asked_and_one_name_only():
     ("flash_attention_2", False, False), ("sdpa", True, True),  # asked for: as asked
 ])
 def test_padding_free_follows_the_attention_kernel_unless_set(attn, asked, joined):
-    from tinyreason.train.common import StageJob, padding_free
+    from tinyreason.outputs import StageOutput
+    from tinyreason.storage import Storage
+    from tinyreason.train.job import StageJob
+    from tinyreason.train.shards import padding_free
 
     stage = validate_config(_raw(data={"blend": {"sources": [{"synthetic": "chat"}]}, "padding_free": asked})).stages[0]
-    assert padding_free(StageJob(stage, "parent", "tok", "out", attn_implementation=attn)) is joined
+    out = StageOutput(Storage("/tmp/tinyreason-unused"), "stages/00-x")
+    assert padding_free(StageJob(stage, "parent", "tok", out, attn_implementation=attn)) is joined
 
 
 def test_credentials_in_a_storage_uri_are_redacted_in_the_dumped_config():
-    from tinyreason.config import dump_config
+    from tinyreason.config.loading import dump_config
 
     cfg = load_config("configs/micro.yaml", ["storage.path=s3://AKIAFAKE:s3cr3tFAKE@bucket/runs?region=us-east-1"])
     dumped = json.dumps(dump_config(cfg))

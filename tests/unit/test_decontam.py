@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tinyreason.config import load_config
+from tinyreason.config.loading import load_config
 from tinyreason.data import decontam as D
 from tinyreason.data import synthetic
 from tinyreason.data.sources import DataError
@@ -118,15 +118,16 @@ def test_decontaminator_rejects_unusable_settings():
 
 
 def test_decontaminator_for_the_default_config_covers_every_eval_set():
+    from tinyreason.eval.sets import decontaminator_for
     from tinyreason.eval.tasks import N_HELDOUT
 
     cfg = load_config("configs/default.yaml")
-    d = D.decontaminator_for(cfg)
+    d = decontaminator_for(cfg.evaluation)
     assert (d.n, d.threshold) == (D.SYNTHETIC_N, D.SYNTHETIC_THRESHOLD)
     # the probe (100) and the built-in lm-eval tasks (200) share one held-out stream
     assert len(d.texts) == max(cfg.evaluation.heldout_problems, N_HELDOUT)
     cfg.evaluation.decontamination.files = [str(F / "benchmark.jsonl")]
-    with_files = D.decontaminator_for(cfg)
+    with_files = decontaminator_for(cfg.evaluation)
     assert with_files.n == D.DEFAULT_N and len(with_files.texts) == len(d.texts) + 4
     cfg.evaluation.decontamination.enabled = False
-    assert D.decontaminator_for(cfg) is None
+    assert decontaminator_for(cfg.evaluation) is None

@@ -6,7 +6,7 @@ import pytest
 
 from tinyreason.data import synthetic
 from tinyreason.eval import harness, tasks
-from tinyreason.eval.heldout import EVAL_SEED
+from tinyreason.data.synthetic import EVAL_SEED
 from tinyreason.eval.tasks.utils import final_answers
 
 PRIMARY = {"arc_challenge": 0.30, "gsm8k": 0.10, "ifeval": 0.50}

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/s3_server.py, a helper, not a test
 
 from s3_server import make_bucket, moto_s3, s3_uri  # noqa: E402
 from tinyreason.storage import CACHE_ENV, Storage, redact  # noqa: E402
@@ -307,43 +306,39 @@ def test_ray_train_storage_takes_the_uri(s3_endpoint, tmp_path):
 def test_a_path_published_by_one_node_is_localized_on_another(s3_endpoint, tmp_path):
     """Node A publishes a dir from its mirror; node B (another mirror) gets the same path
     from the driver's pickled Storage and reads it via `localize`."""
-    from tinyreason.storage import localize, publish
-
     uri = s3_uri(s3_endpoint, _bucket(s3_endpoint))
     a = Storage(uri, cache_dir=tmp_path / "node-a")
     model = a.local_root / "stages" / "01-sft-abc" / "model"
     files = _make_tree(model)
-    publish(a, model)
+    a.publish(model)
     b = pickle.loads(pickle.dumps(a))  # what a Ray task receives
     b.local_root = tmp_path / "node-b" / a.local_root.name  # as on a node whose cache dir differs
-    here = Path(localize(b, str(model)))
+    here = Path(b.localize(str(model)))
     assert here != model and here.is_relative_to(b.local_root) and _tree(here) == files
-    assert localize(b, "HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"  # a hub id passes through
+    assert b.localize("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"  # a hub id passes through
     local = Storage(str(tmp_path / "plain"))
-    assert localize(local, str(model)) == str(model)  # local storage: nothing moves
+    assert local.localize(str(model)) == str(model)  # local storage: nothing moves
 
 
 def test_publish_uploads_the_marker_last_and_keeps_it_locally(s3_endpoint, tmp_path):
-    from tinyreason.storage import publish
-
     store = Storage(s3_uri(s3_endpoint, _bucket(s3_endpoint)), cache_dir=tmp_path)
     blend = store.local_root / "blends" / "b-1"
     _make_tree(blend)
     (blend / "manifest.json").write_text('{"rows": 3}')
-    publish(store, blend, marker="manifest.json")
+    store.publish(blend, marker="manifest.json")
     assert json.loads(store.read_text("blends/b-1/manifest.json")) == {"rows": 3}
     assert store.exists("blends/b-1/model.safetensors") and (blend / "manifest.json").exists()
 
 
 def test_located_paths_resolve_on_the_reading_node(s3_endpoint, tmp_path):
-    from tinyreason.storage import Located, located, publish, resolve
+    from tinyreason.storage import Located, resolve
 
     store = Storage(s3_uri(s3_endpoint, _bucket(s3_endpoint)), cache_dir=tmp_path / "driver")
     tok = store.local_root / "stages" / "s" / "tokenizer"
     files = _make_tree(tok)
-    publish(store, tok)
-    ref = pickle.loads(pickle.dumps(located(store, str(tok))))
+    store.publish(tok)
+    ref = pickle.loads(pickle.dumps(store.located(str(tok))))
     assert isinstance(ref, Located) and ref == str(tok)  # reads as the path in logs
     ref.store.local_root = tmp_path / "worker" / store.local_root.name
     assert _tree(Path(resolve(ref))) == files and Path(resolve(ref)).is_relative_to(tmp_path / "worker")
-    assert located(None, "x") == "x" and resolve("x") == "x"
+    assert Storage(str(tmp_path / "plain")).located("x") == "x" and resolve("x") == "x"

@@ -5,7 +5,9 @@ import glob
 import pytest
 import yaml
 
-from tinyreason.config import CONFIG_DIR, ConfigError, load_config, load_sweep
+from tinyreason.config.base import CONFIG_DIR, ConfigError
+from tinyreason.config.loading import load_config
+from tinyreason.config.sweeps import load_sweep
 from tinyreason.eval.scores import benchmark_scores, objective_value
 from tinyreason.tune.sweep import search_space, trial_stage
 

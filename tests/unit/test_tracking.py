@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tinyreason.config import TrackingConfig
-from tinyreason.tracking import offline_runs, read_offline_run, report_to, wandb_env, wandb_mode
+from tinyreason.config.sections import TrackingConfig
+from tinyreason.tracking import report_to, wandb_env, wandb_mode
+from wandb_log import offline_runs, read_offline_run
 
 ROOT = Path(__file__).resolve().parents[2]
 

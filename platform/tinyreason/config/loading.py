@@ -1,5 +1,5 @@
-"""YAML in, a validated ExperimentConfig out: `--set` overrides, files and dirs checked
-before any work starts, errors phrased for the person who wrote the config."""
+"""YAML in, a validated ExperimentConfig out: `--set` overrides, blend files read in,
+files and dirs checked before any work starts, errors phrased for the person who wrote it."""
 
 from __future__ import annotations
 
@@ -10,41 +10,23 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from tinyreason.config.experiment import (SCHEMA_OF_KIND, SYNTHETIC_SCHEMA, BlendConfig, ConfigError,
-                                          ExperimentConfig, ModelConfig, SourceConfig)
+from tinyreason.config.base import CONFIG_DIR, ConfigError, format_errors, read_yaml, resolve_path
+from tinyreason.config.experiment import ExperimentConfig
+from tinyreason.config.sections import BlendConfig, ModelConfig, SourceConfig
+from tinyreason.data import schema
+from tinyreason.data.sources import SYNTHETIC_SCHEMA, DataError, expand_files
+from tinyreason.storage import Storage, redact
+from tinyreason.train import registry
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-CONFIG_DIR = REPO_ROOT / "configs"
-
-
-def _read_yaml(path: Path) -> dict:
-    if not path.exists():
-        raise ConfigError(f"config file {path} does not exist; pass an existing YAML (configs/ has examples)")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}; fix the syntax at the line shown") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path} is not UTF-8 text; save it as UTF-8") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping at the top level, got {type(data).__name__}")
-    return data
-
-
-def _resolve_path(ref: str) -> Path:
-    p = Path(ref)
-    for cand in (p, CONFIG_DIR / p, REPO_ROOT / p):
-        if cand.exists():
-            return cand
-    return CONFIG_DIR / p
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
 def load_blend(ref: str) -> BlendConfig:
-    path = _resolve_path(ref)
+    path = resolve_path(ref)
     if not path.exists():
         raise ConfigError(f"blend {ref!r} not found (looked in ., configs/); give a path to a blend YAML or inline sources")
     try:
-        return BlendConfig.model_validate(_read_yaml(path))
+        return BlendConfig.model_validate({**read_yaml(path), "file": ref})
     except ValidationError as e:
         raise ConfigError(format_errors(e, prefix=f"blend {ref}")) from None
 
@@ -69,7 +51,7 @@ def apply_override(raw: dict, assignment: str) -> None:
     parts = key.strip().split(".")
     node: Any = raw
     for i, part in enumerate(parts[:-1]):
-        node = _step(node, part, ".".join(parts[: i + 1]), create=True)
+        node = _step(node, part, ".".join(parts[: i + 1]))
     last = parts[-1]
     if isinstance(node, list):
         node[_list_index(node, last, key)] = parse_value(text)
@@ -87,7 +69,7 @@ def _list_index(node: list, part: str, path: str) -> int:
     raise ConfigError(f"--set {path}: no item {part!r}; use an index 0..{len(node) - 1} or a name in {names}")
 
 
-def _step(node: Any, part: str, path: str, create: bool) -> Any:
+def _step(node: Any, part: str, path: str) -> Any:
     if isinstance(node, list):
         return node[_list_index(node, part, path)]
     if not isinstance(node, dict):
@@ -97,52 +79,48 @@ def _step(node: Any, part: str, path: str, create: bool) -> Any:
     return node[part]
 
 
-def format_errors(err: ValidationError, prefix: str = "config") -> str:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"] if not str(x).startswith("function-after"))
-        value = e.get("input")
-        shown = repr(value) if not isinstance(value, dict) else "{...}"
-        msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"  {loc or '(top level)'} = {shown[:80]}: {msg}")
-    return f"{prefix} is invalid:\n" + "\n".join(lines)
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read YAML, apply `--set` overrides, validate everything (blend files included)."""
     path = Path(path) if path else CONFIG_DIR / "default.yaml"
-    raw = _read_yaml(path if path.exists() else _resolve_path(str(path)))
+    raw = read_yaml(path if path.exists() else resolve_path(str(path)))
     for assignment in overrides or []:
         apply_override(raw, assignment)
     return validate_config(raw, source=str(path))
 
 
 def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
+    raw = _with_blends(copy.deepcopy(raw))
     try:
-        cfg = ExperimentConfig.model_validate(copy.deepcopy(raw))
+        cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(format_errors(e, prefix=source)) from None
     _check_model_path(cfg.model, source)
     _check_tokenizer_path(cfg, source)
     for i, stage in enumerate(cfg.stages):
-        blend = stage.data.resolved_blend()
-        want = SCHEMA_OF_KIND[stage.kind]
-        for j, src in enumerate(blend.sources):
+        want = registry.get(stage.kind).schema
+        for j, src in enumerate(stage.data.blend_config.sources):
             if src.files:
                 _check_files(src, f"{source}: stages.{i}.data.blend.sources.{j}.files")
-            if src.synthetic and SYNTHETIC_SCHEMA[src.synthetic] != want:
+            made = SYNTHETIC_SCHEMA.get(src.synthetic)
+            if made and schema.family(made) != schema.family(want):
+                fits = [g for g, s in SYNTHETIC_SCHEMA.items() if schema.family(s) == schema.family(want)]
                 raise ConfigError(
                     f"{source} is invalid:\n  stages.{i}.data.blend.sources.{j}.synthetic = {src.synthetic!r}: "
                     f"a {stage.kind} stage ({stage.name}) trains on {want} rows, but this source makes "
-                    f"{SYNTHETIC_SCHEMA[src.synthetic]} rows; use "
-                    + " or ".join(repr(k) for k, v in SYNTHETIC_SCHEMA.items() if v == want)
-                )
+                    f"{made} rows; use " + " or ".join(repr(g) for g in fits))
     return cfg
 
 
-def _check_files(src: SourceConfig, where: str) -> None:
-    from tinyreason.data.sources import DataError, expand_files
+def _with_blends(raw: dict) -> dict:
+    """Blend file references read in, so the stage config (and its cache key) holds the blend itself."""
+    for stage in raw.get("stages") or []:
+        data = stage.get("data") if isinstance(stage, dict) else None
+        if isinstance(data, dict) and isinstance(data.get("blend"), str):
+            data["blend"] = load_blend(data["blend"]).model_dump(exclude_none=True)
+    return raw
 
+
+def _check_files(src: SourceConfig, where: str) -> None:
     try:
         expand_files(src.files)
     except DataError as e:
@@ -168,9 +146,6 @@ def _check_model_path(model: ModelConfig, source: str) -> None:
                           "model.save_pretrained(dir) (safetensors is the default)")
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-
-
 def _check_tokenizer_path(cfg: ExperimentConfig, source: str) -> None:
     """The tokenizer dir (tokenizer.path, else a local model dir) must hold a tokenizer.
 
@@ -189,33 +164,18 @@ def _check_tokenizer_path(cfg: ExperimentConfig, source: str) -> None:
                           "with tokenizer.save_pretrained(dir), or set tokenizer.path to a dir or hub id that has one")
 
 
-def check_storage(path: str) -> Path | str:
-    """Fail before any work when the storage path cannot be written."""
-    if "://" in path:
-        # Object storage: a probe write now, not a traceback from Ray Train at the first checkpoint
-        from tinyreason.storage import Storage
-
-        try:
-            Storage(path).check_writable()
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        return path
-    p = Path(path).expanduser().resolve()
+def check_storage(path: str) -> Storage:
+    """The storage, once a probe write proves it writable; fails before any work when it is not."""
     try:
-        p.mkdir(parents=True, exist_ok=True)
-        probe = p / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(f"storage.path = {path!r} is not writable ({e.strerror}); choose a directory you can "
-                          "write, e.g. --set storage.path=$HOME/tinyreason-runs") from None
-    return p
+        store = Storage(path)
+        store.check_writable()
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return store
 
 
 def dump_config(cfg: ExperimentConfig) -> dict:
     """The config as written into run dirs and trackers: credentials in a storage URI redacted."""
-    from tinyreason.storage import redact
-
     out = cfg.model_dump(mode="json", exclude_none=True)
     out["storage"]["path"] = redact(out["storage"]["path"])
     return out

@@ -7,8 +7,10 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from tinyreason.config.experiment import ConfigError, ExperimentConfig, StageConfig, Strict
-from tinyreason.config.loading import _read_yaml, _resolve_path, format_errors, load_config
+from tinyreason.config.base import ConfigError, Strict, format_errors, read_yaml, resolve_path
+from tinyreason.config.experiment import ExperimentConfig, StageConfig
+from tinyreason.config.loading import load_config
+
 
 class ParamSpace(Strict):
     """One hyperparameter's search space: exactly one of grid / choice / uniform / loguniform."""
@@ -58,7 +60,7 @@ class SweepConfig(Strict):
 
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> tuple[SweepConfig, ExperimentConfig]:
     """The sweep and its curriculum, both validated; every point of the space is a valid stage."""
-    raw = _read_yaml(_resolve_path(str(path)))
+    raw = read_yaml(resolve_path(str(path)))
     try:
         sweep = SweepConfig.model_validate(raw)
     except ValidationError as e:

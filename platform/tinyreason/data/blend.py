@@ -20,12 +20,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tinyreason.config import SCHEMA_OF_KIND, BlendConfig, SourceConfig
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray.data
+from ray.data.expressions import col
+
+from tinyreason.config.sections import BlendConfig, SourceConfig
 from tinyreason.data import schema
 from tinyreason.data.sources import BAD_JSON, DataError, decode_json_cells, fingerprint, raw_rows, read_source
 
 BLEND_FORMAT = 2  # bump when the output layout changes (validation rules are hashed from schema.py)
-COLUMNS = {
+COLUMNS = {  # by schema family (data/schema.py)
     "text": ["text"],
     "chat": ["messages", "chat_template_kwargs"],
     "preference": ["prompt", "chosen", "rejected", "chat_template_kwargs"],
@@ -68,34 +73,30 @@ class Blend:
 
     def read_local(self, part: str = "data") -> dict[str, list]:
         """All rows of a part as columns, read in this process from the local copy."""
-        import pyarrow.parquet as pq
-
         return pq.read_table(self.path / part).to_pydict()
 
     def _read(self, part: str):
         """Read tasks run on any node: on a cluster with object storage they read the
         uploaded copy, not the driver's local files."""
-        import ray.data
-
         if self.store is not None and self.store.is_remote:
             key = f"{self.store.key_of(self.path)}/{part}"
             return ray.data.read_parquet(self.store.fs_path(key), filesystem=self.store.filesystem)
         return ray.data.read_parquet(str(self.path / part))
 
 
-def _arrow_schema(kind: str):
-    import pyarrow as pa
-
+def _arrow_schema(row_schema: str):
     msgs = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
-    payload = [(c, pa.string() if c in ("text", "chat_template_kwargs") else msgs) for c in COLUMNS[SCHEMA_OF_KIND[kind]]]
+    payload = [(c, pa.string() if c in ("text", "chat_template_kwargs") else msgs)
+               for c in COLUMNS[schema.family(row_schema)]]
     meta = [("_reject", pa.string()), ("_raw", pa.string()), ("_columns", pa.string()), ("_source_id", pa.int32()),
             ("_h", pa.string()), ("_order", pa.int64())]
     return pa.schema(payload + [(c, pa.string()) for c in PROVENANCE] + meta)
 
 
-def blend_key(blend: BlendConfig, kind: str, seed: int, extra: dict | None = None) -> str:
+def blend_key(blend: BlendConfig, row_schema: str, seed: int, extra: dict | None = None) -> str:
     rules = hashlib.sha256(Path(schema.__file__).read_bytes()).hexdigest()[:16]  # edits to validation rebuild
-    spec = {"format": BLEND_FORMAT, "rules": rules, "kind": kind, "seed": seed, "blend": blend.model_dump(mode="json"),
+    spec = {"format": BLEND_FORMAT, "rules": rules, "schema": row_schema, "seed": seed,
+            "blend": blend.model_dump(mode="json", exclude={"file"}),
             "sources": [fingerprint(s) for s in blend.sources], "extra": extra or {}}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -103,9 +104,9 @@ def blend_key(blend: BlendConfig, kind: str, seed: int, extra: dict | None = Non
 # --------------------------------------------------------------------------- pure row transforms
 
 
-def row_hash(row: dict, kind: str) -> str:
+def row_hash(row: dict, row_schema: str) -> str:
     """128-bit hash of a blend row's payload and provenance, as written to parquet."""
-    payload = {c: row[c] for c in COLUMNS[SCHEMA_OF_KIND[kind]] + PROVENANCE}
+    payload = {c: row[c] for c in COLUMNS[schema.family(row_schema)] + PROVENANCE}
     text = json.dumps(payload, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
@@ -125,7 +126,8 @@ def shuffle_key(h: str, seed: int) -> int:
     return int(hashlib.sha256(f"{seed}:{h}".encode()).hexdigest()[:ORDER_BITS // 4], 16)
 
 
-def clean_row(raw, src: SourceConfig, kind: str, max_chars: int) -> tuple[dict | None, str | None]:
+def clean_row(raw, src: SourceConfig, row_schema: str, max_chars: int,
+              think: str = "reject") -> tuple[dict | None, str | None]:
     """(canonical row, None) or (None, reason code)."""
     if isinstance(raw, dict) and BAD_JSON in raw:
         return None, "bad_json"
@@ -133,43 +135,42 @@ def clean_row(raw, src: SourceConfig, kind: str, max_chars: int) -> tuple[dict |
         return None, "not_a_dict"
     row = {src.rename_columns.get(k, k): v for k, v in raw.items() if k not in src.drop_columns}
     try:
-        row = schema.normalize_row(decode_json_cells(row), kind)
-        reason = schema.validate_row(row, kind, max_chars=max_chars)
+        row = schema.normalize_row(decode_json_cells(row), row_schema)
+        reason = schema.validate_row(row, row_schema, max_chars=max_chars, think=think)
     except schema.RowError as e:
         return None, e.reason
     return (row, None) if reason is None else (None, reason)
 
 
-def clean_batch(batch, src: SourceConfig, index: int, kind: str, max_chars: int, seed: int = 0):
+def clean_batch(batch, src: SourceConfig, index: int, row_schema: str, max_chars: int, seed: int = 0,
+                think: str = "reject"):
     """Pure: raw rows -> an Arrow table of canonical columns + provenance + `_reject`
     ('' when kept), `_raw` (rejected rows only), `_h` (row hash), `_order` (shuffle key).
 
     The explicit schema makes every batch of every source the same Arrow type, so a
     batch of rejected rows (null payload) unions with kept ones.
     """
-    import pyarrow as pa
-
-    cols = COLUMNS[SCHEMA_OF_KIND[kind]]
+    cols = COLUMNS[schema.family(row_schema)]
     prov = {"_source_dataset": src.hub or src.label, "_source_subset": src.subset or "", "_source_split": src.split}
     raws = raw_rows(batch)
     seen = sorted({k for r in raws if isinstance(r, dict) for k in r if k != BAD_JSON})
     out = []
     for i, raw in enumerate(raws):
-        row, reason = clean_row(raw, src, kind, max_chars)
+        row, reason = clean_row(raw, src, row_schema, max_chars, think)
         rec = {**prov, "_source_id": index, "_columns": json.dumps(seen) if i == 0 else "", "_h": "", "_order": 0}
         if row is not None:
             payload = {c: row.get(c) for c in cols}
             if "chat_template_kwargs" in payload:
                 payload["chat_template_kwargs"] = json.dumps(payload["chat_template_kwargs"] or {}, sort_keys=True)
             try:
-                rec["_h"] = row_hash({**payload, **prov}, kind)
+                rec["_h"] = row_hash({**payload, **prov}, row_schema)
                 rec.update(payload, _order=shuffle_key(rec["_h"], seed))
             except UnicodeEncodeError:
                 reason = "bad_unicode"
         rec["_reject"] = reason or ""
         rec["_raw"] = json.dumps(raw, default=str)[:2000] if reason else ""
         out.append(rec)
-    return pa.Table.from_pylist(out, schema=_arrow_schema(kind))
+    return pa.Table.from_pylist(out, schema=_arrow_schema(row_schema))
 
 
 # --------------------------------------------------------------------------- per-batch statistics
@@ -177,8 +178,6 @@ def clean_batch(batch, src: SourceConfig, index: int, kind: str, max_chars: int,
 
 def read_stats_batch(batch):
     """Per (source, reason): row count, a few raw samples, and the raw column names seen."""
-    import pyarrow as pa
-
     d = batch.to_pydict()
     counts, samples, columns = collections.Counter(), collections.defaultdict(list), collections.defaultdict(set)
     for sid, reason, raw, cols in zip(d["_source_id"], d["_reject"], d["_raw"], d["_columns"]):
@@ -196,8 +195,6 @@ def read_stats_batch(batch):
 
 def kept_stats_batch(batch):
     """Per source: kept rows and the sum of their 128-bit hashes (as hex: > int64)."""
-    import pyarrow as pa
-
     d = batch.to_pydict()
     acc: dict = collections.defaultdict(lambda: [0, 0])
     for sid, h in zip(d["_source_id"], d["_h"]):
@@ -228,8 +225,6 @@ def merge_read_stats(rows: list[dict], n_sources: int) -> list[dict]:
 def _ordered():
     """Deterministic caps: with preserve_order a `limit` takes the first rows, not the
     first blocks to finish, so a capped blend is the same on 2 cores or 200."""
-    import ray.data
-
     opts = ray.data.DataContext.get_current().execution_options
     before, opts.preserve_order = opts.preserve_order, True
     try:
@@ -238,14 +233,17 @@ def _ordered():
         opts.preserve_order = before
 
 
-def build_blend(blend: BlendConfig, kind: str, out_dir: str | Path, seed: int = 0, decontaminate=None) -> Blend:
-    """Build (or reuse) a blend for a stage kind under out_dir/<name>-<key>/.
+def build_blend(blend: BlendConfig, row_schema: str, out_dir: str | Path, seed: int = 0, decontaminate=None,
+                think: str = "reject") -> Blend:
+    """Build (or reuse) a blend of `row_schema` rows under out_dir/<name>-<key>/. `think` is a chat
+    schema's policy for assistant turns with <think> blocks (data.think_rows).
 
     `decontaminate(ds) -> (ds, Counter{source index: removed})`, with a `.key` that
     enters the cache key (see tinyreason.data.decontam.Decontaminator).
     """
-    key = blend_key(blend, kind, seed, extra={"decon": getattr(decontaminate, "key", None)})
-    name = blend.name or f"{kind}-blend"
+    extra = {"decon": getattr(decontaminate, "key", None), **({"think": think} if row_schema == "chat" else {})}
+    key = blend_key(blend, row_schema, seed, extra=extra)
+    name = blend.name or f"{row_schema}-blend"
     path = Path(out_dir) / f"{name}-{key}"
     if (path / "manifest.json").exists():
         return Blend(path, json.loads((path / "manifest.json").read_text()), cached=True)
@@ -253,15 +251,13 @@ def build_blend(blend: BlendConfig, kind: str, out_dir: str | Path, seed: int = 
     with _ordered():
         # Materialized once: hub streams and big files are read a single time for
         # the counts, the reject samples and the kept rows.
-        ds = _read_all(blend, kind, seed).materialize()
+        ds = _read_all(blend, row_schema, seed, think).materialize()
         stats = merge_read_stats(ds.select_columns(["_source_id", "_reject", "_raw", "_columns"])
                                  .map_batches(read_stats_batch, batch_format="pyarrow").take_all(), len(blend.sources))
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         _write_rejected(tmp / "rejected.jsonl", blend, stats)
-        _check_sources(blend, name, kind, stats, tmp / "rejected.jsonl")
-        from ray.data.expressions import col
-
+        _check_sources(blend, name, row_schema, stats, tmp / "rejected.jsonl")
         kept = ds.filter(expr=col("_reject") == "")
         decon: collections.Counter = collections.Counter()
         if decontaminate is not None:
@@ -269,19 +265,21 @@ def build_blend(blend: BlendConfig, kind: str, out_dir: str | Path, seed: int = 
         kept = kept.materialize()
         per_source, chash = _kept_stats(kept)
         if not per_source:
-            raise DataError(f"blend {name} ({kind} stage) is empty after decontamination (removed {sum(decon.values())} "
+            raise DataError(f"blend {name} ({row_schema} rows) is empty after decontamination (removed {sum(decon.values())} "
                             "rows): it holds the evaluation set itself; check the sources and the eval set")
-        heldout_rows = _write_rows(kept, kind, tmp, blend.heldout_fraction)
-    manifest = _manifest(blend, name, kind, key, stats, per_source, decon, decontaminate, chash, heldout_rows)
+        heldout_rows = _write_rows(kept, row_schema, tmp, blend.heldout_fraction)
+    manifest = _manifest(blend, name, row_schema, key, stats, per_source, decon, decontaminate, chash, heldout_rows)
+    if row_schema == "chat":
+        manifest["think_rows"] = think
     manifest["build_seconds"] = round(time.time() - started, 1)
     _finish(tmp, path, manifest)
     return Blend(path, manifest)
 
 
-def _read_all(blend: BlendConfig, kind: str, seed: int):
+def _read_all(blend: BlendConfig, row_schema: str, seed: int, think: str):
     datasets = []
     for i, src in enumerate(blend.sources):
-        kwargs = dict(src=src, index=i, kind=kind, max_chars=blend.max_chars, seed=seed)
+        kwargs = dict(src=src, index=i, row_schema=row_schema, max_chars=blend.max_chars, seed=seed, think=think)
         datasets.append(read_source(src).map_batches(clean_batch, fn_kwargs=kwargs, batch_size=256,
                                                      batch_format="pyarrow"))
     return datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
@@ -296,12 +294,10 @@ def _kept_stats(kept) -> tuple[collections.Counter, str]:
     return counts, _combine(sum(counts.values()), total)
 
 
-def _write_rows(kept, kind: str, tmp: Path, heldout_fraction: float) -> int:
+def _write_rows(kept, row_schema: str, tmp: Path, heldout_fraction: float) -> int:
     """Seeded shuffle = sort by a hash of (seed, row): the same order for the same rows
     on any cluster size. The first `heldout_fraction` of that order is held out."""
-    from ray.data.expressions import col
-
-    cols = COLUMNS[SCHEMA_OF_KIND[kind]] + PROVENANCE
+    cols = COLUMNS[schema.family(row_schema)] + PROVENANCE
     if kept.size_bytes() <= ONE_TASK_SORT_BYTES:
         ds = kept.repartition(1).map_batches(lambda t: t.sort_by("_order"), batch_format="pyarrow", batch_size=None)
     else:
@@ -319,9 +315,9 @@ def _write_rows(kept, kind: str, tmp: Path, heldout_fraction: float) -> int:
     return heldout_rows
 
 
-def _check_sources(blend: BlendConfig, name: str, kind: str, stats: list[dict], rejected: Path) -> None:
+def _check_sources(blend: BlendConfig, name: str, row_schema: str, stats: list[dict], rejected: Path) -> None:
     for i, (src, s) in enumerate(zip(blend.sources, stats)):
-        where = f"blend {name} ({kind} stage), source {i} ({src.label})"
+        where = f"blend {name} ({row_schema} rows), source {i} ({src.label})"
         if s["read"] == 0:
             raise DataError(f"{where} has no rows; check its files, subset and split")
         if sum(s["rejected"].values()) == s["read"]:
@@ -344,7 +340,7 @@ def _write_rejected(path: Path, blend: BlendConfig, stats: list[dict]) -> None:
                     f.write(json.dumps({"source": src.label, "reason": reason, "row": raw}, ensure_ascii=False) + "\n")
 
 
-def _manifest(blend, name, kind, key, stats, per_source, decon, decontaminate, chash, heldout_rows) -> dict:
+def _manifest(blend, name, row_schema, key, stats, per_source, decon, decontaminate, chash, heldout_rows) -> dict:
     total = sum(per_source.values())
     sources = [{"source": src.hub or src.label, "subset": src.subset or "", "split": src.split,
                 "requested": src.entries, "read": s["read"], "kept": per_source.get(i, 0),
@@ -354,7 +350,7 @@ def _manifest(blend, name, kind, key, stats, per_source, decon, decontaminate, c
     describe = getattr(decontaminate, "describe", None)
     hook = {"eval_set": f"the hook {getattr(decontaminate, '__name__', type(decontaminate).__name__)}"}
     return {
-        "name": name, "kind": kind, "key": key, "rows": total - heldout_rows, "heldout_rows": heldout_rows,
+        "name": name, "schema": row_schema, "key": key, "rows": total - heldout_rows, "heldout_rows": heldout_rows,
         "content_hash": chash, "sources": sources,
         "rejected_total": sum(sum(s["rejected"].values()) for s in stats),
         "decontaminated_total": sum(decon.values()),
@@ -398,9 +394,13 @@ def render_card(manifest: dict) -> str:
         decon = (f"Against {d['eval_set']}{how}: {manifest['decontaminated_total']} rows removed." + "".join(
             f"\n- {m['rows']} row(s) matching item {m['item']}: {m['text']!r}" for m in d.get("matched_items", [])))
     held = f" (+{manifest['heldout_rows']:,} held out in `heldout/`)" if manifest.get("heldout_rows") else ""
+    think = {"reject": " Assistant turns with a `<think>` block are rejected (`think_in_chat`): this chat stage "
+                       "trains without thinking; `data.think_rows: keep` keeps well-formed ones.",
+             "keep": " Assistant turns with a well-formed `<think>` block are kept (`data.think_rows: keep`); "
+                     "malformed think markup is rejected."}.get(manifest.get("think_rows"), "")
     return (
         f"# Dataset card: {manifest['name']}\n\n"
-        f"Stage kind: `{manifest['kind']}`. Training rows: {manifest['rows']:,}{held}. "
+        f"Row schema: `{manifest['schema']}`. Training rows: {manifest['rows']:,}{held}.{think} "
         f"Content hash: `{manifest['content_hash']}`. Build key: `{manifest['key']}`.\n\n"
         f"## Composition\n\n{composition_table(manifest)}\n\n"
         f"## Reject reasons\n\n{reasons}\n\n"

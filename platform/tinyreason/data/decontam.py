@@ -11,9 +11,10 @@ Items shorter than n words count as one n-gram of their own length, if they have
 at least `min_words` words ("Which is smaller, 39 or 52?" is 6 words). Shorter
 ones ("Yes") are skipped: they would match everything.
 
-The pure parts (normalize, n-grams, index, match) import nothing heavy; the
+The pure parts (normalize, n-grams, index, match) are plain functions over strings; the
 `Decontaminator` runs them in Ray Data map_batches with the index broadcast once
-through the object store (a 10k-item eval suite is ~30 MB of n-grams).
+through the object store (a 10k-item eval suite is ~30 MB of n-grams). Which evaluation
+sets an experiment has is eval/sets.py's business, not this module's.
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+
+import pyarrow as pa
+import ray
+from ray.data.expressions import col
+
+from tinyreason.data import synthetic
+from tinyreason.data.sources import DataError, check_readable, expand_files
 
 DEFAULT_N = 13  # the GPT-3 / Llama convention for benchmark-length items
 SYNTHETIC_N = 8  # synthetic questions are 6-24 words: 13-grams would miss half of them
@@ -134,16 +142,11 @@ def eval_texts_from_rows(rows: list[dict], min_words: int = DEFAULT_MIN_WORDS) -
 
 def eval_texts_from_synthetic(n: int) -> list[str]:
     """The held-out problems the curriculum scores (the first n of the fixed eval seed)."""
-    from tinyreason.data import synthetic
-    from tinyreason.eval.heldout import EVAL_SEED
-
-    return eval_texts_from_rows(synthetic.eval_rows(n, EVAL_SEED))
+    return eval_texts_from_rows(synthetic.eval_rows(n, synthetic.EVAL_SEED))
 
 
 def eval_texts_from_files(spec: str | list[str]) -> list[str]:
     """Eval items from local JSON Lines / JSON files with a question or text field."""
-    from tinyreason.data.sources import DataError, check_readable, expand_files
-
     rows = []
     for path in expand_files(spec):
         if Path(path).suffix.lower() not in (".jsonl", ".json"):
@@ -169,8 +172,6 @@ _INDEX_CACHE: dict = {}
 
 def _resolve(index_ref) -> EvalIndex:
     """The broadcast index, fetched once per worker process, not once per batch."""
-    import ray
-
     ref = index_ref[0]  # wrapped in a list so Ray hands over the ref, not the value per task
     key = ref.hex()
     if key not in _INDEX_CACHE:
@@ -181,8 +182,6 @@ def _resolve(index_ref) -> EvalIndex:
 
 def mark_batch(batch, index_ref, threshold: float):
     """Adds `_decon`: the matched eval item id, or -1 for a clean row."""
-    import pyarrow as pa
-
     index = _resolve(index_ref)
     cols = [c for c in ("text", "messages", "prompt", "chosen", "rejected") if c in batch.column_names]
     ids = [match(row_texts(r), index, threshold) for r in batch.select(cols).to_pylist()]
@@ -217,9 +216,6 @@ class Decontaminator:
                 "n": self.n, "threshold": self.threshold, "key": self.key, "matched_items": top}
 
     def __call__(self, ds):
-        import ray
-        from ray.data.expressions import col
-
         ref = ray.put(self.index)
         marked = ds.map_batches(mark_batch, fn_kwargs={"index_ref": [ref], "threshold": self.threshold},
                                 batch_size=256, batch_format="pyarrow").materialize()
@@ -227,30 +223,3 @@ class Decontaminator:
         self.matched = collections.Counter(h["_decon"] for h in hits)
         counts = collections.Counter(h["_source_id"] for h in hits)
         return marked.filter(expr=col("_decon") < 0).drop_columns(["_decon"]), counts
-
-
-def decontaminator_for(config) -> Decontaminator | None:
-    """One Decontaminator for an experiment: every evaluation set in its config that has
-    local data (the held-out probe, the built-in lm-eval tasks, `decontamination.files`).
-    None when decontamination is off or there is nothing to match."""
-    ev = config.evaluation
-    dc = ev.decontamination
-    if not dc.enabled:
-        return None
-    from tinyreason.eval.tasks import N_HELDOUT, TASKS
-
-    # the probe and the built-in tasks draw from the same held-out stream: the larger covers both
-    builtin = any(t.task in (*TASKS, "tinyreason") for t in ev.benchmarks.tasks)
-    n_synthetic = max(ev.heldout_problems, N_HELDOUT if builtin else 0)
-    texts, names = [], []
-    if n_synthetic:
-        texts += eval_texts_from_synthetic(n_synthetic)
-        names.append(f"{n_synthetic} held-out synthetic problems")
-    if dc.files:
-        texts += eval_texts_from_files(dc.files)
-        names.append(f"files {dc.files}")
-    if not texts:
-        return None
-    return Decontaminator(texts, n=dc.n or (DEFAULT_N if dc.files else SYNTHETIC_N),
-                          threshold=dc.threshold or (DEFAULT_THRESHOLD if dc.files else SYNTHETIC_THRESHOLD),
-                          name=" + ".join(names))

@@ -1,9 +1,11 @@
-"""Row schemas per stage kind: normalize real Hugging Face shapes, then validate.
+"""Row schemas: normalize real Hugging Face shapes, then validate. A stage kind names the
+schema its blends hold (train/<kind>.py); nothing here knows the kinds.
 
 Canonical rows:
-    pretrain              {"text": str}
-    sft, reasoning_sft    {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}
-    dpo                   {"prompt": [msg...], "chosen": [assistant msg], "rejected": [assistant msg]}
+    text          {"text": str}                                           (pretrain)
+    chat          {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}   (sft)
+    reasoning     chat rows whose final assistant turn opens with a <think> block   (reasoning_sft)
+    preference    {"prompt": [msg...], "chosen": [assistant msg], "rejected": [assistant msg]}   (dpo)
 plus any extra columns the source carried (`source`, `chat_template_kwargs`, scores...).
 
 Both steps run per row inside Ray Data `map_batches`, so they are pure, import
@@ -16,8 +18,12 @@ import json
 
 from tinyreason.model.chat import THINK_CLOSE, THINK_OPEN
 
-KINDS = ("pretrain", "sft", "reasoning_sft", "dpo")
-CHAT_KINDS = ("sft", "reasoning_sft")
+# Each schema and its family: the columns its rows have (a reasoning row is a chat row)
+FAMILY = {"text": "text", "chat": "chat", "reasoning": "chat", "preference": "preference"}
+SCHEMAS = tuple(FAMILY)
+# What a chat (non-reasoning) stage does with assistant turns that carry <think> blocks:
+# the reference recipe's stage 1 is chat SFT "without any chain-of-thought".
+THINK_POLICIES = ("reject", "keep")
 ROLES = ("system", "user", "assistant")
 
 # ShareGPT-style sources (`conversations` with from/value) use human/gpt.
@@ -44,6 +50,8 @@ REASONS = {
     "bad_turn_order": "User and assistant turns do not strictly alternate starting with user.",
     "last_not_assistant": "The conversation does not end with an assistant turn.",
     "missing_think": "The final assistant turn has no <think>...</think> block.",
+    "think_in_chat": "An assistant turn has a <think> block, and this chat stage trains without thinking "
+                     "(data.think_rows: keep keeps such rows).",
     "multiple_think": "An assistant turn has more than one <think> or </think> tag.",
     "unbalanced_think": "An assistant turn has <think> without </think>, or the reverse.",
     "misordered_think": "</think> comes before <think>.",
@@ -72,10 +80,16 @@ class RowError(ValueError):
         self.reason = reason
 
 
-def _check_kind(kind: str) -> None:
-    # A wrong kind is a config bug, not a bad row: fail loudly, never count it.
-    if kind not in KINDS:
-        raise ValueError(f"kind={kind!r} is not one of {KINDS}; set the stage `kind` to one of them")
+def family(schema: str) -> str:
+    """The column family of a schema: text, chat or preference."""
+    _check_schema(schema)
+    return FAMILY[schema]
+
+
+def _check_schema(schema: str) -> None:
+    # A wrong schema is a bug in a stage kind, not a bad row: fail loudly, never count it.
+    if schema not in FAMILY:
+        raise ValueError(f"row schema {schema!r} is not one of {SCHEMAS}")
 
 
 def _present(row: dict, *keys: str):
@@ -211,22 +225,22 @@ def _normalize_dpo(row: dict) -> dict:
 
 
 _NORMALIZERS = {
-    "pretrain": _normalize_pretrain,
-    "sft": _normalize_chat,
-    "reasoning_sft": _normalize_chat,
-    "dpo": _normalize_dpo,
+    "text": _normalize_pretrain,
+    "chat": _normalize_chat,
+    "reasoning": _normalize_chat,
+    "preference": _normalize_dpo,
 }
 
 
-def normalize_row(row: dict, kind: str) -> dict:
-    """Canonical row for `kind`; raises RowError(reason) when it cannot be built.
+def normalize_row(row: dict, schema: str) -> dict:
+    """Canonical row of `schema`; raises RowError(reason) when it cannot be built.
 
     Returns a new dict: the input row is never mutated (Ray may reuse batches).
     """
-    _check_kind(kind)
+    _check_schema(schema)
     if not isinstance(row, dict):
         raise RowError("not_a_dict")
-    return _NORMALIZERS[kind](_normalize_common(row))
+    return _NORMALIZERS[schema](_normalize_common(row))
 
 
 def _content_problem(content) -> str | None:
@@ -319,56 +333,74 @@ def _dpo_problem(row: dict) -> str | None:
     return None
 
 
-def _total_chars(row: dict, kind: str) -> int:
-    if kind == "pretrain":
+def _chat_think_problem(messages: list[dict], think: str) -> str | None:
+    """A chat stage's rule for <think> blocks: reject rows that have one, or (think="keep")
+    keep them when well formed. Malformed markup is never trained on."""
+    for m in messages:
+        if m["role"] != "assistant" or (THINK_OPEN not in m["content"] and THINK_CLOSE not in m["content"]):
+            continue
+        if think == "reject":
+            return "think_in_chat"
+        problem = _think_problem(m["content"], required=False)
+        if problem:
+            return problem
+    return None
+
+
+def _total_chars(row: dict, schema: str) -> int:
+    if schema == "text":
         return len(row["text"])
-    if kind == "dpo":
+    if schema == "preference":
         messages = list(row["prompt"]) + list(row["chosen"]) + list(row["rejected"])
     else:
         messages = row["messages"]
     return sum(len(m["content"]) for m in messages)
 
 
-def validate_row(row: dict, kind: str, max_chars: int = 100_000) -> str | None:
-    """None when a normalized row is fit for `kind`, else a REASONS code."""
-    _check_kind(kind)
+def validate_row(row: dict, schema: str, max_chars: int = 100_000, think: str = "reject") -> str | None:
+    """None when a normalized row is fit for `schema`, else a REASONS code. `think` is a chat
+    schema's policy for assistant turns with <think> blocks (THINK_POLICIES)."""
+    _check_schema(schema)
+    if think not in THINK_POLICIES:
+        raise ValueError(f"think={think!r} is not one of {THINK_POLICIES}")
     if not isinstance(row, dict):
         return "not_a_dict"
-    if kind == "pretrain":
+    if schema == "text":
         text = row.get("text")
         if text is None:
             return "missing_text"
         if not isinstance(text, str):
             return "bad_text"
         problem = None if text.strip() else "empty_text"
-    elif kind == "dpo":
+    elif schema == "preference":
         problem = _dpo_problem(row)
     else:
         if row.get("messages") is None:
             return "missing_messages"
         problem = _turns_problem(row["messages"], "assistant", "last_not_assistant")
-        if problem is None and kind == "reasoning_sft":
-            problem = _reasoning_problem(row["messages"])
-    if problem is None and _total_chars(row, kind) > max_chars:
+        if problem is None:
+            problem = (_reasoning_problem(row["messages"]) if schema == "reasoning"
+                       else _chat_think_problem(row["messages"], think))
+    if problem is None and _total_chars(row, schema) > max_chars:
         problem = "too_long"
     return problem
 
 
 def check_rows(
-    rows: list[dict], kind: str, max_chars: int = 100_000
+    rows: list[dict], schema: str, max_chars: int = 100_000, think: str = "reject"
 ) -> tuple[list[dict], collections.Counter, list[dict]]:
     """Normalize and validate rows: (kept, Counter of reject reasons, <= 20 rejected samples).
 
     Samples show the normalized row when normalizing worked (what validate saw),
     else the raw row; each carries `_reject_reason`.
     """
-    _check_kind(kind)
+    _check_schema(schema)
     kept, reasons, samples = [], collections.Counter(), []
     for raw in rows:
         row = raw
         try:
-            row = normalize_row(raw, kind)
-            reason = validate_row(row, kind, max_chars)
+            row = normalize_row(raw, schema)
+            reason = validate_row(row, schema, max_chars, think)
         except RowError as err:
             reason = err.reason
         if reason is None:

@@ -16,16 +16,15 @@ import json
 import os
 from pathlib import Path
 
-from tinyreason.config import SourceConfig
+import ray
+import ray.data
+
+from tinyreason.config.sections import SourceConfig
 from tinyreason.data import synthetic
+from tinyreason.data.tokenize import rows_of
 
 DEFAULT_SYNTHETIC_ROWS = 2000
-SYNTHETIC = {
-    "pretrain": synthetic.pretrain_rows,
-    "chat": synthetic.chat_rows,
-    "reasoning": synthetic.reasoning_rows,
-    "preference": synthetic.preference_rows,
-}
+SYNTHETIC_SCHEMA = {name: schema for name, (_, schema) in synthetic.GENERATORS.items()}  # generator -> row schema
 READERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 RAW_JSON = "_json"  # column holding one unparsed JSON row
 BAD_JSON = "\x00bad_json"  # key of the stand-in row for a line that is not JSON
@@ -73,8 +72,6 @@ def check_readable(path: str) -> None:
 
 def raw_rows(batch) -> list:
     """A Ray Data batch (Arrow table or dict of columns) as raw rows, `_json` strings parsed."""
-    from tinyreason.data.tokenize import rows_of
-
     rows = batch.to_pylist() if hasattr(batch, "to_pylist") else rows_of(batch)
     out = []
     for r in rows:
@@ -100,10 +97,9 @@ def decode_json_cells(row: dict) -> dict:
 
 def read_source(src: SourceConfig):
     """Raw rows of one source, capped at `entries` rows read (before validation)."""
-    import ray.data
-
     if src.synthetic:
-        rows = SYNTHETIC[src.synthetic](src.entries or DEFAULT_SYNTHETIC_ROWS, src.seed)
+        make, _ = synthetic.GENERATORS[src.synthetic]
+        rows = make(src.entries or DEFAULT_SYNTHETIC_ROWS, src.seed)
         return ray.data.from_items(rows)
     if src.files:
         return _read_files(src)
@@ -111,8 +107,6 @@ def read_source(src: SourceConfig):
 
 
 def _read_files(src: SourceConfig):
-    import ray.data
-
     paths = expand_files(src.files)
     for p in paths:
         check_readable(p)
@@ -155,9 +149,7 @@ def _read_hub(src: SourceConfig):
     `hub:` may also be a local dataset dir laid out like a hub repo (README `configs:`
     and parquet files); `datasets.load_dataset` reads both the same way.
     """
-    import datasets
-    import ray
-    import ray.data
+    import datasets  # heavy (~1.5 s): only hub sources need it, and every Ray Data worker imports this module
 
     try:
         ds = datasets.load_dataset(src.hub, src.subset, split=src.split, streaming=src.streaming)

@@ -18,6 +18,7 @@ from typing import Iterator
 from tinyreason.model.chat import SYSTEM_PROMPT, THINK_CLOSE, THINK_OPEN
 
 TASKS: tuple[str, ...] = ("add_sub", "compare", "count", "list_op")
+EVAL_SEED = 20261122  # fixed: every stage and every run is scored on the same held-out problems
 SPLITS = ("train", "heldout")
 
 # 12% of keys are held out. The smallest family (add_sub, 5.5k keys) still leaves
@@ -404,3 +405,12 @@ def eval_rows(n: int, seed: int) -> list[dict]:
             "gold": choices.index(p.answer),
         })
     return rows
+
+
+# The generators a blend source can name (`synthetic: <name>`), each with the row schema it makes
+GENERATORS = {
+    "pretrain": (pretrain_rows, "text"),
+    "chat": (chat_rows, "chat"),
+    "reasoning": (reasoning_rows, "reasoning"),
+    "preference": (preference_rows, "preference"),
+}

@@ -16,7 +16,10 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from tinyreason.config import BenchmarkConfig, TaskSpec
+import torch
+
+from tinyreason.config.sections import BenchmarkConfig, TaskSpec
+from tinyreason.eval import tasks as builtin
 
 RESULTS_FILE = "lm_eval_results.json"
 # Bootstrapped stderr applies to non-mean metrics only; 1,000 resamples pin it to a few
@@ -57,7 +60,7 @@ def _include_dirs(bench: BenchmarkConfig, builtin: Path) -> list[str]:
 
 
 def _task_manager(names: list[str], include_dirs: list[str]):
-    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks import TaskManager  # heavy (~3.5 s): only in the evaluation task, never the driver
 
     # Indexing lm-eval's own 200+ task dirs takes ~5 s on 2 cores: only pay it when
     # the suite names a task that the built-in and user dirs do not define.
@@ -127,8 +130,7 @@ def load_tasks(specs: list[TaskSpec], include_dirs: list[str]) -> tuple:
 
 def load_lm(model_dir: Path, bench: BenchmarkConfig, trust_remote_code: bool, dtype: str = "auto"):
     """lm-eval's `hf` model, built once and reused by every few-shot group of the suite."""
-    import torch
-    from lm_eval.api.registry import get_model
+    from lm_eval.api.registry import get_model  # heavy: see _task_manager
 
     args = {"pretrained": str(model_dir), "dtype": dtype, "trust_remote_code": trust_remote_code,
             "use_safetensors": True,  # as everywhere in tinyreason: a pickle checkpoint can run code
@@ -217,7 +219,7 @@ def _primary(task: str, metric: str | None, scores: dict, subtasks: dict) -> flo
 
 def _write(out: Path, model_dir: Path, bench: BenchmarkConfig, merged: dict, scores: dict,
            primary: dict) -> dict[str, str]:
-    from lm_eval.utils import handle_non_serializable
+    from lm_eval.utils import handle_non_serializable  # heavy: see _task_manager
 
     samples = merged.pop("samples", None) or {}
     files = {}
@@ -236,9 +238,7 @@ def _write(out: Path, model_dir: Path, bench: BenchmarkConfig, merged: dict, sco
 def run_suite(model_dir: str | Path, bench: BenchmarkConfig, out_dir: str | Path, trust_remote_code: bool = False,
               dtype: str = "auto") -> dict:
     """Score one model on the suite; returns {"scores", "primary", "samples_files", "results_file"}."""
-    import lm_eval
-
-    from tinyreason.eval import tasks as builtin
+    import lm_eval  # heavy: see _task_manager
 
     if not bench.tasks:
         raise EvalError("evaluation.benchmarks.tasks is empty; add e.g. {task: tinyreason_reasoning}")
@@ -269,30 +269,6 @@ def run_suite(model_dir: str | Path, bench: BenchmarkConfig, out_dir: str | Path
         raise EvalError(f"{e}; every reported score is kept in {out / RESULTS_FILE}") from None
     files = _write(out, model_path, bench, merged, scores, primary)
     return {"scores": scores, "primary": primary, "samples_files": files, "results_file": str(out / RESULTS_FILE)}
-
-
-def run_suite_remote(model_dir: str | Path, bench: BenchmarkConfig, out_dir: str | Path,
-                     trust_remote_code: bool = False, dtype: str = "auto", store=None) -> dict:
-    """`run_suite` as a Ray task: on a GPU when the cluster has one, else one CPU. With a
-    remote `store`, the task fetches the model on its node and publishes the outputs."""
-    import ray
-
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    # Ray workers run in their own working dirs: hand them absolute paths.
-    bench = bench.model_copy(update={"include_path": [str(Path(p).expanduser().resolve()) if Path(p).exists()
-                                                      else p for p in bench.include_path]})
-    from tinyreason.runtime import free_task
-    from tinyreason.storage import on_node
-
-    task = free_task(on_node(run_suite, store, read=(0,), write=(2,)), num_cpus=1, num_gpus=gpus)
-    ref = task.remote(str(Path(model_dir).expanduser().resolve()), bench, str(Path(out_dir).expanduser().resolve()),
-                      trust_remote_code, dtype)
-    try:
-        return ray.get(ref)
-    except ray.exceptions.RayTaskError as e:
-        if isinstance(e.cause, EvalError):
-            raise EvalError(str(e.cause)) from None  # the message, not a worker traceback
-        raise
 
 
 # --------------------------------------------------------------------------- sweeps and reports

@@ -8,16 +8,17 @@ never occur in any training blend (see `synthetic.is_heldout`).
 
 from __future__ import annotations
 
+import torch
+from transformers import AutoTokenizer
+
 from tinyreason.data import synthetic
 from tinyreason.eval import health
+from tinyreason.model.presets import load_model
 
-EVAL_SEED = 20261122  # fixed: every stage and every run is scored on the same problems
 
 
 def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[tuple[str, bool]]:
     """Greedy completions; each with whether it hit the token limit without finishing."""
-    import torch
-
     tok.padding_side = "left"  # decoder-only generation continues from the right edge
     eos = tok.convert_tokens_to_ids(tok.eos_token)
     outputs = []
@@ -44,15 +45,10 @@ def chat_prompts(tok, questions: list[str]) -> list[str]:
 def evaluate_heldout(model_dir: str, n: int, max_new_tokens: int = 96, batch_size: int = 16,
                      trust_remote_code: bool = False) -> dict:
     """Accuracy and format health on n held-out problems; samples kept for inspection."""
-    import torch
-    from transformers import AutoTokenizer
-
-    from tinyreason.model.presets import load_model
-
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
     model = load_model(model_dir, trust_remote_code).eval()
-    rows = synthetic.eval_rows(n, EVAL_SEED)
+    rows = synthetic.eval_rows(n, synthetic.EVAL_SEED)
     gens = generate(model, tok, chat_prompts(tok, [r["question"] for r in rows]), max_new_tokens, batch_size)
     samples, checks, correct = [], [], 0
     for row, (text, hit_limit) in zip(rows, gens):

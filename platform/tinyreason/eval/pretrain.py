@@ -17,6 +17,12 @@ import math
 import zlib
 from pathlib import Path
 
+import pyarrow.parquet as pq
+import torch
+from transformers import AutoTokenizer
+
+from tinyreason.model.presets import load_model
+
 # Generic openings that fit both corpora the configs pre-train on: the synthetic
 # world's stories and word problems, and TinyStories.
 PROMPTS = (
@@ -66,8 +72,6 @@ def chunk_documents(docs: list[list[int]], max_length: int) -> list[list[int]]:
 
 def chunk_nll(model, chunks: list[list[int]], pad_id: int, batch_size: int = 16) -> tuple[float, int]:
     """(sum of next-token NLL in nats, number of scored tokens) over independent chunks."""
-    import torch
-
     device = next(model.parameters()).device
     order = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))  # similar lengths: little padding
     total, count = 0.0, 0
@@ -110,8 +114,6 @@ def generate_samples(model, tok, prompts=PROMPTS, max_new_tokens: int = MAX_NEW_
     (seed + a hash of the prompt): its sample does not depend on the prompts before it, and
     two prompts do not share one random stream (which makes a barely trained model's
     near-uniform samples look alike)."""
-    import torch
-
     device = next(model.parameters()).device
     stop = sorted({separator_id(tok), tok.convert_tokens_to_ids(tok.eos_token)})
     out = []
@@ -131,8 +133,6 @@ def generate_samples(model, tok, prompts=PROMPTS, max_new_tokens: int = MAX_NEW_
 
 def read_heldout_texts(heldout_dir: str | Path) -> list[str]:
     """The `text` column of a blend's heldout/ parquet shards, in their written (shuffled) order."""
-    import pyarrow.parquet as pq
-
     files = sorted(Path(heldout_dir).glob("*.parquet"))
     if not files:
         raise FileNotFoundError(f"no parquet shards in the held-out split {heldout_dir}")
@@ -142,11 +142,6 @@ def read_heldout_texts(heldout_dir: str | Path) -> list[str]:
 def evaluate_pretrain(model_dir: str, heldout_dir: str | None, max_length: int, batch_size: int = 16,
                       trust_remote_code: bool = False, max_tokens: int | None = MAX_TOKENS) -> dict:
     """Perplexity on the held-out split (when there is one) and samples from the fixed prompts."""
-    import torch
-    from transformers import AutoTokenizer
-
-    from tinyreason.model.presets import load_model
-
     tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
     model = load_model(model_dir, trust_remote_code).eval()
     if torch.cuda.is_available():
@@ -156,17 +151,3 @@ def evaluate_pretrain(model_dir: str, heldout_dir: str | None, max_length: int, 
         result.update(perplexity(model, tok, read_heldout_texts(heldout_dir), max_length, batch_size, max_tokens))
     result["samples"] = generate_samples(model, tok)
     return result
-
-
-def evaluate_pretrain_remote(model_dir: str, heldout_dir: str | None, max_length: int, batch_size: int = 16,
-                             trust_remote_code: bool = False, store=None) -> dict:
-    """`evaluate_pretrain` as a Ray task: on a GPU when the cluster has one, else one CPU.
-    With a remote `store`, the task fetches the model and the held-out rows on its node."""
-    import ray
-
-    from tinyreason.runtime import free_task
-    from tinyreason.storage import on_node
-
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    task = free_task(on_node(evaluate_pretrain, store, read=(0, 1)), num_cpus=1, num_gpus=gpus)
-    return ray.get(task.remote(model_dir, heldout_dir, max_length, batch_size, trust_remote_code))

@@ -28,6 +28,10 @@ SHAPES = {
 }
 
 
+# Every preset name a config may give: the from-scratch shapes, then the pretrained models
+PRESETS = (*SHAPES, *HUB_PRESETS)
+
+
 def weights_source(preset: str | None, name_or_path: str | None) -> str | None:
     """Where pretrained weights come from, or None for a from-scratch preset."""
     if name_or_path:

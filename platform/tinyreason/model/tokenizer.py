@@ -20,6 +20,7 @@ from tinyreason.model.chat import (
     THINK_OPEN,
     has_generation_markers,
 )
+from tinyreason.storage import resolve
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: str | Path):
@@ -46,9 +47,20 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: str | Path):
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # heavy (~3 s); the config layer imports this module
 
     return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+
+_CACHE: dict = {}
+
+
+def cached_tokenizer(path: str):
+    """One tokenizer per process (a Ray Data worker's), not one per batch: loading costs ~50 ms.
+    A `storage.Located` path is fetched from object storage on first use on this node."""
+    if path not in _CACHE:
+        _CACHE[path] = load_tokenizer(resolve(path))
+    return _CACHE[path]
 
 
 def prepare_chat_tokenizer(tok, enforce_template: bool = True):

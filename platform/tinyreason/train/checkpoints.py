@@ -23,6 +23,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.fs as pafs
+import ray.train
+
 INFO_FILE = "tinyreason_checkpoint.json"
 
 
@@ -69,6 +72,24 @@ def stage_for_upload(ckpt_dir: Path, rank: int) -> Path:
 
     shutil.copytree(ckpt_dir, dest, copy_function=link)
     return dest
+
+
+def resume_checkpoint(fallback: str | None = None) -> str | None:
+    """The checkpoint this attempt resumes from: Ray Train's latest reported one.
+
+    After a worker fault Ray Train restarts the worker group and hands back the
+    last checkpoint; after a driver fault a new TorchTrainer with the same run name
+    and storage restores the same bookkeeping. The Hugging Face checkpoint inside
+    holds optimizer, scheduler, RNG and trainer state (global step, data position),
+    so training continues at the step it reached, not at the start of the epoch.
+    """
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return fallback
+    path = Path(ckpt.path)
+    if path.exists() and (path / "trainer_state.json").exists():
+        return str(path)  # local or shared storage: read in place
+    return ckpt.to_directory()
 
 
 # --------------------------------------------------------------------------- the best, and what is left
@@ -119,8 +140,6 @@ def list_saved(fs, run_dir: str) -> list[Saved]:
     A checkpoint dir Ray does not list is an upload that never finished: a killed attempt
     can leave one holding some ranks' files and even the info file, but not all of its state.
     """
-    import pyarrow.fs as pafs
-
     snapshot = _read_json(fs, f"{run_dir}/{SNAPSHOT_FILE}") or {}
     registered = {r["checkpoint_dir_name"] for r in snapshot.get("checkpoint_results") or []}
     out = []
@@ -139,8 +158,6 @@ def list_saved(fs, run_dir: str) -> list[Saved]:
 
 def keep_if_best(fs, checkpoint_path: str, mode: str) -> bool:
     """Copy a checkpoint's model files to `<run>/best/` when its metric beats the best so far."""
-    import pyarrow.fs as pafs
-
     run_dir = str(Path(checkpoint_path).parent)
     info = _read_json(fs, f"{checkpoint_path}/{INFO_FILE}")
     best = _read_json(fs, f"{run_dir}/{BEST_FILE}")
@@ -173,9 +190,8 @@ def best_and_kept(fs, run_dir: str, mode: str) -> dict:
 
 def best_keeper(mode: str):
     """A Ray Train callback that runs `keep_if_best` on each registered checkpoint."""
-    from ray.train.v2.api.callback import UserCallback
 
-    class BestKeeper(UserCallback):
+    class BestKeeper(ray.train.UserCallback):
         def after_report(self, run_context, metrics, checkpoint):
             if checkpoint is not None:
                 keep_if_best(checkpoint.filesystem, checkpoint.path, mode)

@@ -9,50 +9,45 @@ from the left to `data.max_prompt_length`, which TRL 1.x no longer does itself).
 from __future__ import annotations
 
 from functools import partial
+from typing import TYPE_CHECKING
 
-from tinyreason.config import StageConfig
-from tinyreason.train import common
-from tinyreason.train.sft import cached_tokenizer
+from tinyreason.data import tokenize as T
+from tinyreason.model.tokenizer import cached_tokenizer, prepare_chat_tokenizer
+from tinyreason.train.kind import LOSS, Curve, StageKind
 
-KIND = "dpo"
+if TYPE_CHECKING:
+    from tinyreason.config.experiment import StageConfig
+
+DEFAULT_BETA, DEFAULT_LOSS = 0.1, "sigmoid"  # TRL's DPOConfig defaults, written into the stage config
+
+
+def trl_config() -> type:
+    from trl import DPOConfig  # heavy (~4 s): only when a config is checked or a worker trains
+
+    return DPOConfig
+
+
+def check(stage: StageConfig) -> None:
+    t = stage.trainer
+    if t.beta is None:
+        t.beta = DEFAULT_BETA
+    if t.beta <= 0:
+        raise ValueError(f"trainer.beta={t.beta}: DPO's beta scales the log-ratio and must be > 0 (the paper: 0.1)")
+    if t.loss_type is None:
+        t.loss_type = DEFAULT_LOSS
 
 
 def prepare_tokenizer(tok, stage: StageConfig):
-    from tinyreason.model.tokenizer import prepare_chat_tokenizer
-
     return prepare_chat_tokenizer(tok)
 
 
-def tokenize_steps(tokenizer_dir: str, stage: StageConfig) -> list:
-    from tinyreason.data.tokenize import Step
-
-    return [Step(partial(_tokenize_preference, tokenizer_dir=tokenizer_dir, max_length=stage.data.max_length,
-                         max_prompt_length=stage.data.max_prompt_length), 256)]
+def tokenize_steps(tokenizer_dir: str, stage: StageConfig) -> list[T.Step]:
+    return [T.Step(partial(_tokenize_preference, tokenizer_dir=tokenizer_dir, max_length=stage.data.max_length,
+                           max_prompt_length=stage.data.max_prompt_length), 256)]
 
 
 def _tokenize_preference(batch, tokenizer_dir: str, max_length: int, max_prompt_length: int | None):
-    from tinyreason.data.tokenize import tokenize_preference_batch
-
-    return tokenize_preference_batch(batch, cached_tokenizer(tokenizer_dir), max_length, max_prompt_length)
-
-
-def trainer_class():
-    """TRL's DPOTrainer, minus its own tokenization: our rows arrive tokenized."""
-    from trl import DPOTrainer
-
-    class PretokenizedDPOTrainer(DPOTrainer):
-        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-            if "prompt_ids" in dataset.column_names:
-                return dataset
-            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
-
-        def _precompute_ref_logps(self, dataset, name, batch_size):
-            # rows that arrive with shared reference log-probs (a sweep's cache) keep them
-            if "ref_chosen_logps" in dataset.column_names:
-                return dataset
-            return super()._precompute_ref_logps(dataset, name, batch_size)
-
-    return PretokenizedDPOTrainer
+    return T.tokenize_preference_batch(batch, cached_tokenizer(tokenizer_dir), max_length, max_prompt_length)
 
 
 def reference_logps(model_dir: str, rows: list[dict], pad_token_id: int, max_length: int,
@@ -62,6 +57,7 @@ def reference_logps(model_dir: str, rows: list[dict], pad_token_id: int, max_len
     Batched exactly as TRL's DataCollatorForPreference batches training rows, so the
     values equal what DPOTrainer's own precompute pass would produce for these rows.
     """
+    # heavy imports (torch, TRL): a Ray task runs this, the driver only imports the module
     import torch
     from trl.trainer.dpo_trainer import DataCollatorForPreference
 
@@ -85,36 +81,47 @@ def reference_logps(model_dir: str, rows: list[dict], pad_token_id: int, max_len
 
 def train_loop_per_worker(config: dict) -> None:
     """model -> data -> trainer -> train -> save, on one Ray Train worker."""
-    job, timeline, precision = common.begin_worker(config)
-    stage = job.stage
+    # worker-only imports: torch, TRL and Ray Train take seconds, and the driver imports this module to read configs
     from trl import DPOConfig
 
     from tinyreason.model.presets import load_model
+    from tinyreason.train import args, checkpoints, compat, export, reporting, shards, worker
 
+    job, timeline, precision = worker.begin_worker(config)
+    stage = job.stage
     timeline.mark("imports")
 
     # model: the policy and a frozen reference, both the parent stage's export
-    tok, model = common.load_tokenizer_and_model(job)
-    settings = stage.trainer.to_trl()
+    tok, model = shards.load_tokenizer_and_model(job)
     ref_model = None
-    if not settings.get("precompute_ref_log_probs"):
+    if not stage.trainer.to_trl().get("precompute_ref_log_probs"):
         ref_model = load_model(job.local(job.parent_model), job.trust_remote_code, job.attn_implementation)
     timeline.mark("model_load")
 
     # data
-    train = common.load_shard()
+    train = shards.load_shard()
     timeline.mark("data_shard")
 
     # trainer
-    args = common.trl_arguments(DPOConfig, job, precision, max_length=stage.data.max_length)
-    trainer = trainer_class()(
-        model=model, ref_model=ref_model, args=args, train_dataset=train, processing_class=tok,
-        callbacks=[common.make_report_callback(job, timeline)],
+    trl_args = args.trl_arguments(DPOConfig, job, precision, max_length=stage.data.max_length)
+    trainer = compat.pretokenized_dpo_trainer()(
+        model=model, ref_model=ref_model, args=trl_args, train_dataset=train, processing_class=tok,
+        callbacks=[reporting.make_report_callback(job, timeline)],
     )
-    common.use_local_shard(trainer)
+    shards.use_local_shard(trainer)
 
     # train
-    trainer.train(resume_from_checkpoint=common.resume_checkpoint(config.get("resume_from")))
+    trainer.train(resume_from_checkpoint=checkpoints.resume_checkpoint(config.get("resume_from")))
 
     # save
-    common.export_model(trainer, tok, job)
+    export.export_model(trainer, tok, job)
+
+
+KIND = StageKind(
+    name="dpo", summary="preference alignment on chosen/rejected pairs (paper stage 3)", schema="preference",
+    trl_config=trl_config, train_loop=train_loop_per_worker, tokenize_steps=tokenize_steps,
+    prepare_tokenizer=prepare_tokenizer, check=check, rows="pairs",
+    curves=(LOSS, Curve("rewards/accuracies", "reward accuracy"), Curve("rewards/chosen", "chosen reward"),
+            Curve("rewards/rejected", "rejected reward"), Curve("rewards/margins", "reward margin")),
+    summary_metrics=("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"),
+)

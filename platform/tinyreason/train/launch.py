@@ -1,26 +1,25 @@
 """Ray Train glue on the driver side: one `TorchTrainer` per stage.
 
-The only module in `train/` that touches Ray Train's driver API; the stage
+The only module in `train/` that touches Ray Train's driver API; the stage kind
 modules hold the worker loops and the Ray Data tokenizers.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-from tinyreason.config import StageConfig
-from tinyreason.train import common, dpo, pretrain, reasoning_sft, sft
+import ray
+from ray.data import ExecutionOptions
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
 
-STAGE_MODULES = {m.KIND: m for m in (pretrain, sft, reasoning_sft, dpo)}
+from tinyreason.config.experiment import StageConfig
+from tinyreason.train import checkpoints, registry
+from tinyreason.train.job import StageJob
+from tinyreason.train.shards import shard_name
 
 
-def module_for(kind: str):
-    return STAGE_MODULES[kind]
-
-
-def scaling_config(stage: StageConfig):
-    from ray.train import ScalingConfig
-
+def scaling_config(stage: StageConfig) -> ScalingConfig:
     s = stage.scaling
     resources = {"CPU": s.cpus_per_worker}
     if s.use_gpu:
@@ -36,8 +35,6 @@ def scaling_config(stage: StageConfig):
 def check_resources(stage: StageConfig) -> None:
     """Fail before training when the cluster cannot ever hold the stage's workers;
     Ray would otherwise wait forever for an autoscaler that is not coming."""
-    import ray
-
     total = ray.cluster_resources()
     s = stage.scaling
     need = {"CPU": s.num_workers * s.cpus_per_worker}
@@ -54,13 +51,10 @@ def check_resources(stage: StageConfig) -> None:
 
 
 def _autoscaling() -> bool:
-    import os
-
     return os.environ.get("TINYREASON_AUTOSCALING", "") == "1"
 
 
-def fit_stage(job: common.StageJob, train_ds, storage_path: str, resume_from: str | None = None,
-              callbacks: list | None = None):
+def fit_stage(job: StageJob, train_ds, resume_from: str | None = None, callbacks: list | None = None):
     """Run the stage's TorchTrainer to completion; returns Ray Train's Result.
 
     Each rank gets a fixed shard (a deterministic split of the materialized rows, read
@@ -68,28 +62,21 @@ def fit_stage(job: common.StageJob, train_ds, storage_path: str, resume_from: st
     worker asks first. Resume relies on this: the trainer skips the batches it has
     already seen, and they must be the same batches on the new attempt.
     """
-    from ray.data import ExecutionOptions
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    from tinyreason.train import checkpoints
-
     stage = job.stage
-    module = module_for(stage.kind)
     n = stage.scaling.num_workers
     shards = train_ds.split(n, equal=True) if n > 1 else [train_ds]
     policy = stage.checkpoints
     keepers = [checkpoints.best_keeper(policy.mode)] if policy.keep_best else []
     trainer = TorchTrainer(
-        module.train_loop_per_worker,
+        registry.get(stage.kind).train_loop,
         train_loop_config={"job": job, "resume_from": resume_from},
         scaling_config=scaling_config(stage),
         torch_config=TorchConfig(backend="nccl" if stage.scaling.use_gpu else "gloo"),
-        datasets={common.shard_name(rank): shard for rank, shard in enumerate(shards)},
+        datasets={shard_name(rank): shard for rank, shard in enumerate(shards)},
         dataset_config=DataConfig(datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True)),
         run_config=RunConfig(
-            name=Path(job.output_dir).name,
-            storage_path=storage_path,
+            name=job.output.name,
+            storage_path=job.output.store.ray_storage_path("ray"),
             failure_config=FailureConfig(max_failures=stage.scaling.max_failures),
             # Ray keeps the last N; the keeper copies the best model aside (see checkpoints.py)
             checkpoint_config=CheckpointConfig(num_to_keep=stage.trainer.save_total_limit),

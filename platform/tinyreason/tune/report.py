@@ -12,9 +12,11 @@ from pathlib import Path
 
 import yaml
 
-from tinyreason.config import _read_yaml, _resolve_path, apply_override
+from tinyreason.config.base import read_yaml, resolve_path
+from tinyreason.config.loading import apply_override
+from tinyreason.eval.scores import benchmark_scores
+from tinyreason.outputs import StageOutput
 from tinyreason.report import markdown_to_html
-from tinyreason.train.common import read_metrics
 from tinyreason.tune.sweep import SweepResult
 
 
@@ -93,7 +95,7 @@ def plot_curves(result: SweepResult, out: Path) -> Path | None:
     for t in result.trials:
         if not t.stage_dir:
             continue
-        pts = [(m["step"], m["loss"]) for m in read_metrics(t.stage_dir) if "loss" in m]
+        pts = [(m["step"], m["loss"]) for m in StageOutput(result.ctx.store, t.stage_dir).metrics() if "loss" in m]
         if pts:
             label = ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items())
             stopped = t.status == "STOPPED"  # a dashed curve that ends where the scheduler cut it
@@ -116,7 +118,7 @@ def plot_curves(result: SweepResult, out: Path) -> Path | None:
 
 def best_config(result: SweepResult) -> dict:
     """The curriculum YAML as written, with the sweep's overrides and the best values applied."""
-    raw = _read_yaml(_resolve_path(result.sweep.curriculum))
+    raw = read_yaml(resolve_path(result.sweep.curriculum))
     for assignment in result.sweep.overrides:
         apply_override(raw, assignment)
     for key, value in result.best.params.items():
@@ -133,7 +135,7 @@ def write_sweep_report(result: SweepResult) -> Path:
     md = [f"# Sweep report: {result.sweep.name}", "",
           f"Curriculum `{result.sweep.curriculum}`, stage `{result.sweep.stage}`, search `{result.sweep.search}`, "
           f"{len(result.trials)} trials ({_counts(result)}). {_scheduler_line(result)}"
-          f"Parent stages were trained once; every trial starts from `{result.parent.path}`.", "",
+          f"Parent stages were trained once; every trial starts from `{_shown(result, result.parent.path)}`.", "",
           "## Trials", "", _md_table(head, rows), ""]
     if result.best:
         best_yaml = out / "best.yaml"
@@ -146,7 +148,13 @@ def write_sweep_report(result: SweepResult) -> Path:
     (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     (out / "report.html").write_text(markdown_to_html(md, out), encoding="utf-8")
     (out / "trials.json").write_text(json.dumps([t.__dict__ for t in result.trials], indent=2, default=str))
+    result.out.publish()  # object storage: the report, plots, trials and best.yaml go there
     return out / "report.md"
+
+
+def _shown(result: SweepResult, path: str) -> str:
+    key = result.ctx.store.key_of(path)
+    return key if key is not None else path
 
 
 def _counts(result: SweepResult) -> str:
@@ -164,8 +172,6 @@ def _scheduler_line(result: SweepResult) -> str:
 
 
 def _vs_parent(result: SweepResult) -> str:
-    from tinyreason.eval.scores import benchmark_scores
-
     parent = benchmark_scores(result.parent_eval)
     best = {k.removeprefix("bench/"): v for k, v in result.best.metrics.items() if k.startswith("bench/")}
     rows = [[k, _fmt(parent.get(k)), _fmt(v), _fmt(v - parent[k]) if k in parent else "-"]

@@ -13,22 +13,32 @@ so they are computed once and shared by every trial.
 
 from __future__ import annotations
 
-import json
+import logging
+import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from tinyreason.config import ExperimentConfig, StageConfig, SweepConfig, TrainerSettings
-from tinyreason.curriculum import (
-    ModelRef,
-    digest,
-    evaluate,
-    log,
-    prepare_base,
-    run_stage,
-)
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from tinyreason.base import prepare_base
+from tinyreason.config.experiment import ExperimentConfig, StageConfig
+from tinyreason.config.sections import TrainerSettings
+from tinyreason.config.sweeps import SweepConfig
+from tinyreason.context import RunContext
 from tinyreason.eval.scores import benchmark_scores, objective_value
-from tinyreason.train.common import read_metrics
+from tinyreason.evaluation import evaluate
+from tinyreason.outputs import ModelRef, OutputDir, StageOutput
+from tinyreason.runtime import root_message
+from tinyreason.stage import run_stage
+from tinyreason.tracking import wandb_mode
+from tinyreason.tune.placement import placement_group_guard
+from tinyreason.tune.reference import attach_reference, reference_cache
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,11 +46,14 @@ class SweepContext:
     """What every trial needs; shipped to trials with tune.with_parameters."""
 
     sweep: SweepConfig
-    cfg: ExperimentConfig
+    ctx: RunContext
     index: int
     parent: ModelRef
-    storage: Path
-    ref_cache: str | None
+    ref_cache: str | None  # a storage key (ref-logps/<key>) holding the shared reference log-probs
+
+    @property
+    def cfg(self) -> ExperimentConfig:
+        return self.ctx.cfg
 
 
 @dataclass
@@ -50,15 +63,13 @@ class TrialRecord:
     status: str  # TERMINATED | STOPPED (by the scheduler, mid-training) | ERROR
     metrics: dict
     error: str | None
-    stage_dir: str | None
+    stage_dir: str | None  # the trial's stage output, as a key in storage (stages/NN-...)
 
 
 # --------------------------------------------------------------------------- space
 
 
 def search_space(sweep: SweepConfig) -> dict:
-    from ray import tune
-
     space = {}
     for key, p in sweep.space.items():
         if p.grid is not None:
@@ -73,12 +84,9 @@ def search_space(sweep: SweepConfig) -> dict:
 
 
 def search_algorithm(sweep: SweepConfig):
-    from ray.tune.search import ConcurrencyLimiter
-
     if sweep.search == "optuna":
         if any(p.grid is not None for p in sweep.space.values()):
             raise ValueError("search: optuna samples its own points; use choice/uniform/loguniform, not grid")
-        from ray.tune.search.optuna import OptunaSearch
 
         class ObjectiveOnlyOptuna(OptunaSearch):
             """Optuna learns from the final objective; the training logs a scheduler also
@@ -105,8 +113,6 @@ def scheduler(sweep: SweepConfig, stage: StageConfig):
     at the same step, and grace_period counts steps, not reports."""
     if sweep.scheduler.type == "none":
         return None
-    from ray.tune.schedulers import ASHAScheduler
-
     s = sweep.scheduler
     max_t = stage.trainer.max_steps if stage.trainer.max_steps > 0 else ASHA_MAX_STEPS
     return ASHAScheduler(metric=s.metric, mode=s.mode, grace_period=s.grace_period, max_t=max(max_t, s.grace_period),
@@ -139,84 +145,24 @@ def _scheduler_feed(metric: str):
     metric (not the train-summary or end-of-training reports, which Tune's strict metric
     check would reject and fail the sweep on), each naming the trial's stage dir so a trial
     stopped mid-training still points at its metrics.jsonl."""
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     class SchedulerFeed(TuneReportCallback):
         def after_report(self, run_context, metrics, checkpoint):
             if not metrics or metric not in metrics[0] or "step" not in metrics[0]:
                 return
             job = (run_context.train_loop_config or {}).get("job")
-            first = {**metrics[0], "stage_dir": job.output_dir} if job is not None else metrics[0]
+            first = {**metrics[0], "stage_dir": job.output.rel} if job is not None else metrics[0]
             super().after_report(run_context, [first, *metrics[1:]], checkpoint)
 
     return SchedulerFeed()
 
 
-class _PlacementGroupWatcher:
-    """A detached actor that outlives one Train controller: when the controller is gone
-    (an actor handle that no longer answers), it removes the placement groups it guarded."""
-
-    def __init__(self, controller):
-        self.controller, self.groups = controller, []
-
-    def guard(self, pg) -> None:
-        self.groups.append(pg)
-
-    def watch(self) -> None:
-        import ray
-        from ray.util.placement_group import placement_group_table, remove_placement_group
-
-        while True:
-            try:
-                ray.get(self.controller.__ray_ready__.remote(), timeout=10)
-            except ray.exceptions.GetTimeoutError:
-                continue  # alive, busy
-            except ray.exceptions.RayActorError:
-                break
-            time.sleep(1)
-        for pg in self.groups:
-            if placement_group_table(pg).get("state", "REMOVED") != "REMOVED":
-                remove_placement_group(pg)
-        ray.actor.exit_actor()
-
-
-def _placement_group_guard():
-    """Release the workers' placement group of a trial the scheduler stopped.
-
-    Tune ends a stopped trial's actor, and the Train controller it owns dies with it
-    before it can remove its workers' placement group. Ray Train's own cleaner finds a dead
-    controller through the State API, which needs the dashboard and a single Ray instance
-    on the machine; without them (the tests run Ray without a dashboard) the group, all 2
-    CPUs of a 2-core box, is never released and the next trial waits forever.
-    """
-    import ray
-    from ray.train.v2._internal.execution.callback import ControllerCallback, WorkerGroupCallback
-
-    class PlacementGroupGuard(ControllerCallback, WorkerGroupCallback):
-        # No stop hook: a controller's last shutdown steps can race its owner's exit, so
-        # the watcher always waits for the controller to be gone (removing is idempotent).
-        watcher = None
-
-        def after_controller_start(self, train_run_context):
-            controller = ray.get_runtime_context().current_actor
-            # DEFAULT: not inside the trial's placement group, which Tune removes (killing
-            # everything in it) when it stops the trial
-            self.watcher = ray.remote(_PlacementGroupWatcher).options(
-                num_cpus=0, lifetime="detached", max_concurrency=2, scheduling_strategy="DEFAULT").remote(controller)
-            self.watcher.watch.remote()
-
-        def after_worker_group_start(self, worker_group):
-            if self.watcher is not None:
-                self.watcher.guard.remote(worker_group.get_worker_group_state().placement_group_handle.placement_group)
-
-    return PlacementGroupGuard()
-
-
-def _last_logged(stage_dir: Path, metric: str, stage: StageConfig) -> float:
+def _last_logged(output: StageOutput, metric: str, stage: StageConfig) -> float:
     """The scheduler metric's last value in the stage's log; the final report must carry it."""
-    rows = [m for m in read_metrics(stage_dir) if metric in m]
+    metrics = output.metrics()
+    rows = [m for m in metrics if metric in m]
     if not rows:
-        logged = sorted({k for m in read_metrics(stage_dir) for k in m if k != "event"})
+        logged = sorted({k for m in metrics for k in m if k != "event"})
         raise ValueError(f"scheduler.metric={metric!r} is never logged by stage {stage.name} ({stage.kind}); "
                          f"it logs: {', '.join(logged)}")
     return rows[-1][metric]
@@ -228,23 +174,21 @@ def run_trial(params: dict, ctx: SweepContext) -> None:
     With a scheduler, every training log also goes to Tune (job.report_every_log), so the
     scheduler can stop the trial between two logs; the objective comes last, in one report.
     """
-    from ray import tune
-
     stage = trial_stage(ctx.cfg.stages[ctx.index], params)
     if ctx.sweep.resources.gpus_per_worker is not None:  # validated: fractions need a single worker
         scaling = {**stage.scaling.model_dump(), "gpus_per_worker": ctx.sweep.resources.gpus_per_worker}
         stage = StageConfig.model_validate({**stage.model_dump(), "scaling": scaling})
     t0 = time.time()
-    hook = _attach_reference(ctx.ref_cache) if ctx.ref_cache else None
+    hook = attach_reference(StageOutput(ctx.ctx.store, ctx.ref_cache)) if ctx.ref_cache else None
     scheduled = ctx.sweep.scheduler.type != "none"
     outcome = run_stage(
-        ctx.cfg, ctx.index, stage, ctx.parent, ctx.storage, group=f"sweep/{ctx.sweep.name}",
+        ctx.ctx, ctx.index, stage, ctx.parent,
         job_overrides={"report_every_log": scheduled,
                        "run_name": f"{ctx.sweep.name}/{tune.get_context().get_trial_id()}"},
         data_hook=hook,
-        callbacks=[_scheduler_feed(ctx.sweep.scheduler.metric), _placement_group_guard()] if scheduled else None,
+        callbacks=[_scheduler_feed(ctx.sweep.scheduler.metric), placement_group_guard()] if scheduled else None,
     )
-    evaluation = evaluate(ctx.cfg, outcome.model, outcome.dir)
+    evaluation = evaluate(ctx.ctx, outcome.model, outcome.output)
     scores = benchmark_scores(evaluation)
     summary = outcome.manifest.get("summary", {})
     final = {
@@ -253,62 +197,11 @@ def run_trial(params: dict, ctx: SweepContext) -> None:
         "loss": summary.get("loss_last", float("nan")),
         "step": summary.get("steps", 0),
         "train_seconds": outcome.manifest.get("train_seconds", time.time() - t0),
-        "stage_dir": str(outcome.dir),
+        "stage_dir": outcome.output.rel,
     }
     if scheduled:
-        final[ctx.sweep.scheduler.metric] = _last_logged(outcome.dir, ctx.sweep.scheduler.metric, stage)
+        final[ctx.sweep.scheduler.metric] = _last_logged(outcome.output, ctx.sweep.scheduler.metric, stage)
     tune.report(final)
-
-
-# --------------------------------------------------------------------------- shared reference log-probs
-
-
-def _attach_reference(cache_dir: str):
-    def hook(tokenized, tok_dir):
-        import ray.data
-
-        return ray.data.read_parquet(cache_dir)
-
-    return hook
-
-
-def reference_cache(ctx_cfg: ExperimentConfig, index: int, parent: ModelRef, storage: Path) -> str:
-    """Tokenize the DPO blend once and attach the parent's log-probs; reused by all trials.
-
-    Keyed by (parent model, blend, tokenizer/template, lengths): beta and the learning
-    rate do not enter, so a 12-trial beta sweep runs one reference pass instead of 12.
-    """
-    import ray
-
-    from tinyreason.curriculum import _prepare_tokenizer, stage_blend
-    from tinyreason.data.tokenize import on_ray
-    from tinyreason.storage import as_storage
-    from tinyreason.train import dpo
-
-    stage = ctx_cfg.stages[index]
-    blend = stage_blend(ctx_cfg, stage, storage)
-    key = digest({"parent": parent.key, "blend": blend.manifest["key"], "max_length": stage.data.max_length,
-                  "max_prompt_length": stage.data.max_prompt_length})
-    out = storage / "ref-logps" / key
-    if (out / "DONE").exists():
-        log(f"reference log-probs: cached at {out}")
-        return str(out)
-    tok_dir = _prepare_tokenizer(dpo, stage, parent, out / "tokenizer-build", ctx_cfg.model.trust_remote_code,
-                                 as_storage(storage))
-    from transformers import AutoTokenizer
-
-    pad = AutoTokenizer.from_pretrained(tok_dir).pad_token_id
-    rows = on_ray(blend.dataset(), dpo.tokenize_steps(tok_dir, stage)).take_all()
-    rows = [{k: list(r[k]) for k in ("prompt_ids", "chosen_ids", "rejected_ids")} for r in rows]
-    t0 = time.time()
-    task = ray.remote(num_cpus=1)(dpo.reference_logps)
-    logps = ray.get(task.remote(parent.path, rows, pad, stage.data.max_length, 16, ctx_cfg.model.trust_remote_code))
-    for r, (c, j) in zip(rows, logps):
-        r["ref_chosen_logps"], r["ref_rejected_logps"] = c, j
-    ray.data.from_items(rows).write_parquet(str(out))
-    (out / "DONE").write_text(json.dumps({"rows": len(rows), "seconds": time.time() - t0}))
-    log(f"reference log-probs: {len(rows):,} pairs in {time.time() - t0:.1f}s, cached at {out}")
-    return str(out)
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -318,51 +211,53 @@ def reference_cache(ctx_cfg: ExperimentConfig, index: int, parent: ModelRef, sto
 class SweepResult:
     sweep: SweepConfig
     cfg: ExperimentConfig
-    sweep_dir: Path
+    out: OutputDir  # sweeps/<name>/ in storage: the report, trials.json, best.yaml
     parent: ModelRef
     parent_eval: dict | None
     trials: list[TrialRecord]
     best: TrialRecord | None
+    ctx: RunContext | None = None
+
+    @property
+    def sweep_dir(self):
+        return self.out.path
 
 
-def run_sweep(sweep: SweepConfig, cfg: ExperimentConfig) -> SweepResult:
-    from ray import tune
-
-    storage = Path(cfg.storage.path).expanduser().resolve()
+def run_sweep(sweep: SweepConfig, cfg: ExperimentConfig, ctx: RunContext | None = None) -> SweepResult:
     index = [s.name for s in cfg.stages].index(sweep.stage)
-    sweep_dir = storage / "sweeps" / sweep.name
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    # "auto" tracking is decided here, where the user's credentials are, not in each trial's process
+    cfg.tracking.wandb.mode = wandb_mode(cfg.tracking) if cfg.tracking.wandb.enabled else "disabled"
+    ctx = ctx or RunContext.of(cfg, group=f"sweep/{sweep.name}")
+    out = ctx.outputs.sweep(sweep.name)
+    out.path.mkdir(parents=True, exist_ok=True)
 
     # the parent stages: trained once for the whole sweep (or reused from the cache)
-    parent = prepare_base(cfg, storage)
+    parent = prepare_base(ctx)
     for i in range(index):
-        parent = run_stage(cfg, i, cfg.stages[i], parent, storage, group=f"sweep/{sweep.name}").model
-    parent_eval = evaluate(cfg, parent, storage / "base-evals" / parent.key) if index > 0 else None
+        parent = run_stage(ctx, i, cfg.stages[i], parent).model
+    parent_eval = evaluate(ctx, parent, ctx.outputs.base_evals(parent.key)) if index > 0 else None
     stage = cfg.stages[index]
     uses_reference = stage.kind == "dpo" and stage.trainer.model_extra.get("precompute_ref_log_probs", True)
-    ref_cache = reference_cache(cfg, index, parent, storage) if uses_reference else None
+    ref_cache = reference_cache(ctx, index, parent).rel if uses_reference else None
     if ref_cache:
-        cfg = _with_precomputed_reference(cfg, index)
+        ctx = RunContext(_with_precomputed_reference(cfg, index), ctx.store, ctx.group)
 
-    # "auto" tracking is decided here, where the user's credentials are, not in each trial's process
-    from tinyreason.tracking import wandb_mode
-
-    cfg.tracking.wandb.mode = wandb_mode(cfg.tracking) if cfg.tracking.wandb.enabled else "disabled"
-    ctx = SweepContext(sweep, cfg, index, parent, storage, ref_cache)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), trial_resources(sweep))
+    trial_ctx = SweepContext(sweep, ctx, index, parent, ref_cache)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=trial_ctx), trial_resources(sweep))
     tuner = tune.Tuner(
         trainable,
         param_space=search_space(sweep),
         tune_config=tune.TuneConfig(num_samples=sweep.num_samples, max_concurrent_trials=sweep.max_concurrent,
                                     search_alg=search_algorithm(sweep), scheduler=scheduler(sweep, stage)),
-        run_config=tune.RunConfig(name=sweep.name, storage_path=str(storage / "ray"),
+        run_config=tune.RunConfig(name=sweep.name, storage_path=ctx.outputs.ray,
                                   failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
     )
+    log.info("sweep %s: %s search over %s of stage %s", sweep.name, sweep.search, ", ".join(sweep.space), stage.name)
     grid = _fit(tuner, strict_metrics=sweep.scheduler.type == "none" or sweep.search != "optuna")
     trials = [_record(r) for r in grid]
     done = [t for t in trials if t.status == "TERMINATED" and "objective" in t.metrics]
     best = max(done, key=lambda t: t.metrics["objective"]) if done else None
-    return SweepResult(sweep, cfg, sweep_dir, parent, parent_eval, trials, best)
+    return SweepResult(sweep, ctx.cfg, out, parent, parent_eval, trials, best, ctx)
 
 
 def _fit(tuner, strict_metrics: bool):
@@ -370,8 +265,6 @@ def _fit(tuner, strict_metrics: bool):
     optuna and a scheduler the training logs cannot carry the objective (it is computed
     after training), so that check is turned off for this fit and ObjectiveOnlyOptuna and
     ASHA (which skips results without its metric) each take the results meant for them."""
-    import os
-
     if strict_metrics:
         return tuner.fit()
     name, before = "TUNE_DISABLE_STRICT_METRIC_CHECKING", os.environ.get("TUNE_DISABLE_STRICT_METRIC_CHECKING")
@@ -396,12 +289,8 @@ def _with_precomputed_reference(cfg: ExperimentConfig, index: int) -> Experiment
 def _record(result) -> TrialRecord:
     metrics = dict(result.metrics or {})
     params = {k: v for k, v in (result.config or {}).items()}
-    trial_id = metrics.get("trial_id") or Path(result.path).name
-    error = None
-    if result.error is not None:
-        from tinyreason.runtime import root_message
-
-        error = root_message(result.error)
+    trial_id = metrics.get("trial_id") or os.path.basename(result.path)
+    error = root_message(result.error) if result.error is not None else None
     # A trial reports its objective last, after training and evaluation; one that ended
     # without error and without it was stopped by the scheduler after its last training log.
     status = "ERROR" if error else "TERMINATED" if "objective" in metrics else "STOPPED"

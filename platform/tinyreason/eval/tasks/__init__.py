@@ -25,11 +25,9 @@ TRAIN_SEED = 7
 
 def heldout_rows(n: int = N_HELDOUT) -> list[dict]:
     """The held-out problems the heldout probe scores too (eval_rows is prefix-stable)."""
-    from tinyreason.eval.heldout import EVAL_SEED
-
     return [
         {**r, "options": [f"The answer is {c}." for c in r["choices"]], "trace": ""}  # same columns in both splits
-        for r in synthetic.eval_rows(n, EVAL_SEED)
+        for r in synthetic.eval_rows(n, synthetic.EVAL_SEED)
     ]
 
 

@@ -1,0 +1,59 @@
+"""What every step of a run shares on the driver: the validated config, where outputs live,
+the evaluation sets blends are cleaned against, and tracking.
+
+A curriculum builds one `RunContext`; a sweep builds one for its curriculum; a study one
+per arm. The decontamination index is built once per context (the first blend asks for
+it), not once per stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tinyreason.config.experiment import ExperimentConfig, StageConfig
+from tinyreason.data.blend import Blend, build_blend
+from tinyreason.data.decontam import Decontaminator
+from tinyreason.eval.sets import decontaminator_for
+from tinyreason.outputs import Outputs
+from tinyreason.storage import Storage
+from tinyreason.tracking import wandb_env
+from tinyreason.train import registry
+
+
+@dataclass
+class RunContext:
+    cfg: ExperimentConfig
+    store: Storage
+    group: str | None = None  # the tracking group: the experiment, or sweep/<name>
+    _decontaminate: Decontaminator | None = field(default=None, repr=False)
+    _decontaminate_built: bool = field(default=False, repr=False)
+
+    @classmethod
+    def of(cls, cfg: ExperimentConfig, store: Storage | None = None, group: str | None = None) -> RunContext:
+        return cls(cfg, store or Storage(cfg.storage.path), group)
+
+    @property
+    def outputs(self) -> Outputs:
+        return Outputs(self.store)
+
+    @property
+    def decontaminate(self) -> Decontaminator | None:
+        if not self._decontaminate_built:
+            self._decontaminate = decontaminator_for(self.cfg.evaluation)
+            self._decontaminate_built = True
+        return self._decontaminate
+
+    def blend(self, stage: StageConfig) -> Blend:
+        """A stage's blend, decontaminated against every evaluation set of the experiment (the
+        set's key enters the blend's cache key, so changing the suite rebuilds the blends).
+        On object storage it is published, since Ray Data's read tasks run on any node."""
+        blend = build_blend(stage.data.blend_config, registry.get(stage.kind).schema, self.outputs.blends_dir,
+                            seed=self.cfg.seed, decontaminate=self.decontaminate, think=stage.data.think_rows)
+        if self.store.is_remote:
+            if not self.store.exists(f"blends/{blend.path.name}/manifest.json"):
+                self.store.publish(blend.path, marker="manifest.json")
+            blend.store = self.store
+        return blend
+
+    def tracking_env(self, tags: list[str]) -> dict[str, str]:
+        return wandb_env(self.cfg.tracking, self.store.local_root, group=self.group or self.cfg.name, tags=tags)

@@ -1,0 +1,81 @@
+"""The few places where the platform needs a library's private API, and no public one exists.
+
+Each adapter names the versions it was written against; `check()` fails with the fix when an
+installed version moved past them (tests/unit/test_compat.py runs it), so an upgrade breaks
+here, in one place, and not deep inside a training worker.
+
+    DeepSpeed   skip the JIT build of its shared-memory all-reduce on CPU (no switch for it)
+    TRL         a DPO trainer that takes rows tokenized on Ray Data and shared reference log-probs
+    Ray Train   controller and worker-group hooks, to release a stopped sweep trial's workers
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+import deepspeed.ops
+from ray.train.v2._internal.execution.callback import ControllerCallback, WorkerGroupCallback
+from trl import DPOTrainer
+
+# library -> the version prefix the adapters below were written and tested against
+WRITTEN_FOR = {"deepspeed": "0.19.", "trl": "1.16.", "ray": "2.60."}
+
+
+def check() -> None:
+    """Every adapter's assumption still holds in the installed libraries, or a ValueError naming
+    the library, the version and what to re-check."""
+    moved = [f"{lib} {version(lib)} (written for {prefix}x)" for lib, prefix in WRITTEN_FOR.items()
+             if not version(lib).startswith(prefix)]
+    if moved:
+        raise ValueError(f"train/compat.py adapts private APIs of {', '.join(moved)}; re-check each adapter "
+                         "against the installed source and update WRITTEN_FOR")
+
+
+# --------------------------------------------------------------------------- DeepSpeed
+
+
+def skip_deepspeed_shm_comm() -> None:
+    """On CPU, DeepSpeed JIT-compiles a shared-memory all-reduce op on first use (~30 s
+    with a C++ toolchain, a crash without one). Gloo all-reduces a 10M-parameter gradient
+    in milliseconds, so we mark the op unavailable. `deepspeed.ops.__compatible_ops__` is
+    computed on first access by probing every op (compiler subprocesses); seeding the
+    module's dict first skips that probe, and DeepSpeed reads the dict on every op lookup
+    (deepspeed/comm/torch.py, build_shm_op)."""
+    ops = deepspeed.ops.__dict__.setdefault("__compatible_ops__", {})
+    ops["deepspeed_shm_comm"] = False
+
+
+# --------------------------------------------------------------------------- TRL
+
+
+def pretokenized_dpo_trainer():
+    """TRL's DPOTrainer minus its own tokenization: our rows arrive tokenized on Ray Data
+    (prompt_ids, chosen_ids, rejected_ids), and rows that carry shared reference log-probs
+    (a sweep's cache) keep them. TRL 1.16 has no public switch for either: its dataset
+    preparation runs in __init__ (`_prepare_dataset`) and the precompute pass in `train`
+    (`_precompute_ref_logps`)."""
+    class PretokenizedDPOTrainer(DPOTrainer):
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            if "prompt_ids" in dataset.column_names:
+                return dataset
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+        def _precompute_ref_logps(self, dataset, name, batch_size):
+            if "ref_chosen_logps" in dataset.column_names:
+                return dataset
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+
+    return PretokenizedDPOTrainer
+
+
+# --------------------------------------------------------------------------- Ray Train
+
+
+def train_controller_hooks():
+    """Ray Train's controller and worker-group callback base classes: the only way to learn
+    a run's controller actor and its workers' placement group (ray.train.v2, no public API)."""
+    return ControllerCallback, WorkerGroupCallback
+
+
+def placement_group_of(worker_group):
+    return worker_group.get_worker_group_state().placement_group_handle.placement_group

@@ -1,0 +1,50 @@
+"""What a stage kind declares about itself. Each train/<kind>.py builds one `StageKind`,
+and train/registry.py collects them: the platform's only list of kinds.
+
+A kind names the row schema its blends hold, the TRL config class its trainer settings
+are checked against, how it prepares the tokenizer and tokenizes rows, its worker loop,
+its own config rules, and the curves its report draws. Adding a kind is one module here,
+its registration, and tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Literal
+
+if TYPE_CHECKING:
+    from tinyreason.config.experiment import StageConfig
+    from tinyreason.data.tokenize import Step
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A logged metric that a stage's report plots, with its axis label."""
+
+    key: str
+    label: str
+
+
+LOSS = Curve("loss", "training loss")
+LEARNING_RATE = Curve("learning_rate", "learning rate")
+
+
+@dataclass(frozen=True)
+class StageKind:
+    name: str
+    summary: str  # one line: what the stage does
+    schema: str  # the row schema of its blends (data/schema.py)
+    # TRL's config class for its trainer settings; a function, since importing TRL takes seconds
+    trl_config: Callable[[], type]
+    train_loop: Callable[[dict], None]  # Ray Train's train_loop_per_worker
+    tokenize_steps: Callable[[str, "StageConfig"], list["Step"]]  # (tokenizer dir, stage) -> batch transforms
+    prepare_tokenizer: Callable[[object, "StageConfig"], object]  # (parent's tokenizer, stage) -> this stage's
+    check: Callable[["StageConfig"], None] | None = None  # its config rules, run when a config is validated
+    # What packing means for its rows: whole documents cut into blocks, chat rows packed into
+    # bins, or none (rows stay rows: preference pairs, prompts). Settles which batch settings apply.
+    packing: Literal["documents", "chat"] | None = None
+    rows: str = "rows"  # what one of its batch rows is, for messages ("pairs", "prompts")
+    think_tokens: bool = False  # adds <think> and </think> to the tokenizer unless the stage says otherwise
+    curves: tuple[Curve, ...] = (LOSS,)
+    summary_metrics: tuple[str, ...] = ()  # logged metrics whose last value goes into the stage summary
+    extra: dict = field(default_factory=dict)  # free-form facts a kind wants others to read
