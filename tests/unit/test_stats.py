@@ -7,7 +7,9 @@ import math
 
 import numpy as np
 import pytest
-from tinyreason.stats import (StatsError, critical_value, t_cdf, t_quantile)
+from tinyreason.stats import (Diff, Score, StatsError, bootstrap_se, critical_value, difference,
+                              mean_score, mean_se, proportion_score, proportion_se, score_with_error, seed_summary, seeds_differ,
+                              t_cdf, t_quantile, welch_dof, wilson_interval, within_noise_of_best)
 
 # ----------------------------------------------------------------------------- t quantile
 
@@ -43,3 +45,181 @@ def test_t_against_scipy_at_fractional_dof():
 def test_t_quantile_rejects_bad_input(p, dof):
     with pytest.raises(StatsError):
         t_quantile(p, dof)
+
+
+# ----------------------------------------------------------------------------- standard errors
+
+
+def test_proportion_se_and_format():
+    assert proportion_se(0.42, 100) == pytest.approx(math.sqrt(0.42 * 0.58 / 100))
+    assert format(proportion_score(0.42, 100)) == "0.420 ± 0.049"
+    assert str(Score(0.5, 0.01234, 10)) == "0.500 ± 0.012"
+    assert f"{Score(0.5, 0.01234):.2f}" == "0.50 ± 0.01"
+
+
+def test_proportion_se_is_not_zero_at_the_edges():
+    # Wald would say 0; the Wilson-based value sits next to Wald's at 1/100 (0.0099).
+    assert proportion_se(0.0, 100) == pytest.approx(0.98 / (100 + 3.84), rel=1e-3)
+    assert proportion_se(1.0, 100) == proportion_se(0.0, 100)
+    assert 0.009 < proportion_se(0.0, 100) < proportion_se(0.01, 100)
+    # 0/100 vs 4/100: Fisher's exact test gives p=0.12, so not beyond noise.
+    assert not difference(proportion_score(0.04, 100), proportion_score(0.0, 100)).significant
+
+
+def test_wilson_interval():
+    lo, hi = wilson_interval(0.0, 20)
+    assert lo == 0.0 and hi == pytest.approx(0.161, abs=1e-3)
+    lo, hi = wilson_interval(0.5, 100)
+    assert lo == pytest.approx(0.5 - 1.96 * 0.05, abs=2e-3) and hi == pytest.approx(0.5 + 1.96 * 0.05, abs=2e-3)
+
+
+@pytest.mark.parametrize("p, n", [(42.0, 100), (-0.1, 10), (0.5, 0), (0.5, 10.5), (math.nan, 10)])
+def test_proportion_se_rejects_bad_input(p, n):
+    with pytest.raises(StatsError):
+        proportion_se(p, n)
+
+
+def test_mean_se_matches_lm_eval_mean_stderr():
+    items = [1] * 42 + [0] * 58  # lm-eval: sample std (n-1) / sqrt(n)
+    assert mean_se(items) == pytest.approx(math.sqrt(0.42 * 0.58 / 99))
+    assert mean_se([0.7]) is None
+    score = mean_score(items)
+    assert (score.value, score.n) == (pytest.approx(0.42), 100)
+    with pytest.raises(StatsError):
+        mean_se([])
+    with pytest.raises(StatsError):
+        mean_se([0.1, math.nan])
+
+
+def test_bootstrap_se_agrees_with_the_formula_for_a_mean():
+    items = np.random.default_rng(3).random(200)
+    se = bootstrap_se(items, iters=2000, seed=0)
+    assert se == pytest.approx(mean_se(items), rel=0.08)
+    assert se == bootstrap_se(items, iters=2000, seed=0)  # seeded: same report twice
+    assert bootstrap_se([0.4]) is None
+
+
+def test_bootstrap_se_resamples_rows():
+    # (prediction, reference) rows: a stat over pairs, here the fraction where they agree.
+    rows = np.array([[i % 3, i % 2] for i in range(120)])
+    se = bootstrap_se(rows, stat=lambda r: float(np.mean(r[:, 0] == r[:, 1])), seed=1)
+    p = float(np.mean(rows[:, 0] == rows[:, 1]))
+    assert se == pytest.approx(math.sqrt(p * (1 - p) / 120), rel=0.15)
+
+
+def test_score_with_error_passes_lm_eval_stderr_through():
+    assert score_with_error(0.42, 0.0496, 100) == Score(0.42, 0.0496, 100)
+    for missing in ("N/A", None, math.nan):
+        assert score_with_error(0.42, missing).se is None
+    assert format(score_with_error(0.42, "N/A")) == "0.420 ± ?"
+    for bad in (-0.1, "abc", math.inf):
+        with pytest.raises(StatsError):
+            score_with_error(0.42, bad)
+    json.dumps(score_with_error(0.42, "N/A").__dict__)  # None, not NaN: results.json stays JSON
+
+
+# ----------------------------------------------------------------------------- within noise
+
+
+def test_close_scores_are_within_noise():
+    diff = difference(proportion_score(0.2267, 100), proportion_score(0.22, 100))
+    assert not diff.significant and abs(diff.z) < 0.2
+
+
+def test_far_scores_are_beyond_noise():
+    diff = difference(proportion_score(0.60, 100), proportion_score(0.20, 100))
+    assert diff.significant and diff.z > 6
+    assert diff.se == pytest.approx(math.hypot(proportion_se(0.6, 100), proportion_se(0.2, 100)))
+
+
+def test_describe():
+    assert difference(Score(0.46, 0.036), Score(0.42, 0.036)).describe() == "+4.0 points (± 5.1), within noise"
+    assert difference(Score(0.54, 0.03465), Score(0.42, 0.03465)).describe() == \
+        "+12.0 points (± 4.9), beyond noise"
+    assert difference(Score(0.3, 0.01), Score(0.42, 0.01)).describe().startswith("-12.0 points")
+    assert Diff(0.25, 0.5, 0.5, False).describe(scale=1, unit="", digits=2) == "+0.25 (± 0.50), within noise"
+
+
+def test_unknown_stderr_is_never_significant():
+    diff = difference(Score(0.9, None), Score(0.1, 0.01))
+    assert diff.se is None and diff.z is None and not diff.significant
+    assert "spread unknown" in diff.describe()
+
+
+def test_z_threshold_is_the_callers():
+    a, b = Score(0.50, 0.03), Score(0.42, 0.03)  # z = 1.89
+    assert not difference(a, b).significant
+    assert difference(a, b, z=1.645).significant  # ~90% two-sided
+
+
+def test_exact_scores():
+    assert not difference(Score(0.5, 0.0), Score(0.5, 0.0)).significant
+    assert difference(Score(0.5, 0.0), Score(0.4, 0.0)).significant
+
+
+def test_paired_items_narrow_the_se():
+    b_items = np.random.default_rng(0).integers(0, 2, 200)
+    a_items = b_items.copy()
+    a_items[np.flatnonzero(b_items == 0)[:12]] = 1  # a fixes 12 items, breaks none: +6 points
+    a, b = mean_score(a_items), mean_score(b_items)
+    assert not difference(a, b).significant  # independent se ~0.05
+    paired = difference(a, b, paired=(a_items, b_items))
+    assert paired.significant and paired.se < 0.02
+    with pytest.raises(StatsError, match="same items"):
+        difference(a, b, paired=(a_items, b_items[:-1]))
+    with pytest.raises(StatsError, match="n=200"):
+        difference(a, b, paired=(a_items[:50], b_items[:50]))
+    with pytest.raises(StatsError, match="bootstrap_se"):
+        difference(a, b, paired=(b_items, a_items))
+
+
+def test_within_noise_of_best():
+    scores = {"beta=0.1": proportion_score(0.60, 100), "beta=0.3": proportion_score(0.55, 100),
+              "beta=1.0": proportion_score(0.20, 100), "no-stderr": Score(0.10, None)}
+    assert within_noise_of_best(scores) == {"beta=0.1", "beta=0.3", "no-stderr"}
+    ppl = {"a": Score(12.0, 0.3), "b": Score(12.5, 0.3), "c": Score(20.0, 0.3)}
+    assert within_noise_of_best(ppl, higher_is_better=False) == {"a", "b"}
+    assert within_noise_of_best({}) == set()
+    assert within_noise_of_best({"only": Score(0.1, 0.01)}) == {"only"}
+
+
+# ----------------------------------------------------------------------------- seeds
+
+
+def test_seed_summary():
+    s = seed_summary([0.40, 0.42, 0.44])
+    assert (s.mean, s.min, s.max, s.n) == (pytest.approx(0.42), 0.40, 0.44, 3)
+    assert s.std == pytest.approx(0.02) and s.sem == pytest.approx(0.02 / math.sqrt(3))
+    assert s.score == Score(s.mean, s.sem, 3)
+    one = seed_summary([0.4])
+    assert one.std is None and one.sem is None and one.n == 1
+    with pytest.raises(StatsError):
+        seed_summary([])
+
+
+def test_seeds_differ_uses_welch_t_not_z():
+    a, b = [2.0, 3.0, 4.0], [0.0, 1.0, 2.0]  # t = 2.45 on 4 dof: past 1.96, short of 2.78
+    diff = seeds_differ(a, b)
+    assert diff.z == pytest.approx(2 / math.sqrt(2 / 3)) and diff.dof == pytest.approx(4.0)
+    assert diff.threshold == pytest.approx(2.776, abs=1e-3) and not diff.significant
+    assert seeds_differ([5.0, 6.0, 7.0], b).significant
+
+
+def test_seeds_differ_against_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    a, b = [0.31, 0.35, 0.29, 0.40], [0.25, 0.27, 0.22]
+    ref = stats.ttest_ind(a, b, equal_var=False)
+    diff = seeds_differ(a, b)
+    assert diff.z == pytest.approx(ref.statistic) and diff.dof == pytest.approx(ref.df)
+    assert diff.significant == (ref.pvalue < 0.05)
+
+
+def test_one_seed_means_unknown_spread():
+    diff = seeds_differ([0.9], [0.1, 0.12, 0.11])
+    assert diff.se is None and not diff.significant
+    assert diff.describe() == "+79.0 points (± ?), spread unknown with 1 seed: not called either way"
+
+
+def test_welch_dof_equal_spread_is_pooled_dof():
+    assert welch_dof(1.0, 5, 1.0, 5) == pytest.approx(8.0)
+    assert welch_dof(0.0, 3, 0.0, 4) == 5.0
