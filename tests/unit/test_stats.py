@@ -8,8 +8,9 @@ import math
 import numpy as np
 import pytest
 from tinyreason.stats import (Diff, Score, StatsError, bootstrap_se, critical_value, difference,
-                              mean_score, mean_se, proportion_score, proportion_se, score_with_error, seed_summary, seeds_differ,
-                              t_cdf, t_quantile, welch_dof, wilson_interval, within_noise_of_best)
+                              maj_at_k_over_items, majority_vote, mean_score, mean_se, pass_at_k, pass_at_k_over_items,
+                              proportion_score, proportion_se, score_with_error, seed_summary, seeds_differ, t_cdf, t_quantile,
+                              welch_dof, wilson_interval, within_noise_of_best)
 
 # ----------------------------------------------------------------------------- t quantile
 
@@ -223,3 +224,62 @@ def test_one_seed_means_unknown_spread():
 def test_welch_dof_equal_spread_is_pooled_dof():
     assert welch_dof(1.0, 5, 1.0, 5) == pytest.approx(8.0)
     assert welch_dof(0.0, 3, 0.0, 4) == 5.0
+
+
+# ----------------------------------------------------------------------------- pass@k, maj@k
+
+
+def brute_force_pass_at_k(n, c, k):
+    """Fraction of all k-subsets of n samples (the first c correct) holding a correct one."""
+    subsets = list(itertools.combinations(range(n), k))
+    return sum(any(i < c for i in s) for s in subsets) / len(subsets)
+
+
+def test_pass_at_k_matches_enumeration():
+    for n in range(1, 8):
+        for c in range(n + 1):
+            for k in range(1, n + 1):
+                assert pass_at_k(n, c, k) == pytest.approx(brute_force_pass_at_k(n, c, k), abs=1e-12)
+
+
+def test_pass_at_k_is_stable_at_large_n():
+    exact = 1 - math.comb(190, 100) / math.comb(200, 100)  # integers: no overflow, no rounding
+    assert pass_at_k(200, 10, 100) == pytest.approx(exact, rel=1e-12)
+    assert pass_at_k(200, 0, 100) == 0.0 and pass_at_k(200, 150, 100) == 1.0
+    assert pass_at_k(200, 37, 1) == pytest.approx(37 / 200)
+
+
+@pytest.mark.parametrize("n, c, k", [(5, 6, 1), (5, 2, 6), (5, 2, 0), (5, 2.5, 1)])
+def test_pass_at_k_rejects_bad_counts(n, c, k):
+    with pytest.raises(StatsError):
+        pass_at_k(n, c, k)
+
+
+def test_pass_at_k_over_items():
+    score = pass_at_k_over_items([0, 1, 5, 2], n=5, k=2)
+    per_item = [0.0, 0.4, 1.0, 0.7]
+    assert score.value == pytest.approx(np.mean(per_item)) and score.n == 4
+    assert score.se == pytest.approx(np.std(per_item, ddof=1) / 2)
+    assert pass_at_k_over_items([3], n=5, k=1).se is None
+
+
+def test_majority_vote():
+    assert majority_vote(["b", "a", "a", "b"]) == "b"  # tie: first seen wins
+    assert majority_vote(["a", "b", "b"]) == "b"
+    assert majority_vote([None, None, None, "7"]) == "7"  # None never wins over an answer
+    assert majority_vote([None, None]) is None and majority_vote([]) is None
+    norm = lambda s: s.strip().lower() or None  # noqa: E731
+    assert majority_vote([" X", "y", "x ", "  "], normalize=norm) == "x"
+    assert majority_vote(["  ", " "], normalize=norm) is None
+
+
+def test_maj_at_k_over_items():
+    answers = [["5", "5", "3", "3"], ["1", "2", "2", "9"], [None, None, "4", None]]
+    score = maj_at_k_over_items(answers, ["3", "2", "4"])
+    assert score.value == pytest.approx(2 / 3) and score.n == 3  # tie 5/3 goes to 5
+    assert maj_at_k_over_items(answers, ["5", "1", "4"], k=1).value == pytest.approx(2 / 3)
+    assert score.se == pytest.approx(proportion_se(2 / 3, 3))
+    with pytest.raises(StatsError, match="needs k=5"):
+        maj_at_k_over_items(answers, ["3", "2", "4"], k=5)
+    with pytest.raises(StatsError, match="one reference per problem"):
+        maj_at_k_over_items(answers, ["3"])
