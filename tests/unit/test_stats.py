@@ -7,9 +7,11 @@ import math
 
 import numpy as np
 import pytest
+
 from tinyreason.stats import (Diff, Score, StatsError, bootstrap_se, critical_value, difference,
-                              maj_at_k_over_items, majority_vote, mean_score, mean_se, pass_at_k, pass_at_k_over_items,
-                              proportion_score, proportion_se, score_with_error, seed_summary, seeds_differ, t_cdf, t_quantile,
+                              fit_power_law, maj_at_k_over_items, majority_vote, mean_score, mean_se,
+                              pass_at_k, pass_at_k_over_items, proportion_score, proportion_se,
+                              score_with_error, seed_summary, seeds_differ, t_cdf, t_quantile,
                               welch_dof, wilson_interval, within_noise_of_best)
 
 # ----------------------------------------------------------------------------- t quantile
@@ -283,3 +285,78 @@ def test_maj_at_k_over_items():
         maj_at_k_over_items(answers, ["3", "2", "4"], k=5)
     with pytest.raises(StatsError, match="one reference per problem"):
         maj_at_k_over_items(answers, ["3"])
+
+
+# ----------------------------------------------------------------------------- power law
+
+
+def noisy_power_law(seed, a=3.0, b=-0.3, points=10, noise=0.02):
+    x = np.logspace(6, 10, points)  # 1M to 10B parameters
+    return x, a * x**b * np.exp(np.random.default_rng(seed).normal(0.0, noise, points))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_power_law_recovers_the_exponent(seed):
+    fit = fit_power_law(*noisy_power_law(seed))
+    assert fit.b == pytest.approx(-0.3, rel=0.02)
+    assert fit.a == pytest.approx(3.0, rel=0.3)
+    assert abs(fit.b + 0.3) < 3.5 * fit.b_se  # the se is honest about the error
+    assert fit.quality == "good" and fit.r2 > 0.99 and 0.01 < fit.resid_std < 0.04
+    assert fit.describe().endswith("good fit.")
+
+
+def test_power_law_predict_and_interval():
+    x, y = noisy_power_law(0)
+    fit = fit_power_law(x, y)
+    assert fit.predict(1e8) == pytest.approx(3.0 * 1e8**-0.3, rel=0.03)
+    assert fit.predict(np.array([1e7, 1e8])).shape == (2,)
+    lo, hi = fit.interval(1e8)
+    assert lo < fit.predict(1e8) < hi
+    lo_far, hi_far = fit.interval(1e13)  # extrapolating 3 decades out is wider in log space
+    assert math.log(hi_far / lo_far) > math.log(hi / lo)
+    assert fit.interval(1e8, level=0.99)[1] > hi
+
+
+def test_power_law_interval_covers_at_its_level():
+    hits, trials = 0, 300
+    rng = np.random.default_rng(7)
+    x = np.logspace(6, 9, 5)
+    for _ in range(trials):
+        fit = fit_power_law(x, 2.0 * x**-0.2 * np.exp(rng.normal(0, 0.05, 5)))
+        new = 2.0 * 3e9**-0.2 * math.exp(rng.normal(0, 0.05))
+        lo, hi = fit.interval(3e9, level=0.9)
+        hits += lo <= new <= hi
+    assert 0.84 < hits / trials < 0.96  # binomial sd at 300 trials: 0.017
+
+
+def test_step_and_parabola_are_poor_fits():
+    x = np.logspace(6, 9, 8)
+    step = fit_power_law(x, np.where(x < 3e7, 1.0, 2.0))
+    assert step.quality == "poor" and "R^2 below 0.9" in step.describe()
+    parabola = fit_power_law(x, np.exp(-(np.log(x) - np.log(x).mean()) ** 2 / 4))
+    assert parabola.quality == "poor" and parabola.r2 < 0.1
+
+
+def test_irreducible_loss_shows_as_curvature():
+    x = np.logspace(3, 6, 6)
+    y = (10 * x**-0.3 + 0.5) * np.exp(np.random.default_rng(0).normal(0, 0.01, 6))
+    fit = fit_power_law(x, y)
+    assert fit.r2 > 0.9  # R^2 alone would pass it
+    assert fit.quality == "poor" and "curved in log-log (bends up" in fit.quality_reason
+
+
+def test_exact_power_law_and_two_points():
+    x = [1e6, 1e7, 1e8, 1e9]
+    exact = fit_power_law(x, [5 * v**-0.1 for v in x])
+    assert exact.b == pytest.approx(-0.1) and exact.curvature_t == 0.0 and exact.quality == "good"
+    two = fit_power_law([1e6, 1e7], [2.0, 1.0])
+    assert two.quality == "poor" and two.b_se is None and "2 points" in two.describe()
+    with pytest.raises(StatsError, match="add a model size"):
+        two.interval(1e8)
+
+
+@pytest.mark.parametrize("x, y", [([1, 2, 3], [1.0, 0.0, 2.0]), ([1, 2, 3], [1.0, 2.0]),
+                                  ([5, 5, 5], [1.0, 2.0, 3.0]), ([1], [1.0]), ([-1, 2, 3], [1, 2, 3])])
+def test_fit_power_law_rejects_bad_points(x, y):
+    with pytest.raises(StatsError):
+        fit_power_law(x, y)
