@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup demo test test-unit clean
 
@@ -19,6 +20,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+	# the report tests read report.html in a real headless browser (tests/browser.py): Debian's
+	# chromium + chromedriver from apt, never a browser download; without apt they are skipped
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if command -v apt-get >/dev/null; then \
+	    $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	  else echo "no apt-get: install chromium and chromedriver, or the browser tests in tests/unit/test_render.py are skipped"; fi; \
+	fi
 
 demo: setup
 	$(BIN)/python jobs/curriculum.py
