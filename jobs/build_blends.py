@@ -68,7 +68,8 @@ def main(argv=None) -> int:
         args.config = "configs/default.yaml"
 
     from tinyreason import console
-    from tinyreason.data.blend import build_blend, composition_table
+    from tinyreason.data.blend import build_blend
+    from tinyreason.data.card import composition_table
 
     with fail.on_error():
         targets = _targets(args)  # configs validated whole, before Ray starts

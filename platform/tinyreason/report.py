@@ -18,7 +18,9 @@ from pathlib import Path
 from tinyreason.console import say
 from tinyreason.curriculum import CurriculumResult
 from tinyreason.eval.harness import results_table
+from tinyreason.eval.pretrain import SAMPLE_SEED, SAMPLE_TEMPERATURE
 from tinyreason.eval.scores import PERPLEXITY, objective_value, pretrain_scores, primary_scores, table_scores
+from tinyreason.plots import plt
 
 
 def stage_rows(result: CurriculumResult) -> list[dict]:
@@ -79,8 +81,6 @@ def _cell(text: str) -> str:
 
 
 def samples_section(pretrain: dict[str, dict]) -> list[str]:
-    from tinyreason.eval.pretrain import SAMPLE_SEED, SAMPLE_TEMPERATURE
-
     if not any(p.get("samples") for p in pretrain.values()):
         return []
     md = ["## Pre-training samples", "",
@@ -95,17 +95,7 @@ def samples_section(pretrain: dict[str, dict]) -> list[str]:
     return md
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_losses(result: CurriculumResult, path: Path) -> Path | None:
-    plt = _plt()
     stages = [o for o in result.stages if any("loss" in m for m in o.metrics)]
     if not stages:
         return None
@@ -123,7 +113,6 @@ def plot_losses(result: CurriculumResult, path: Path) -> Path | None:
 
 def plot_benchmarks(columns: dict[str, dict[str, float]], path: Path) -> Path | None:
     """Grouped bars: each benchmark across base and stages, the way the reference report reads."""
-    plt = _plt()
     benches = list(dict.fromkeys(b for c in columns.values() for b in c))
     if not benches:
         return None

@@ -9,9 +9,11 @@ library. Finished stages are on disk before any of this can happen.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -93,9 +95,6 @@ def _import_in_background(module: str, attr: str) -> None:
     frozen at interpreter finalization holding an import lock, and the next import a
     finalizer makes (Ray's weakref callbacks do) then waits forever: the job hung at
     exit in `_get_module_lock` in 2 of 10 short `ray job submit` runs."""
-    import importlib
-    import threading
-
     def run():
         try:
             getattr(importlib.import_module(module), attr)

@@ -88,7 +88,8 @@ def test_outputs_and_checkpoints_are_complete_on_shared_storage(micro_job):
         assert manifest["summary"]["loss_last"] > 0, manifest["summary"]
         assert (d / "model" / "model.safetensors").stat().st_size > 0
         assert (d / "metrics.jsonl").read_text().strip()
-    assert (c.storage / "runs" / "micro" / "report.md").exists()
+    runs = c.storage / "runs" / "micro"
+    assert (runs / (runs / "LATEST").read_text().strip() / "report.md").exists()
 
     pretrain = next(s for s in stages if s.startswith("00-"))
     ckpts = sorted(d for d in (c.storage / "ray" / pretrain).glob("checkpoint_*") if d.is_dir())

@@ -27,6 +27,7 @@ from ray.data.expressions import col
 
 from tinyreason.config.sections import BlendConfig, SourceConfig
 from tinyreason.data import schema
+from tinyreason.data.card import render_card
 from tinyreason.data.sources import BAD_JSON, DataError, decode_json_cells, fingerprint, raw_rows, read_source
 
 BLEND_FORMAT = 2  # bump when the output layout changes (validation rules are hashed from schema.py)
@@ -36,11 +37,6 @@ COLUMNS = {  # by schema family (data/schema.py)
     "preference": ["prompt", "chosen", "rejected", "chat_template_kwargs"],
 }
 PROVENANCE = ["_source_dataset", "_source_subset", "_source_split"]
-# Reasons found before schema.normalize_row sees a row.
-EXTRA_REASONS = {
-    "bad_json": "The line is not valid JSON (truncated, or not JSON at all).",
-    "bad_unicode": "The text holds characters that cannot be stored as UTF-8 (lone surrogates).",
-}
 SAMPLES_PER_REASON = 3
 ORDER_BITS = 60  # the shuffle key is a 60-bit hash: fits int64, ties only between identical rows
 # Ray's distributed sort costs ~8 s of fixed overhead on 2 cores even for 3k rows
@@ -363,48 +359,3 @@ def _finish(tmp: Path, path: Path, manifest: dict) -> None:
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")  # last: marks it complete
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
-
-
-# --------------------------------------------------------------------------- the card
-
-
-def composition_table(manifest: dict) -> str:
-    """Like Tables 1-3 of the TRLM report, plus what validation and decontamination removed."""
-    lines = ["| source | subset | split | requested | kept | rejected | decontaminated | share |",
-             "| --- | --- | --- | ---: | ---: | --- | ---: | ---: |"]
-    for s in manifest["sources"]:
-        rej = ", ".join(f"{k}: {v}" for k, v in sorted(s["rejected"].items())) or "0"
-        lines.append(f"| {s['source']} | {s['subset'] or '-'} | {s['split']} | {s['requested'] or 'all'} "
-                     f"| {s['kept']:,} | {rej} | {s['decontaminated']} | {s['share']:.1%} |")
-    kept = sum(s["kept"] for s in manifest["sources"])
-    lines.append(f"| **total** | | | | **{kept:,}** | {manifest['rejected_total']} "
-                 f"| {manifest['decontaminated_total']} | 100% |")
-    return "\n".join(lines)
-
-
-def render_card(manifest: dict) -> str:
-    counts = sum((collections.Counter(s["rejected"]) for s in manifest["sources"]), collections.Counter())
-    reasons = "\n".join(f"- `{r}` ({n}): {schema.REASONS.get(r) or EXTRA_REASONS.get(r, r)}"
-                        for r, n in sorted(counts.items())) or "- none"
-    d = manifest.get("decontamination")
-    decon = "Not run for this blend."
-    if d:
-        how = (f" ({d['items']} items, {d['n']}-word n-grams; a row is removed when it holds {d['threshold']:.0%} of "
-               "one item's n-grams)") if "n" in d else ""
-        decon = (f"Against {d['eval_set']}{how}: {manifest['decontaminated_total']} rows removed." + "".join(
-            f"\n- {m['rows']} row(s) matching item {m['item']}: {m['text']!r}" for m in d.get("matched_items", [])))
-    held = f" (+{manifest['heldout_rows']:,} held out in `heldout/`)" if manifest.get("heldout_rows") else ""
-    think = {"reject": " Assistant turns with a `<think>` block are rejected (`think_in_chat`): this chat stage "
-                       "trains without thinking; `data.think_rows: keep` keeps well-formed ones.",
-             "keep": " Assistant turns with a well-formed `<think>` block are kept (`data.think_rows: keep`); "
-                     "malformed think markup is rejected."}.get(manifest.get("think_rows"), "")
-    return (
-        f"# Dataset card: {manifest['name']}\n\n"
-        f"Row schema: `{manifest['schema']}`. Training rows: {manifest['rows']:,}{held}.{think} "
-        f"Content hash: `{manifest['content_hash']}`. Build key: `{manifest['key']}`.\n\n"
-        f"## Composition\n\n{composition_table(manifest)}\n\n"
-        f"## Reject reasons\n\n{reasons}\n\n"
-        f"## Decontamination\n\n{decon}\n\n"
-        "Every row carries `_source_dataset`, `_source_subset` and `_source_split`. "
-        "A sample of rejected rows (3 per source and reason) is in `rejected.jsonl`.\n"
-    )

@@ -1,5 +1,6 @@
-"""Row schemas: normalize real Hugging Face shapes, then validate. A stage kind names the
-schema its blends hold (train/<kind>.py); nothing here knows the kinds.
+"""Row schemas: what a canonical row of each schema must be (normalize.py makes them from real
+Hugging Face shapes). A stage kind names the schema its blends hold (train/<kind>.py);
+nothing here knows the kinds.
 
 Canonical rows:
     text          {"text": str}                                           (pretrain)
@@ -8,32 +9,21 @@ Canonical rows:
     preference    {"prompt": [msg...], "chosen": [assistant msg], "rejected": [assistant msg]}   (dpo)
 plus any extra columns the source carried (`source`, `chat_template_kwargs`, scores...).
 
-Both steps run per row inside Ray Data `map_batches`, so they are pure, import
-nothing heavy, and signal a bad row with a short reason code rather than an
-exception that would kill a blend job over one row in a million.
+Validation runs per row inside Ray Data `map_batches`, so it is pure, imports nothing
+heavy, and signals a bad row with a short reason code rather than an exception that
+would kill a blend job over one row in a million.
 """
 
 import collections
-import json
 
+# normalize_row, RowError, family and SCHEMAS are read through this module by the blend builder
+from tinyreason.data.normalize import SCHEMAS, RowError, as_list, check_schema, family, normalize_row  # noqa: F401
 from tinyreason.model.chat import THINK_CLOSE, THINK_OPEN
 
-# Each schema and its family: the columns its rows have (a reasoning row is a chat row)
-FAMILY = {"text": "text", "chat": "chat", "reasoning": "chat", "preference": "preference"}
-SCHEMAS = tuple(FAMILY)
 # What a chat (non-reasoning) stage does with assistant turns that carry <think> blocks:
 # the reference recipe's stage 1 is chat SFT "without any chain-of-thought".
 THINK_POLICIES = ("reject", "keep")
 ROLES = ("system", "user", "assistant")
-
-# ShareGPT-style sources (`conversations` with from/value) use human/gpt.
-ROLE_MAP = {
-    "system": "system",
-    "user": "user",
-    "human": "user",
-    "assistant": "assistant",
-    "gpt": "assistant",
-}
 
 # Stable codes: the dataset card prints these sentences next to reject counts.
 REASONS = {
@@ -72,177 +62,6 @@ REASONS = {
 MAX_SAMPLES = 20
 
 
-class RowError(ValueError):
-    """A row that cannot be normalized; `.reason` is a key of REASONS."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-def family(schema: str) -> str:
-    """The column family of a schema: text, chat or preference."""
-    _check_schema(schema)
-    return FAMILY[schema]
-
-
-def _check_schema(schema: str) -> None:
-    # A wrong schema is a bug in a stage kind, not a bad row: fail loudly, never count it.
-    if schema not in FAMILY:
-        raise ValueError(f"row schema {schema!r} is not one of {SCHEMAS}")
-
-
-def _present(row: dict, *keys: str):
-    """First (key, value) whose value is not None.
-
-    Blending several sources unifies their Arrow schemas, so a column a source
-    lacks shows up as None rather than missing; both count as absent.
-    """
-    for key in keys:
-        if row.get(key) is not None:
-            return key, row[key]
-    return None, None
-
-
-def _as_list(value):
-    """List from a list, tuple or numpy object array (Ray's numpy batch format), else None."""
-    if isinstance(value, list):
-        return value
-    if isinstance(value, tuple):
-        return list(value)
-    if not isinstance(value, (str, bytes, dict)) and hasattr(value, "tolist"):
-        out = value.tolist()
-        return out if isinstance(out, list) else None
-    return None
-
-
-def _message(msg, bad: str) -> dict:
-    """One canonical {role, content}; other message keys are dropped so every
-    source writes the same parquet struct type."""
-    if not isinstance(msg, dict):
-        raise RowError(bad)
-    role = msg.get("role", msg.get("from"))
-    role = ROLE_MAP.get(role.strip().lower()) if isinstance(role, str) else None
-    if role is None:
-        raise RowError("unknown_role")
-    content = msg["content"] if "content" in msg else msg.get("value")
-    return {"role": role, "content": content}
-
-
-def _messages(value, default_role: str, bad: str) -> list[dict]:
-    """Messages from a bare string (one turn of `default_role`), a message, or a list."""
-    if isinstance(value, str):
-        return [{"role": default_role, "content": value}]
-    if isinstance(value, dict):
-        return [_message(value, bad)]
-    items = _as_list(value)
-    if items is None:
-        raise RowError(bad)
-    return [_message(m, bad) for m in items]
-
-
-def _normalize_common(row: dict) -> dict:
-    out = dict(row)
-    if "dataset" in out:
-        dataset = out.pop("dataset")
-        if out.get("source") is None:
-            out["source"] = dataset
-    if "chat_template_kwargs" in out:
-        kwargs = out["chat_template_kwargs"]
-        if kwargs is None or kwargs == "":
-            kwargs = {}
-        elif isinstance(kwargs, str):
-            try:
-                kwargs = json.loads(kwargs)
-            except ValueError:
-                raise RowError("bad_chat_template_kwargs") from None
-        if not isinstance(kwargs, dict):
-            raise RowError("bad_chat_template_kwargs")
-        out["chat_template_kwargs"] = kwargs
-    return out
-
-
-def _normalize_pretrain(row: dict) -> dict:
-    key, text = _present(row, "text", "content", "story")
-    if key is None:
-        raise RowError("missing_text")
-    row.pop(key)
-    row["text"] = text
-    return row
-
-
-def _normalize_chat(row: dict) -> dict:
-    key, value = _present(row, "messages", "conversations")
-    if key is not None:
-        # A bare string here is a mis-mapped column, not a one-turn chat.
-        if isinstance(value, (str, dict)):
-            raise RowError("bad_messages")
-        row.pop(key)
-        row["messages"] = _messages(value, "user", "bad_messages")
-        return row
-    reply_key, reply = _present(row, "completion", "response")
-    if row.get("prompt") is None or reply_key is None:
-        raise RowError("missing_messages")
-    prompt = _messages(row.pop("prompt"), "user", "bad_messages")
-    row.pop(reply_key)
-    row["messages"] = prompt + _messages(reply, "assistant", "bad_messages")
-    return row
-
-
-def _shared_prefix(a: list, b: list) -> int:
-    # Capped so each side keeps at least its last turn: identical pairs stay
-    # visible to validate as chosen_equals_rejected instead of empty tails.
-    limit = min(len(a), len(b)) - 1
-    n = 0
-    while n < limit and a[n] == b[n]:
-        n += 1
-    return n
-
-
-def _normalize_dpo(row: dict) -> dict:
-    if row.get("chosen") is None:
-        raise RowError("missing_chosen")
-    if row.get("rejected") is None:
-        raise RowError("missing_rejected")
-    chosen = _messages(row["chosen"], "assistant", "bad_chosen")
-    rejected = _messages(row["rejected"], "assistant", "bad_rejected")
-    prompt = [] if row.get("prompt") is None else _messages(row["prompt"], "user", "bad_prompt")
-    # olmo / ultrafeedback mixes ship chosen and rejected as full conversations
-    # sharing the prompt; that shared prefix is the real prompt (system included).
-    n = _shared_prefix(chosen, rejected)
-    if n:
-        prompt, chosen, rejected = chosen[:n], chosen[n:], rejected[n:]
-    elif prompt:
-        k = len(prompt)
-        if chosen[:k] == prompt and len(chosen) > k:
-            chosen = chosen[k:]
-        if rejected[:k] == prompt and len(rejected) > k:
-            rejected = rejected[k:]
-    if not prompt:
-        raise RowError("missing_prompt")
-    row.update(prompt=prompt, chosen=chosen, rejected=rejected)
-    return row
-
-
-_NORMALIZERS = {
-    "text": _normalize_pretrain,
-    "chat": _normalize_chat,
-    "reasoning": _normalize_chat,
-    "preference": _normalize_dpo,
-}
-
-
-def normalize_row(row: dict, schema: str) -> dict:
-    """Canonical row of `schema`; raises RowError(reason) when it cannot be built.
-
-    Returns a new dict: the input row is never mutated (Ray may reuse batches).
-    """
-    _check_schema(schema)
-    if not isinstance(row, dict):
-        raise RowError("not_a_dict")
-    return _NORMALIZERS[schema](_normalize_common(row))
-
-
 def _content_problem(content) -> str | None:
     if content is None:
         return "empty_content"
@@ -254,7 +73,7 @@ def _content_problem(content) -> str | None:
 def _turns_problem(messages, last_role: str, last_code: str) -> str | None:
     """Roles known, one optional leading system, then user/assistant alternating
     from user, ending on `last_role`."""
-    messages = _as_list(messages)
+    messages = as_list(messages)
     if messages is None:
         return "bad_messages"
     if not messages:
@@ -309,7 +128,7 @@ def _reasoning_problem(messages: list[dict]) -> str | None:
 
 
 def _reply_problem(reply, code: str) -> str | None:
-    reply = _as_list(reply)
+    reply = as_list(reply)
     if not reply or len(reply) != 1 or not isinstance(reply[0], dict):
         return code
     msg = reply[0]
@@ -320,7 +139,7 @@ def _reply_problem(reply, code: str) -> str | None:
 
 def _dpo_problem(row: dict) -> str | None:
     for key in ("prompt", "chosen", "rejected"):
-        if row.get(key) is None or (_as_list(row[key]) == []):
+        if row.get(key) is None or (as_list(row[key]) == []):
             return f"missing_{key}"
     problem = _turns_problem(row["prompt"], "user", "prompt_not_user_last")
     if problem:
@@ -360,7 +179,7 @@ def _total_chars(row: dict, schema: str) -> int:
 def validate_row(row: dict, schema: str, max_chars: int = 100_000, think: str = "reject") -> str | None:
     """None when a normalized row is fit for `schema`, else a REASONS code. `think` is a chat
     schema's policy for assistant turns with <think> blocks (THINK_POLICIES)."""
-    _check_schema(schema)
+    check_schema(schema)
     if think not in THINK_POLICIES:
         raise ValueError(f"think={think!r} is not one of {THINK_POLICIES}")
     if not isinstance(row, dict):
@@ -394,7 +213,7 @@ def check_rows(
     Samples show the normalized row when normalizing worked (what validate saw),
     else the raw row; each carries `_reject_reason`.
     """
-    _check_schema(schema)
+    check_schema(schema)
     kept, reasons, samples = [], collections.Counter(), []
     for raw in rows:
         row = raw

@@ -217,7 +217,7 @@ def collate_packed_rows(examples: list[dict], pad_token_id: int) -> dict:
     slower on CPU at B=4, L=512 (bench/bench_packing.py). Each example's first label is
     ignored, as TRL's collator does: no token predicts it inside its own document.
     """
-    import torch
+    import torch  # on use: Ray Data's tokenizing workers import this module and never collate
 
     width = max(len(e["input_ids"]) for e in examples)
     ids, labels, positions = [], [], []

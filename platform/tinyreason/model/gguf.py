@@ -108,6 +108,7 @@ def check(gguf_path: str | Path) -> GGUFInfo:
 
 def loadable_architectures() -> set[str]:
     """GGUF architectures transformers turns into a model: its legacy and its new loader."""
+    # on use: config checks import this module; gguf, torch and transformers cost seconds
     from transformers.integrations.gguf import GGUF_ARCHS
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
@@ -126,6 +127,7 @@ def _read_header(blob: mmap.mmap) -> tuple[dict, list[tuple[str, int, int]], int
     SmolLM2's 49k tokens and 49k merges on 2 cores. Walking the header with struct
     takes 0.1 s, so a config check can afford it.
     """
+    # on use: config checks import this module; gguf, torch and transformers cost seconds
     from gguf import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGMLQuantizationType
 
     pos = 0
@@ -198,6 +200,7 @@ def smollm2_gguf() -> Path:
 
 def load_back(gguf_file: str | Path):
     """(model, tokenizer) as transformers reads a GGUF: the model de-quantized to float32."""
+    # on use: config checks import this module; gguf, torch and transformers cost seconds
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     path = Path(gguf_file)
@@ -270,6 +273,7 @@ def _plain_copy(model):
 
 def _logit_diff(model, tok, saved: Path) -> float:
     """Max |logit difference| on CHECK_PROMPT between `model` and the model saved in `saved`."""
+    # on use: config checks import this module; gguf, torch and transformers cost seconds
     import torch
     from transformers import AutoModelForCausalLM
 

@@ -42,7 +42,8 @@ def export(model_dir: str | Path, out_file: str | Path, outtype: str = "f16") ->
 
     Written to `<out_file>.tmp` and renamed, so a crash never leaves a short file.
     """
-    import gguf  # deferred: importing gguf costs ~2 s (numpy, yaml, requests) on 2 cores
+    # on use: importing gguf costs ~2 s (numpy, yaml, requests) on 2 cores, torch and transformers more
+    import gguf
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -75,6 +76,7 @@ def export(model_dir: str | Path, out_file: str | Path, outtype: str = "f16") ->
 
 
 def _exportable_config(model_dir: Path):
+    # on use: config checks import this module; gguf, torch and transformers cost seconds
     from transformers import AutoConfig
 
     if not (model_dir / "config.json").is_file():
@@ -116,6 +118,7 @@ def _pre_tokenizer(model_dir: Path, tok) -> str:
 
 
 def _write_hparams(writer, config, name: str, ftype) -> None:
+    # on use: config checks import this module; gguf, torch and transformers cost seconds
     import gguf
 
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -139,6 +142,7 @@ def _write_hparams(writer, config, name: str, ftype) -> None:
 
 def _write_vocab(writer, tok, model_dir: Path, n_vocab: int, pre: str) -> None:
     """Tokens in the byte-level alphabet, their types, merges, special ids, chat template."""
+    # on use: config checks import this module; gguf, torch and transformers cost seconds
     import gguf
 
     by_id = {i: token for token, i in tok.get_vocab().items()}
@@ -174,6 +178,7 @@ def llama_cpp_rows(weights, n_head: int, n_head_kv: int):
 
 
 def _write_tensors(writer, state_dict: dict, config, qtype, model_dir: Path) -> None:
+    # on use: config checks import this module; gguf, torch and transformers cost seconds
     import gguf
 
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)

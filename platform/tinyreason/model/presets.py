@@ -12,6 +12,8 @@ Sizes below are for a 2k vocab with tied embeddings:
 
 from __future__ import annotations
 
+from tinyreason.model import varlen
+
 HUB_PRESETS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 
 SHAPES = {
@@ -41,8 +43,6 @@ def weights_source(preset: str | None, name_or_path: str | None) -> str | None:
 
 def attention(attn_implementation: str) -> str:
     """The implementation name, registered with transformers first when it is our own."""
-    from tinyreason.model import varlen
-
     if attn_implementation == varlen.NAME:
         varlen.register()
     return attn_implementation
@@ -50,6 +50,8 @@ def attention(attn_implementation: str) -> str:
 
 def init_model(preset: str, tok, attn_implementation: str = "sdpa", seed: int = 0):
     """A randomly initialised Llama of the preset's shape, sized to the tokenizer."""
+    # torch and transformers load on use: the config layer and every Ray Data worker of the blend
+    # builder import this module for its preset names, and torch alone costs ~2 s per process
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -69,7 +71,7 @@ def init_model(preset: str, tok, attn_implementation: str = "sdpa", seed: int = 
 
 def load_model(path: str, trust_remote_code: bool = False, attn_implementation: str = "sdpa", dtype=None):
     """Load weights as safetensors only: a pickle checkpoint can run arbitrary code."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM  # on use: see init_model
 
     return AutoModelForCausalLM.from_pretrained(
         path,

@@ -25,6 +25,7 @@ from tinyreason.storage import resolve
 
 def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: str | Path):
     """Train a byte-level BPE on `texts` and save it as a Hugging Face tokenizer dir."""
+    # on use: the config layer imports this module, and transformers costs ~3 s per process
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -47,7 +48,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: str | Path):
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
-    from transformers import AutoTokenizer  # heavy (~3 s); the config layer imports this module
+    from transformers import AutoTokenizer  # on use: see train_bpe
 
     return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
 

@@ -29,7 +29,7 @@ def is_varlen(attn_implementation: str) -> bool:
     """Whether this attention kernel takes a padding-free batch at its cost: ours, or flash
     attention by transformers' own test (which also knows hub kernels such as
     `kernels-community/flash-attn3`)."""
-    from transformers.utils.generic import is_flash_attention_requested
+    from transformers.utils.generic import is_flash_attention_requested  # on use: presets (hence the config layer) import this module
 
     return attn_implementation == NAME or is_flash_attention_requested(
         requested_attention_implementation=attn_implementation)
@@ -37,7 +37,7 @@ def is_varlen(attn_implementation: str) -> bool:
 
 def register() -> None:
     """Make `attn_implementation="sdpa_varlen"` known to transformers in this process."""
-    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers import AttentionInterface, AttentionMaskInterface  # on use: presets (hence the config layer) import this module
 
     AttentionInterface.register(NAME, attention_forward)
     AttentionMaskInterface.register(NAME, attention_mask)
@@ -49,7 +49,7 @@ def attention_mask(batch_size: int, q_length: int, kv_length: int, attention_mas
     mask for a joined 16 x 2048-token row would take a 32k x 32k matrix."""
     if batch_size == 1 and attention_mask is None and q_length == kv_length:
         return None
-    from transformers.masking_utils import sdpa_mask
+    from transformers.masking_utils import sdpa_mask  # on use: presets (hence the config layer) import this module
 
     return sdpa_mask(batch_size=batch_size, q_length=q_length, kv_length=kv_length, attention_mask=attention_mask,
                      **kwargs)
@@ -59,7 +59,7 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
                       is_causal: bool | None = None, **kwargs):
     """transformers' attention signature: query [B, H, T, D], key/value [B, Hkv, T, D] in,
     [B, T, H, D] out. Varlen for a joined row of examples, SDPA otherwise."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward  # on use: presets (hence the config layer) import this module
 
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     one_row = attention_mask is None and query.shape[0] == 1 and query.shape[2] == key.shape[2]
@@ -82,7 +82,7 @@ def boundaries(position_ids):
     ids that restart at 0 for each example; None for a single example or no position ids."""
     if position_ids is None or position_ids.shape[0] != 1 or int(position_ids[0, 0]) != 0:
         return None
-    import torch
+    import torch  # on use: presets (hence the config layer) import this module
 
     starts = (position_ids[0] == 0).nonzero().flatten()
     if starts.numel() == 1:
@@ -94,7 +94,7 @@ def boundaries(position_ids):
 def varlen_causal(q, k, v, cu, scale: float | None = None, max_len: int | None = None):
     """Causal attention inside each example of a packed sequence: q [T, H, D], k/v [T, Hkv, D],
     cu the cumulative lengths [N+1]; returns [T, H, D]."""
-    import torch
+    import torch  # on use: presets (hence the config layer) import this module
 
     kernel = _torch_varlen()
     if q.is_cuda and kernel is not None and q.dtype in (torch.bfloat16, torch.float16):
@@ -103,8 +103,8 @@ def varlen_causal(q, k, v, cu, scale: float | None = None, max_len: int | None =
 
 
 def _per_example(q, k, v, cu, scale):
-    import torch
-    import torch.nn.functional as F
+    import torch  # on use: presets (hence the config layer) import this module
+    import torch.nn.functional as F  # on use, as torch above
 
     gqa = q.shape[1] != k.shape[1]
     outs = []
@@ -121,7 +121,7 @@ def _torch_varlen():
     and `window_size=(-1, 0)` from 2.11, which also takes `scale`; GQA is native from 2.12
     (`enable_gqa`). Where a keyword is missing the same thing is done outside the kernel."""
     try:
-        from torch.nn.attention.varlen import varlen_attn
+        from torch.nn.attention.varlen import varlen_attn  # torch >= 2.10 only: probed, not required
     except ImportError:
         return None
     params = inspect.signature(varlen_attn).parameters

@@ -57,10 +57,9 @@ def reference_logps(model_dir: str, rows: list[dict], pad_token_id: int, max_len
     Batched exactly as TRL's DataCollatorForPreference batches training rows, so the
     values equal what DPOTrainer's own precompute pass would produce for these rows.
     """
-    # heavy imports (torch, TRL): a Ray task runs this, the driver only imports the module
+    # a Ray task runs this; the driver imports the module to read configs, without torch or TRL
     import torch
     from trl.trainer.dpo_trainer import DataCollatorForPreference
-
     from tinyreason.model.presets import load_model
 
     model = load_model(model_dir, trust_remote_code).eval()
@@ -83,7 +82,6 @@ def train_loop_per_worker(config: dict) -> None:
     """model -> data -> trainer -> train -> save, on one Ray Train worker."""
     # worker-only imports: torch, TRL and Ray Train take seconds, and the driver imports this module to read configs
     from trl import DPOConfig
-
     from tinyreason.model.presets import load_model
     from tinyreason.train import args, checkpoints, compat, export, reporting, shards, worker
 

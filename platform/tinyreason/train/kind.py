@@ -44,7 +44,13 @@ class StageKind:
     # bins, or none (rows stay rows: preference pairs, prompts). Settles which batch settings apply.
     packing: Literal["documents", "chat"] | None = None
     rows: str = "rows"  # what one of its batch rows is, for messages ("pairs", "prompts")
+    # How the rows reach the workers: a fixed shard per rank, or every row on every rank (when the
+    # trainer's own sampler must see them all, as GRPO's groups do)
+    shards: Literal["split", "whole"] = "split"
     think_tokens: bool = False  # adds <think> and </think> to the tokenizer unless the stage says otherwise
     curves: tuple[Curve, ...] = (LOSS,)
-    summary_metrics: tuple[str, ...] = ()  # logged metrics whose last value goes into the stage summary
+    # logged metrics whose last value goes into the stage summary; "prefix/" takes every key under it
+    summary_metrics: tuple[str, ...] = ()
+    # (summary, metrics) -> lines the driver warns with after the stage: a learning signal that was absent
+    review: Callable[[dict, list[dict]], list[str]] | None = None
     extra: dict = field(default_factory=dict)  # free-form facts a kind wants others to read

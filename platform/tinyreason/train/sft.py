@@ -61,7 +61,6 @@ def train_loop_per_worker(config: dict) -> None:
     """model -> data -> trainer -> train -> save, on one Ray Train worker."""
     # worker-only imports: torch, TRL and Ray Train take seconds, and the driver imports this module to read configs
     from trl import SFTConfig, SFTTrainer
-
     from tinyreason.train import args, checkpoints, export, reporting, shards, worker
 
     job, timeline, precision = worker.begin_worker(config)

@@ -16,6 +16,7 @@ from tinyreason.config.base import read_yaml, resolve_path
 from tinyreason.config.loading import apply_override
 from tinyreason.eval.scores import benchmark_scores
 from tinyreason.outputs import StageOutput
+from tinyreason.plots import plt
 from tinyreason.report import markdown_to_html
 from tinyreason.tune.sweep import SweepResult
 
@@ -55,11 +56,6 @@ def _md_table(head, rows) -> str:
 
 
 def plot_objective(result: SweepResult, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     paths = []
     done = [t for t in result.trials if "objective" in t.metrics]
     for p, space in result.sweep.space.items():
@@ -85,11 +81,6 @@ def plot_objective(result: SweepResult, out: Path) -> list[Path]:
 
 
 def plot_curves(result: SweepResult, out: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(6, 3.5))
     drawn = 0
     for t in result.trials:
