@@ -102,6 +102,9 @@ def test_summarize_repetition_is_mean_and_empty_is_zeros():
     ("The answer is 2, not 3. Wait, the answer is 3.", "3"),
     ("The answer is .", "The answer is ."),
     ("<think>still thinking", "<think>still thinking"),
+    # Delegated to answers.extract_final: boxed and GSM8K answers are read too.
+    ("<think>a</think>So \\boxed{12}.", "12"),
+    ("<think>a</think>5 + 7 = 12\n#### 12", "12"),
 ])
 def test_extract_answer(text, answer):
     assert extract_answer(text) == answer

@@ -8,19 +8,12 @@ a batch into the shares the curriculum report plots per stage.
 """
 
 import math
-import re
 from dataclasses import dataclass
 
+from tinyreason.answers import extract_final, split_thinking
 from tinyreason.model.chat import THINK_CLOSE, THINK_OPEN
 
 NGRAM = 4
-
-# The synthetic tasks and the TRLM traces end with "The answer is X."; search
-# the last occurrence so a restated question earlier does not win.
-_ANSWER_RE = re.compile(r"\bthe answer is\b\s*:?\s*", re.IGNORECASE)
-# A sentence ends at . ! ? followed by a space or the end; "3.50" does not end one.
-_SENTENCE_END_RE = re.compile(r"[.!?](?=\s|$)")
-_TRAILING = " \t.,;:!?"
 
 
 @dataclass
@@ -44,22 +37,19 @@ def _repetition(words: list[str]) -> float:
 
 def check_output(text: str, hit_limit: bool = False) -> FormatCheck:
     """Check one generation; `hit_limit` is True when generation stopped at max_new_tokens."""
-    opens, closes = text.count(THINK_OPEN), text.count(THINK_CLOSE)
+    split = split_thinking(text)  # answers.py owns what well-formed means, for rewards too
+    has_answer = split.well_formed and bool(split.answer.strip())
     start = text.find(THINK_OPEN)
     end = text.find(THINK_CLOSE, start) if start >= 0 else -1
-    well_formed = (
-        opens == 1 and closes == 1 and end > start and text.lstrip().startswith(THINK_OPEN)
-    )
-    has_answer = well_formed and bool(text[end + len(THINK_CLOSE):].strip())
     if start < 0:
         think_tokens = 0
     else:
         # An unclosed block counts to the end: runaway thinking is what p90 should show.
         inside = text[start + len(THINK_OPEN):end if end >= 0 else len(text)]
         think_tokens = len(inside.split())
-    unclosed = text.rfind(THINK_OPEN) > text.rfind(THINK_CLOSE)
+    unclosed = split.opened and not split.closed
     return FormatCheck(
-        well_formed=well_formed,
+        well_formed=split.well_formed,
         has_answer=has_answer,
         think_tokens=think_tokens,
         truncated=hit_limit or unclosed,
@@ -68,20 +58,16 @@ def check_output(text: str, hit_limit: bool = False) -> FormatCheck:
 
 
 def extract_answer(text: str) -> str:
-    """The answer to score: text after the last </think> (all of it when there is
-    none), stripped; "The answer is X." gives X without trailing punctuation."""
+    """The answer to show and exact-match: text after the last </think> (all of
+    it when there is none), stripped, reduced to its final answer by
+    `answers.extract_final` (\\boxed{}, #### N, "The answer is X.") when it states one.
+
+    Lenient where `answers.grade` is strict: an unclosed block keeps its text so
+    report samples show what the model wrote, and exact match scores it wrong.
+    """
     cut = text.rfind(THINK_CLOSE)
     answer = (text[cut + len(THINK_CLOSE):] if cut >= 0 else text).strip()
-    matches = list(_ANSWER_RE.finditer(answer))
-    if not matches:
-        return answer
-    value = answer[matches[-1].end():].split("\n", 1)[0]
-    sentence_end = _SENTENCE_END_RE.search(value)
-    if sentence_end:
-        value = value[:sentence_end.start()]
-    # Markdown bold ("The answer is **42**.") is common in distilled traces.
-    value = value.rstrip(_TRAILING).strip("*").rstrip(_TRAILING).strip()
-    return value or answer
+    return extract_final(answer) or answer
 
 
 def _nearest_rank(sorted_values: list[int], pct: float) -> float:
