@@ -100,6 +100,10 @@ def run_stage(ctx: RunContext, index: int, stage: StageConfig, parent: ModelRef,
     manifest = stage_manifest(stage, key, parent, blend, out, n_rows, time.time() - t0)
     manifest["checkpoints"] = best_and_kept(ctx.store.filesystem, out.ray_run_fs_path, stage.checkpoints.mode)
     manifest["resumed"] = resumed
+    review = registry.get(stage.kind).review
+    manifest["review"] = review(manifest["summary"], out.metrics()) if review else []
+    for line in manifest["review"]:
+        log.warning("%s: %s", prefix, line)
     write_model_card(out, manifest)
     out.commit(manifest)  # written last: marks the stage complete
     s = manifest["summary"]
@@ -165,7 +169,10 @@ def summarize_metrics(metrics: list[dict], kind_name: str) -> dict:
         out["worker_to_first_step_s"] = startup["to_first_step"]
         if "padding_free" in startup:
             out["padding_free"] = startup["padding_free"]
-    for k in registry.get(kind_name).summary_metrics:
+    wanted = registry.get(kind_name).summary_metrics
+    keys = [k for k in wanted if not k.endswith("/")]
+    keys += sorted({k for m in metrics for k in m for p in wanted if p.endswith("/") and k.startswith(p)})
+    for k in keys:
         last = next((m[k] for m in reversed(metrics) if k in m), None)
         if last is not None:
             out[k] = last

@@ -73,7 +73,7 @@ def test_every_stage_trained_on_both_nodes(micro_job):
     by_group: dict[str, set] = {}
     for a in workers:  # one placement group per stage's worker group
         by_group.setdefault(a["placement_group_id"], set()).add(a["node_id"])
-    assert len(by_group) >= 4, workers
+    assert len(by_group) >= 5, workers
     for group, where in by_group.items():
         assert where == {head, node2}, f"worker group {group} ran on {where}, expected both nodes"
 
@@ -81,7 +81,8 @@ def test_every_stage_trained_on_both_nodes(micro_job):
 def test_outputs_and_checkpoints_are_complete_on_shared_storage(micro_job):
     c, _ = micro_job
     stages = sorted(d.name for d in (c.storage / "stages").iterdir() if d.is_dir())
-    assert [re.sub(r"-[0-9a-f]{12}$", "", s) for s in stages] == ["00-pretrain", "01-sft", "02-reasoning", "03-dpo"]
+    assert [re.sub(r"-[0-9a-f]{12}$", "", s) for s in stages] == ["00-pretrain", "01-sft", "02-reasoning", "03-dpo",
+                                                                            "04-grpo"]
     for name in stages:
         d = c.storage / "stages" / name
         manifest = json.loads((d / "manifest.json").read_text())

@@ -41,7 +41,7 @@ def _raw(**stage_overrides):
 @pytest.mark.parametrize(
     "stage, fragments",
     [
-        ({"kind": "grpo"}, ["stages.0.kind", "'grpo'", "pretrain", "dpo"]),
+        ({"kind": "ppo"}, ["stages.0.kind", "'ppo'", "pretrain", "dpo", "grpo"]),
         ({"trainer": {"learning_rate": -1e-4}}, ["stages.0.trainer.learning_rate", "-0.0001", "greater than 0"]),
         ({"data": {"blend": "blends/no-such-blend.yaml"}}, ["blend", "no-such-blend", "not found"]),
         ({"kind": "dpo"}, ["stages.0.data.blend.sources.0.synthetic", "'chat'", "dpo", "'preference'"]),

@@ -130,6 +130,21 @@ def test_preference_prompt_repeated_at_head_of_one_side_is_stripped():
     assert (out["prompt"], out["chosen"], out["rejected"]) == ([U("q")], [A("good")], [A("bad")])
 
 
+@pytest.mark.parametrize("row, prompt, answer", [
+    ({"question": "Tom has 3 apples.", "answer": "He has 3 + 2 = 5.\n#### 5"}, [U("Tom has 3 apples.")], "5"),
+    ({"question": "Sum?", "answer": "#### 1,200"}, [U("Sum?")], "1,200"),
+    ({"problem": "Find x.", "solution": "So $x = \\boxed{\\frac{3}{4}}$."}, [U("Find x.")], "\\frac{3}{4}"),
+    ({"problem": "Find x.", "solution": "long", "answer": "7"}, [U("Find x.")], "7"),
+    ({"prompt": [S("sys"), U("q")], "answer": 12}, [S("sys"), U("q")], "12"),
+    ({"messages": [U("q"), A("<think>2 + 2</think>The answer is 4.")]}, [U("q")], "4"),
+    ({"prompt": [S("s"), U("What is 1 + 1?")], "answer": "2"}, [S("s"), U("What is 1 + 1?")], "2"),
+], ids=["gsm8k", "gsm8k-comma", "math-boxed", "math-answer-column", "prompt-int-answer", "chat-last-turn",
+        "synthetic"])
+def test_prompt_rows_from_real_shapes(row, prompt, answer):
+    out = normalize_row(row, "prompt")
+    assert out["prompt"] == prompt and out["answer"] == answer and validate_row(out, "prompt") is None
+
+
 def test_unknown_schema_is_a_bug_not_a_row_error():
     with pytest.raises(ValueError, match="row schema 'rlhf'"):
         normalize_row({"text": "x"}, "rlhf")
@@ -203,6 +218,11 @@ BAD_ROWS = [
     ("too_long", "text", {"text": "x" * 101}),
     ("too_long", "chat", {"messages": [U("q" * 50), A("a" * 51)]}),
     ("think_in_chat", "chat", {"messages": [U("q"), A("<think>a</think>4")]}),
+    ("missing_question", "prompt", {"answer": "4"}),
+    ("missing_gold", "prompt", {"question": "What is 2 + 2?"}),
+    ("missing_gold", "prompt", {"problem": "x?", "solution": "No box here."}),
+    ("missing_gold", "prompt", {"messages": [U("q")]}),
+    ("prompt_not_user_last", "prompt", {"prompt": [U("q"), A("a")], "answer": "4"}),
     ("too_long", "reasoning", {"messages": [U("q"), A("<think>" + "t" * 100 + "</think>4")]}),
     ("too_long", "preference", {"prompt": "q" * 60, "chosen": "g" * 30, "rejected": "b" * 30}),
 ]
@@ -225,6 +245,7 @@ def test_every_reason_is_documented_and_exercised():
     ("reasoning", {"messages": [S("s"), U("q"), A("no block in history"), U("q2"), A(THINK_OK)]}),
     ("reasoning", {"messages": [U("q"), A("\n <think></think>Direct answer.")]}),
     ("preference", {"prompt": "q", "chosen": "g", "rejected": "b"}),
+    ("prompt", {"question": "q", "answer": "#### 4"}),
 ])
 def test_good_rows_pass(kind, row):
     assert reason_of(row, kind, max_chars=100) is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
@@ -19,6 +20,8 @@ from tinyreason.config.sections import (CheckpointPolicy, DataConfig, DeepSpeedC
                                         TrainerSettings)
 from tinyreason.train import registry
 
+# Stage sections that only some kinds read (StageKind.sections): given to another kind, they are an error
+KIND_SECTIONS = ("rewards",)
 # Settings that the platform owns and sets itself; a config may not override them.
 PLATFORM_OWNED = frozenset({"output_dir", "deepspeed", "report_to", "bf16", "fp16", "use_cpu", "max_length"})
 
@@ -32,6 +35,8 @@ class StageConfig(Strict):
     scaling: ScalingConfig = ScalingConfig()
     checkpoints: CheckpointPolicy = CheckpointPolicy()
     add_think_tokens: bool | None = None  # default: the kind's (True for reasoning_sft)
+    # grpo: the rewards, each {name: <built-in>, weight, ...} or {path: "module:function", weight, name}
+    rewards: list[dict[str, Any]] | None = None
 
     @field_validator("kind")
     @classmethod
@@ -42,6 +47,11 @@ class StageConfig(Strict):
     @model_validator(mode="after")
     def _kind_rules(self):
         kind = registry.get(self.kind)
+        for section in KIND_SECTIONS:
+            if getattr(self, section) is not None and section not in kind.sections:
+                users = [k for k in registry.names() if section in registry.get(k).sections]
+                raise ValueError(f"{section} applies to {' and '.join(users) or 'no'} stages, not to a {self.kind} "
+                                 f"stage; remove it")
         check_trainer_keys(self.kind, kind.trl_config(), self.trainer)
         self._check_batching(kind)
         if kind.check is not None:

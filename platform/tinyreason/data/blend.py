@@ -35,6 +35,7 @@ COLUMNS = {  # by schema family (data/schema.py)
     "text": ["text"],
     "chat": ["messages", "chat_template_kwargs"],
     "preference": ["prompt", "chosen", "rejected", "chat_template_kwargs"],
+    "prompt": ["prompt", "answer", "chat_template_kwargs"],
 }
 PROVENANCE = ["_source_dataset", "_source_subset", "_source_split"]
 SAMPLES_PER_REASON = 3
@@ -82,7 +83,7 @@ class Blend:
 
 def _arrow_schema(row_schema: str):
     msgs = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
-    payload = [(c, pa.string() if c in ("text", "chat_template_kwargs") else msgs)
+    payload = [(c, pa.string() if c in ("text", "answer", "chat_template_kwargs") else msgs)
                for c in COLUMNS[schema.family(row_schema)]]
     meta = [("_reject", pa.string()), ("_raw", pa.string()), ("_columns", pa.string()), ("_source_id", pa.int32()),
             ("_h", pa.string()), ("_order", pa.int64())]

@@ -8,8 +8,10 @@ code. Pure and per row: it runs inside Ray Data `map_batches`.
 
 import json
 
+from tinyreason.answers import extract_final, gsm8k_gold, math_gold, split_thinking
+
 # Each schema and its family: the columns its rows have (a reasoning row is a chat row)
-FAMILY = {"text": "text", "chat": "chat", "reasoning": "chat", "preference": "preference"}
+FAMILY = {"text": "text", "chat": "chat", "reasoning": "chat", "preference": "preference", "prompt": "prompt"}
 SCHEMAS = tuple(FAMILY)
 
 # ShareGPT-style sources (`conversations` with from/value) use human/gpt.
@@ -174,11 +176,42 @@ def _normalize_dpo(row: dict) -> dict:
     return row
 
 
+def _normalize_prompt(row: dict) -> dict:
+    """A question and its gold answer, from GSM8K (`question`, `answer` ending `#### N`),
+    MATH (`problem`, `solution` with a boxed answer, or an `answer` column), a prompt with an
+    `answer` column, or a chat row whose last assistant turn holds the answer."""
+    key, question = _present(row, "prompt", "question", "problem")
+    if key is None and row.get("messages") is not None:
+        messages = _messages(row.pop("messages"), "user", "bad_messages")
+        if not messages or messages[-1]["role"] != "assistant":
+            raise RowError("missing_gold")
+        prompt, reply = messages[:-1], messages[-1]["content"]
+        if not isinstance(reply, str):
+            raise RowError("bad_content")
+        gold = extract_final(split_thinking(reply).answer or "", fallback="last_number")
+        row.update(prompt=prompt, answer=gold)
+        return row
+    if key is None:
+        raise RowError("missing_question")
+    row.pop(key)
+    row["prompt"] = _messages(question, "user", "bad_prompt")
+    answer, solution = row.get("answer"), row.pop("solution", None)
+    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        answer = str(answer)
+    if isinstance(answer, str) and "####" in answer:
+        answer = gsm8k_gold(answer)
+    if (answer is None or answer == "") and isinstance(solution, str):
+        answer = math_gold(solution)
+    row["answer"] = answer.strip() if isinstance(answer, str) else answer
+    return row
+
+
 _NORMALIZERS = {
     "text": _normalize_pretrain,
     "chat": _normalize_chat,
     "reasoning": _normalize_chat,
     "preference": _normalize_dpo,
+    "prompt": _normalize_prompt,
 }
 
 

@@ -7,6 +7,7 @@ Canonical rows:
     chat          {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}   (sft)
     reasoning     chat rows whose final assistant turn opens with a <think> block   (reasoning_sft)
     preference    {"prompt": [msg...], "chosen": [assistant msg], "rejected": [assistant msg]}   (dpo)
+    prompt        {"prompt": [msg..., user msg], "answer": "<gold final answer>"}   (grpo)
 plus any extra columns the source carried (`source`, `chat_template_kwargs`, scores...).
 
 Validation runs per row inside Ray Data `map_batches`, so it is pure, imports nothing
@@ -56,6 +57,9 @@ REASONS = {
     "bad_chosen": "`chosen` is not exactly one non-empty assistant turn after the prompt.",
     "bad_rejected": "`rejected` is not exactly one non-empty assistant turn after the prompt.",
     "chosen_equals_rejected": "`chosen` and `rejected` are the same text: no preference signal.",
+    "missing_question": "A prompt row has no question (`prompt`, `question` or `problem`, or chat `messages`).",
+    "missing_gold": "A prompt row has no gold answer: no `answer`, no `#### N`, no \\boxed{} in its `solution`, "
+                    "and no answer in a final assistant turn.",
     "too_long": "The row's total characters exceed max_chars.",
 }
 
@@ -166,9 +170,21 @@ def _chat_think_problem(messages: list[dict], think: str) -> str | None:
     return None
 
 
+def _prompt_problem(row: dict) -> str | None:
+    if row.get("prompt") is None:
+        return "missing_question"
+    problem = _turns_problem(row["prompt"], "user", "prompt_not_user_last")
+    if problem:
+        return "bad_prompt" if problem == "bad_messages" else problem
+    answer = row.get("answer")
+    return None if isinstance(answer, str) and answer.strip() else "missing_gold"
+
+
 def _total_chars(row: dict, schema: str) -> int:
     if schema == "text":
         return len(row["text"])
+    if schema == "prompt":
+        return sum(len(m["content"]) for m in row["prompt"]) + len(row["answer"])
     if schema == "preference":
         messages = list(row["prompt"]) + list(row["chosen"]) + list(row["rejected"])
     else:
@@ -193,6 +209,8 @@ def validate_row(row: dict, schema: str, max_chars: int = 100_000, think: str = 
         problem = None if text.strip() else "empty_text"
     elif schema == "preference":
         problem = _dpo_problem(row)
+    elif schema == "prompt":
+        problem = _prompt_problem(row)
     else:
         if row.get("messages") is None:
             return "missing_messages"

@@ -390,6 +390,13 @@ def preference_rows(n: int, seed: int) -> list[dict]:
     return rows
 
 
+def prompt_rows(n: int, seed: int) -> list[dict]:
+    """GRPO prompts from the training split: the question as the reasoning stages see it, and
+    the gold answer the correctness reward checks."""
+    stream = _stream(random.Random(_derive(seed, "prompts")))
+    return [{"prompt": _messages(p.question, "")[:2], "answer": p.answer} for p in islice(stream, n)]
+
+
 def eval_rows(n: int, seed: int) -> list[dict]:
     rng = random.Random(_derive(seed, "eval"))
     rows = []
@@ -413,4 +420,5 @@ GENERATORS = {
     "chat": (chat_rows, "chat"),
     "reasoning": (reasoning_rows, "reasoning"),
     "preference": (preference_rows, "preference"),
+    "prompts": (prompt_rows, "prompt"),
 }

@@ -123,8 +123,8 @@ class _Recorded:
 
 
 def _sample_callback(job, keep: dict):
-    from transformers import TrainerCallback  # worker only, as in train_loop_per_worker
-
+    # worker only, as in train_loop_per_worker
+    from transformers import TrainerCallback
     from tinyreason.train.worker import is_rank_zero
 
     class Samples(TrainerCallback):
@@ -179,7 +179,8 @@ def train_loop_per_worker(config: dict) -> None:
 KIND = StageKind(
     name="grpo", summary="RL with verifiable rewards (GRPO)", schema="prompt",
     trl_config=trl_config, train_loop=train_loop_per_worker, tokenize_steps=tokenize_steps,
-    prepare_tokenizer=prepare_tokenizer, check=check, rows="prompts", shards="whole", review=review,
+    prepare_tokenizer=prepare_tokenizer, check=check, rows="prompts", shards="whole", sections=("rewards",),
+    review=review,
     curves=(Curve("reward", "reward (weighted sum)"), Curve("rewards/*/mean", "reward by component"),
             Curve("frac_reward_zero_std", "groups without reward spread"),
             Curve("completions/mean_length", "completion length (tokens)"),

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Curve:
-    """A logged metric that a stage's report plots, with its axis label."""
+    """A logged metric that a stage's report plots, with its axis label. A key may hold one `*`
+    for one path segment: `rewards/*/mean` is one curve per reward."""
 
     key: str
     label: str
@@ -47,6 +48,7 @@ class StageKind:
     # How the rows reach the workers: a fixed shard per rank, or every row on every rank (when the
     # trainer's own sampler must see them all, as GRPO's groups do)
     shards: Literal["split", "whole"] = "split"
+    sections: tuple[str, ...] = ()  # the optional stage sections it reads (config/experiment.py KIND_SECTIONS)
     think_tokens: bool = False  # adds <think> and </think> to the tokenizer unless the stage says otherwise
     curves: tuple[Curve, ...] = (LOSS,)
     # logged metrics whose last value goes into the stage summary; "prefix/" takes every key under it

@@ -64,7 +64,10 @@ def fit_stage(job: StageJob, train_ds, resume_from: str | None = None, callbacks
     """
     stage = job.stage
     n = stage.scaling.num_workers
-    shards = train_ds.split(n, equal=True) if n > 1 else [train_ds]
+    if registry.get(stage.kind).shards == "whole" or n == 1:
+        shards = [train_ds] * n  # every rank reads every row; the trainer's own sampler deals them out
+    else:
+        shards = train_ds.split(n, equal=True)
     policy = stage.checkpoints
     keepers = [checkpoints.best_keeper(policy.mode)] if policy.keep_best else []
     trainer = TorchTrainer(

@@ -1,0 +1,122 @@
+"""The grpo stage with real TRL on a real local Ray: the reward rises on a task its parent
+half-solves, a killed worker resumes at the right step, and bad prompt data fails clearly.
+
+The task: "Is X bigger than Y?" where the gold answer is always "yes". The parent is a micro
+Llama fine-tuned on the same questions answered "yes" or "no" at random, so it says "yes"
+about half the time; GRPO's correctness reward then has spread in every group, and the
+policy should learn to say "yes" more often."""
+
+import json
+import os
+import random
+import signal
+import threading
+import time
+
+import pytest
+import yaml
+
+from tinyreason.config.loading import load_config
+from tinyreason.curriculum import run_curriculum
+from tinyreason.data import synthetic
+from tinyreason.data.sources import DataError
+from tinyreason.model.tokenizer import train_bpe
+
+
+def _questions(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [f"Is {rng.randint(0, 60)} bigger than {rng.randint(0, 60)}?" for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("grpo-data")
+    rng = random.Random(0)
+    with open(d / "chat.jsonl", "w") as f:  # the parent: "yes" or "no" at random, whatever the numbers
+        for q in _questions(600, 1):
+            f.write(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant",
+                                "content": f"The answer is {rng.choice(['yes', 'no'])}."}]}) + "\n")
+    with open(d / "prompts.jsonl", "w") as f:  # GSM8K's shape: question + answer
+        for q in _questions(200, 2):
+            f.write(json.dumps({"question": q, "answer": "yes"}) + "\n")
+    with open(d / "no_answers.jsonl", "w") as f:
+        for q in _questions(20, 3):
+            f.write(json.dumps({"question": q}) + "\n")
+    train_bpe((r["text"] for r in synthetic.pretrain_rows(1000, 0)), 512, d / "tok")
+    return d
+
+
+def _config(tmp_path, files, prompts="prompts.jsonl", **grpo_trainer) -> str:
+    """The parent sft stage and a grpo stage; tests share one storage, so the parent trains once."""
+    parent = {"name": "yesno", "kind": "sft", "data": {"blend": {"sources": [{"files": str(files / "chat.jsonl")}]},
+                                                        "max_length": 128},
+              "trainer": {"learning_rate": 3e-3, "num_train_epochs": 3, "per_device_train_batch_size": 8,
+                          "logging_steps": 5}, "scaling": {"num_workers": 2}}
+    grpo = {"name": "grpo", "kind": "grpo",
+            "data": {"blend": {"sources": [{"files": str(files / prompts)}]}, "max_length": 128},
+            "trainer": {"learning_rate": 1e-3, "max_steps": 20, "per_device_train_batch_size": 8,
+                        "num_generations": 8, "max_completion_length": 16, "temperature": 1.0, "logging_steps": 2,
+                        "save_steps": 50, **grpo_trainer},
+            "rewards": [{"name": "correctness"}], "scaling": {"num_workers": 2, "max_failures": 1}}
+    raw = {"name": "grpo-yes", "seed": 0, "model": {"preset": "micro", "attn_implementation": "sdpa"},
+           "tokenizer": {"path": str(files / "tok")}, "storage": {"path": str(files / "runs")},
+           "evaluation": {"after_each_stage": False}, "tracking": {"wandb": {"enabled": False}},
+           "stages": [parent, grpo]}
+    path = tmp_path / "grpo.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def _rewards(stage) -> list[tuple[int, float]]:
+    return [(m["step"], m["rewards/correctness/mean"]) for m in stage.metrics if "rewards/correctness/mean" in m]
+
+
+@pytest.fixture(scope="module")
+def learned(ray_local, files, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("grpo")
+    return run_curriculum(load_config(_config(tmp, files))).stages[1]
+
+
+def test_the_reward_rises_on_a_task_the_parent_half_solves(learned):
+    rewards = _rewards(learned)
+    assert len(rewards) >= 6
+    first, last = [r for _, r in rewards[:2]], [r for _, r in rewards[-3:]]
+    assert 0.15 <= sum(first) / 2 <= 0.85, rewards  # the parent half-solves it: groups have spread
+    assert sum(last) / 3 > sum(first) / 2 + 0.15, rewards
+    assert learned.manifest["summary"]["steps"] == 20 and learned.manifest["review"] == []
+
+
+def test_a_killed_grpo_worker_resumes_at_its_checkpoint_and_ends_at_the_same_step(ray_local, files, tmp_path):
+    config = load_config(_config(tmp_path, files, max_steps=12, save_steps=4))
+    runs, killed = files / "runs", {}
+    earlier = set(runs.glob("ray/01-grpo-*"))  # the other tests' grpo stages: not this one
+
+    def kill_rank_1_after_the_first_checkpoint():
+        deadline = time.time() + 600
+        while time.time() < deadline and not killed:
+            for snap in runs.glob("ray/01-grpo-*/checkpoint_manager_snapshot.json"):
+                if snap.parent in earlier:
+                    continue
+                if json.loads(snap.read_text()).get("latest_checkpoint_result"):
+                    workers = (runs / "stages" / snap.parent.name / "workers.jsonl").read_text().splitlines()
+                    victim = next(w for w in map(json.loads, workers) if w["rank"] == 1)
+                    os.kill(victim["pid"], signal.SIGKILL)
+                    killed.update(victim)
+                    return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_rank_1_after_the_first_checkpoint, daemon=True)
+    killer.start()
+    stage = run_curriculum(config).stages[1]
+    killer.join(timeout=5)
+    assert killed, "the worker was never killed"
+    startups = [m for m in stage.metrics if m.get("event") == "startup"]
+    assert len(startups) == 2 and startups[1]["step"] - 1 >= 4, startups  # resumed after a checkpoint
+    assert stage.manifest["summary"]["steps"] == 12 and stage.manifest["resumed"] is False
+    steps = sorted({s for s, _ in _rewards(stage)})
+    assert steps[-1] == 12
+
+
+def test_a_prompt_blend_without_answers_fails_naming_the_fix(ray_local, files, tmp_path):
+    with pytest.raises(DataError, match=r"all 20 rows were rejected \(missing_gold: 20\)"):
+        run_curriculum(load_config(_config(tmp_path, files, prompts="no_answers.jsonl")))
