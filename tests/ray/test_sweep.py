@@ -161,3 +161,19 @@ def test_asha_stops_lagging_trials_early_and_the_report_shows_them(ray_local, st
     assert load_config(report.parent / "best.yaml").stage("sft").trainer.learning_rate == 2.0e-3
     saved = {t["trial_id"]: t["status"] for t in json.loads((report.parent / "trials.json").read_text())}
     assert sorted(saved.values()) == ["STOPPED", "STOPPED", "TERMINATED"]
+
+
+def test_a_grpo_sweep_over_its_own_knobs_finishes_with_its_report(ray_local, storage, tmp_path):
+    """GRPO's knobs sweep like any stage's: three trials over beta (the KL coefficient: 0 runs
+    without a reference model), each its own stage from the cached dpo parent, scored, reported."""
+    path = _sweep_file(tmp_path, "micro-grpo", "grpo", {"beta": {"grid": [0.0, 0.02, 0.04]}}, storage)
+    sweep, cfg = load_sweep(path)
+    result = run_sweep(sweep, cfg)
+    report = write_sweep_report(result)
+    assert len(result.trials) == 3 and all(t.status == "TERMINATED" for t in result.trials), result.trials
+    for t in result.trials:
+        manifest = json.loads((storage / t.stage_dir / "manifest.json").read_text())
+        assert manifest["kind"] == "grpo" and manifest["parent"]["name"] == "dpo"
+        assert manifest["config"]["trainer"]["beta"] == t.params["beta"]
+        assert "reward" in manifest["summary"]
+    assert "## Best trial" in report.read_text() and load_config(report.parent / "best.yaml")
