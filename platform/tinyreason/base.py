@@ -33,9 +33,10 @@ def prepare_base(ctx: RunContext) -> ModelRef:
     key = digest({"preset": cfg.model.preset, "tok": cfg.tokenizer.model_dump(), "corpus": blend.manifest["key"],
                   "seed": cfg.seed, "attn": cfg.model.attn_implementation})
     out = ctx.outputs.base(f"{cfg.model.preset}-{key}")
-    if not out.complete():
-        _build_base(ctx, blend, out.path)
-        out.publish(marker=MANIFEST)
+    with ctx.exclusive(out.rel):
+        if not out.complete():
+            _build_base(ctx, blend, out.path)
+            out.publish(marker=MANIFEST)
     return ModelRef("base", str(out.path), str(out.path), key)
 
 

@@ -8,13 +8,16 @@ it), not once per stage.
 
 from __future__ import annotations
 
+import contextlib
+import uuid
 from dataclasses import dataclass, field
 
 from tinyreason.config.experiment import ExperimentConfig, StageConfig
 from tinyreason.data.blend import Blend, build_blend
 from tinyreason.data.decontam import Decontaminator
 from tinyreason.eval.sets import decontaminator_for
-from tinyreason.outputs import Outputs
+from tinyreason.locks import Locks
+from tinyreason.outputs import Outputs, digest
 from tinyreason.storage import Storage
 from tinyreason.tracking import wandb_env
 from tinyreason.train import registry
@@ -25,12 +28,20 @@ class RunContext:
     cfg: ExperimentConfig
     store: Storage
     group: str | None = None  # the tracking group: the experiment, or sweep/<name>
+    locks: Locks | None = None  # shared with curricula running beside this one (a study's arms)
+    owner: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     _decontaminate: Decontaminator | None = field(default=None, repr=False)
     _decontaminate_built: bool = field(default=False, repr=False)
 
     @classmethod
-    def of(cls, cfg: ExperimentConfig, store: Storage | None = None, group: str | None = None) -> RunContext:
-        return cls(cfg, store or Storage(cfg.storage.path), group)
+    def of(cls, cfg: ExperimentConfig, store: Storage | None = None, group: str | None = None,
+           locks: Locks | None = None) -> RunContext:
+        return cls(cfg, store or Storage(cfg.storage.path), group, locks)
+
+    def exclusive(self, key: str):
+        """Held while this run builds something other runs may need too (a blend, a stage, an
+        evaluation): they wait, then find it complete. A no-op for a run on its own."""
+        return self.locks.hold(key, self.owner) if self.locks is not None else contextlib.nullcontext()
 
     @property
     def outputs(self) -> Outputs:
@@ -47,8 +58,11 @@ class RunContext:
         """A stage's blend, decontaminated against every evaluation set of the experiment (the
         set's key enters the blend's cache key, so changing the suite rebuilds the blends).
         On object storage it is published, since Ray Data's read tasks run on any node."""
-        blend = build_blend(stage.data.blend_config, registry.get(stage.kind).schema, self.outputs.blends_dir,
-                            seed=self.cfg.seed, decontaminate=self.decontaminate, think=stage.data.think_rows)
+        schema = registry.get(stage.kind).schema
+        lock = f"blend/{digest([stage.data.blend_config.model_dump(mode='json'), schema, self.cfg.seed])}"
+        with self.exclusive(lock):
+            blend = build_blend(stage.data.blend_config, schema, self.outputs.blends_dir, seed=self.cfg.seed,
+                                decontaminate=self.decontaminate, think=stage.data.think_rows)
         if self.store.is_remote:
             if not self.store.exists(f"blends/{blend.path.name}/manifest.json"):
                 self.store.publish(blend.path, marker="manifest.json")

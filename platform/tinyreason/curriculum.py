@@ -64,7 +64,7 @@ def run_curriculum(cfg: ExperimentConfig, run: RunRecord | None = None, ctx: Run
                  else f"trained because {outcome.reason}")
         record[stage.name] = _record_of(outcome)
         run.save_stages_record(record)
-        if cfg.evaluation.after_each_stage:
+        if cfg.evaluation.after_each_stage is True or (cfg.evaluation.after_each_stage and i == len(cfg.stages) - 1):
             outcome.evaluation = evaluate(ctx, outcome.model, outcome.output, stage=stage)
             _log_scores(label(ctx, i, stage), outcome.evaluation)
         outcomes.append(outcome)

@@ -44,9 +44,17 @@ def evaluate(ctx: RunContext, model: ModelRef, place: OutputDir, stage: StageCon
     if ev.heldout_problems == 0 and not ev.benchmarks.tasks and blend is None:
         return None
     name = f"eval-{digest(key)}.json"
-    cached = place.read_json(name)
-    if cached is not None:
-        return cached
+    with ctx.exclusive(f"{place.rel}/{name}"):  # a study's arms sharing a stage evaluate it once
+        cached = place.read_json(name)
+        if cached is not None:
+            return cached
+        result = _evaluate(ctx, model, place, stage, blend)
+        place.write_json(name, result)
+    return result
+
+
+def _evaluate(ctx: RunContext, model: ModelRef, place: OutputDir, stage: StageConfig | None, blend) -> dict:
+    ev = ctx.cfg.evaluation
     result: dict = {}
     part = "the held-out problems"
     store, trust = ctx.store, ctx.cfg.model.trust_remote_code
@@ -69,12 +77,9 @@ def evaluate(ctx: RunContext, model: ModelRef, place: OutputDir, stage: StageCon
         why = str(cause) if isinstance(cause, EvalError) else root_message(cause)  # ours is already phrased
         raise EvalError(f"evaluating {model.name} failed in {part}: {why.rstrip('. ')}. "
                         f"The trained model is kept at {model.path}; fix the cause and re-run to evaluate it") from None
-    if blend is not None:
-        p = result["pretrain"]
-        if p["perplexity"] is None:
-            log.warning("%s: no held-out perplexity: blend %s keeps no rows back (set data.blend.heldout_fraction, "
-                        "e.g. 0.01)", model.name, blend.path.name)
-    place.write_json(name, result)
+    if blend is not None and result["pretrain"]["perplexity"] is None:
+        log.warning("%s: no held-out perplexity: blend %s keeps no rows back (set data.blend.heldout_fraction, "
+                    "e.g. 0.01)", model.name, blend.path.name)
     return result
 
 

@@ -71,10 +71,15 @@ def run_stage(ctx: RunContext, index: int, stage: StageConfig, parent: ModelRef,
               blend.path.name)
     key = stage_key(stage, parent, blend, ctx.cfg.seed)
     out = ctx.outputs.stage(index, stage.name, key)
-    if out.complete():
-        log.debug("%s: already complete, reusing %s", prefix, out.shown())
-        return StageOutcome(index, stage, out, out.manifest(), True, metrics=out.metrics())
+    with ctx.exclusive(out.rel):  # another run (a study's arm) may be training this very stage
+        if out.complete():
+            log.debug("%s: already complete, reusing %s", prefix, out.shown())
+            return StageOutcome(index, stage, out, out.manifest(), True, metrics=out.metrics())
+        return _train(ctx, index, stage, parent, blend, key, out, prefix, job_overrides, data_hook, callbacks)
 
+
+def _train(ctx: RunContext, index: int, stage: StageConfig, parent: ModelRef, blend: Blend, key: str,
+           out: StageOutput, prefix: str, job_overrides, data_hook, callbacks) -> StageOutcome:
     launch.check_resources(stage)
     tok_dir = prepare_tokenizer(ctx, stage, parent, out)
     rows = training_rows(prefix, stage, blend, ctx.store.located(tok_dir), data_hook)

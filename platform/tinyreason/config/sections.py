@@ -249,7 +249,9 @@ class EvalConfig(Strict):
     heldout_problems: int = Field(100, ge=0)  # synthetic held-out reasoning problems scored after every stage
     max_new_tokens: int = Field(96, gt=0)  # generation limit; outputs hitting it count as truncated
     batch_size: int = Field(16, ge=1)
-    after_each_stage: bool = True
+    # True: the base and every stage; "last": the base and the final stage (a study's arms compare
+    # finals); False: nothing
+    after_each_stage: bool | Literal["last"] = True
     benchmarks: BenchmarkConfig = BenchmarkConfig()
     objective: ObjectiveConfig = ObjectiveConfig()
     decontamination: DecontamConfig = DecontamConfig()

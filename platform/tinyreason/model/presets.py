@@ -2,7 +2,9 @@
 
 Sizes below are for a 2k vocab with tied embeddings:
     micro            ~0.2M  tests: a stage trains in seconds
+    mini             ~0.7M  the second rung of the CPU scaling study (configs/studies/scaling.yaml)
     tiny             ~2.4M  the embedded default: learns the synthetic world on 2 CPU cores in minutes
+    medium           ~4.5M  between tiny and small, for scaling studies
     small            ~9M    a bigger CPU model
     tinystories-20m  ~20M   from-scratch TinyStories on a GPU (8k vocab: ~24M)
     smollm2-135m-shape      SmolLM2-135M's architecture from scratch (135M at its 49k vocab):
@@ -19,8 +21,12 @@ HUB_PRESETS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 SHAPES = {
     "micro": dict(hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=512),
+    "mini": dict(hidden_size=128, intermediate_size=352, num_hidden_layers=3, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=512),
     "tiny": dict(hidden_size=192, intermediate_size=512, num_hidden_layers=4, num_attention_heads=6,
                  num_key_value_heads=3, max_position_embeddings=1024),
+    "medium": dict(hidden_size=256, intermediate_size=704, num_hidden_layers=6, num_attention_heads=8,
+                   num_key_value_heads=4, max_position_embeddings=1024),
     "small": dict(hidden_size=320, intermediate_size=864, num_hidden_layers=8, num_attention_heads=5,
                   num_key_value_heads=5, max_position_embeddings=2048),
     "tinystories-20m": dict(hidden_size=448, intermediate_size=1216, num_hidden_layers=8, num_attention_heads=7,
