@@ -113,3 +113,36 @@ def test_every_output_is_on_s3(s3_runs):
 
 def _latest(store: Storage) -> str:
     return store.read_text("runs/s3micro/LATEST").strip()
+
+
+def test_a_sweep_on_s3_keeps_its_trials_reference_cache_and_report_in_the_bucket(tmp_path):
+    """jobs/sweep.py with storage.path on the S3 server, run from a scratch dir: every output
+    of the sweep is in the bucket, and no local folder named `s3:` appears."""
+    raw = yaml.safe_load((ROOT / "configs" / "micro.yaml").read_text())
+    pretrain, dpo = raw["stages"][0], raw["stages"][3]
+    pretrain["trainer"].update(max_steps=4)
+    dpo["trainer"].update(max_steps=3)
+    raw.update(name="s3sweep", stages=[pretrain, dpo], tracking={"wandb": {"enabled": False}},
+               evaluation={"heldout_problems": 5, "max_new_tokens": 16, "batch_size": 5})
+    (tmp_path / "curriculum.yaml").write_text(yaml.safe_dump(raw))
+    sweep = {"name": "s3-beta", "curriculum": str(tmp_path / "curriculum.yaml"), "stage": "dpo",
+             "space": {"beta": {"grid": [0.1, 0.5]}}}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    work = tmp_path / "cwd"
+    work.mkdir()
+    with moto_s3() as endpoint:
+        make_bucket(endpoint, "sweeps")
+        uri = s3_uri(endpoint, "sweeps", "runs") + "&region=us-east-1"
+        env = {**os.environ, **FAKE_AWS_ENV, "TINYREASON_CACHE": str(tmp_path / "mirror")}
+        job = subprocess.run([sys.executable, str(ROOT / "jobs" / "sweep.py"), "--config", str(tmp_path / "sweep.yaml"),
+                              "--set", f"storage.path={uri}"], cwd=work, env=env, capture_output=True, text=True,
+                             timeout=900)
+        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+        store = Storage(uri)
+        for name in ("report.md", "report.html", "trials.json", "best.yaml", "logs/driver.log"):
+            assert store.exists(f"sweeps/s3-beta/{name}"), name
+        trials = json.loads(store.read_text("sweeps/s3-beta/trials.json"))
+        assert len(trials) == 2 and all(store.exists(f"{t['stage_dir']}/manifest.json") for t in trials)
+        caches = store.listdir("ref-logps")
+        assert len(caches) == 1 and store.exists(f"ref-logps/{caches[0]}/manifest.json")
+    assert not list(work.rglob("s3:*")) and not list(tmp_path.glob("s3:*"))  # nothing written as a local path

@@ -43,3 +43,10 @@ def test_bad_studies_fail_before_anything_trains(tmp_path, over, fragments):
         load_study(_study(tmp_path, **over))
     for fragment in fragments:
         assert fragment in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("path", sorted(__import__("pathlib").Path("configs/studies").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_built_in_study_validates(path):
+    study, configs = load_study(path)
+    assert len(configs) == len(study.arms) * len(study.seeds)
