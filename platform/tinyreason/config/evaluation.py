@@ -137,7 +137,9 @@ class ThinkingConfig(Strict):
 class PromptConfig(Strict):
     """The prompt conditions every model of the table is scored under, base included."""
 
-    system_prompt: str = SYSTEM_PROMPT  # a system turn given to every model ("" for an empty one)
+    # A system turn given to every model. Not empty: lm-eval drops an empty one, and then each chat
+    # template inserts its own default (SmolLM2's names itself; ours is SYSTEM_PROMPT).
+    system_prompt: str = Field(SYSTEM_PROMPT, min_length=1)
     # platform: tinyreason's ChatML template for every model; model: each model's own (columns may differ)
     chat_template: Literal["platform", "model"] = "platform"
 

@@ -195,14 +195,17 @@ def generate(model, tok, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
 
 def _finish(tok, ids: list[int], row: _Row, think: Think, stops, eos: list[int], limit: int) -> Generation:
     end = row.done_at if row.done_at is not None else len(ids)
-    ids = ids[:end]
-    text = think.prefill + tok.decode(ids, skip_special_tokens=False)
-    text = cut_at_stops(text, stops)
-    text = strip_special(tok, text)
+    return from_text(tok, think.prefill + tok.decode(ids[:end], skip_special_tokens=False), stops,
+                     think_tokens=row.count, forced_close=row.forced,
+                     hit_limit=row.done_at is None and end >= limit)
+
+
+def from_text(tok, text: str, stops, think_tokens: int, forced_close: bool, hit_limit: bool) -> Generation:
+    """A Generation from a decoded output (special tokens still in it, the prefill in front)."""
+    text = strip_special(tok, cut_at_stops(text, stops))
     answer, why = answer_for_metric(text)
     return Generation(text=text, thinking=split_thinking(text).thinking, answer=answer, no_answer=why,
-                      think_tokens=row.count, forced_close=row.forced,
-                      hit_limit=row.done_at is None and len(ids) >= limit)
+                      think_tokens=think_tokens, forced_close=forced_close, hit_limit=hit_limit)
 
 
 def cut_at_stops(text: str, stops) -> str:
