@@ -140,7 +140,7 @@ def load_lm(model_dir: Path, bench: BenchmarkConfig, trust_remote_code: bool, dt
     think, prompt = think or Think(), prompt or PromptConfig()
     template = CHAT_TEMPLATE if prompt.chat_template == "platform" else None
     args = {"pretrained": str(model_dir), "dtype": dtype, "trust_remote_code": trust_remote_code,
-            "batch_size": bench.batch_size, "max_gen_toks": bench.max_gen_toks}
+            "batch_size": bench.batch_size}  # max_gen_toks travels in each task's generation settings
     if backend_for(bench) == "vllm":
         from tinyreason.eval import lm_vllm  # optional: imports vllm, which only GPU machines install
 
