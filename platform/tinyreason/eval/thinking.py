@@ -7,7 +7,8 @@ see the same outputs for the same settings:
   and after the reasoning stage `<think>`/`</think>` are special tokens: the trace would reach
   the metric untagged and inseparable. Here every other special token is dropped as before.
 - A budget of N thinking tokens: once a row has thought N tokens, `</think>` is forced (token by
-  token when the tag is several), the answer is generated after it, and `<think>` cannot reopen.
+  token when the tag is several) and the answer generated after it; under a budget an output has
+  one block at most: `<think>` cannot reopen once closed, nor `</think>` close outside a block.
 - Stop sequences apply to the answer part only: a task's "\\n\\n" or "Q:" must not end a trace.
 - Thinking off: the prompt ends in an empty `<think>\\n\\n</think>\\n` block and `<think>` is
   banned, so the model answers at once; on: the prompt ends in `<think>\\n`.
@@ -68,6 +69,7 @@ class _Row:
     inside: bool
     count: int = 0  # generated tokens inside think blocks
     forced: bool = False
+    closed: bool = False  # a block was closed (by the model or the budget)
     pending: list[int] = field(default_factory=list)  # close-tag tokens still to force
     need_answer: bool = False  # a forced </think> completed and no visible answer token followed yet
     answer_from: int = 0  # index in the generated ids where the current answer part begins
@@ -107,7 +109,7 @@ class ThinkTracker:
         if row.tail[-len(self.close):] == self.close:
             if row.inside:
                 row.count = max(0, row.count - (len(self.close) - 1))  # the tag's first pieces were counted
-            row.inside, row.answer_from, row.need_answer = False, pos + 1, row.forced
+            row.inside, row.closed, row.answer_from, row.need_answer = False, True, pos + 1, row.forced
         elif row.tail[-len(self.open):] == self.open:
             row.inside = True
         elif row.inside:
@@ -130,7 +132,7 @@ class ThinkTracker:
                 scores[b, row.pending[0]] = 0.0
                 continue
             if self.budget is not None:  # a budget shapes the output: at most one block, closed once
-                if row.count >= self.budget and len(self.open) == 1:
+                if (row.closed or row.count >= self.budget) and len(self.open) == 1:
                     scores[b, self.open[0]] = low
                 if not row.inside and len(self.close) == 1:
                     scores[b, self.close[0]] = low
