@@ -163,3 +163,30 @@ def test_k_scores_skip_what_does_not_apply():
     got = samples.k_scores(rows, [1], [2])
     assert "pass@1" not in got and "maj@2" not in got
     assert got["pass@k_skipped"] and got["maj@k_skipped"]
+
+
+# ------------------------------------------------------------------ the report's sections
+
+
+def test_report_section_shows_thinking_on_vs_off_per_reasoning_stage_and_the_conditions():
+    from tinyreason.eval.reasoning_report import reasoning_results, reasoning_section
+
+    counts = {"n": 10, "no_answer": 2, "unclosed": 2}
+    stage = {"accuracy": 0.4, "thinking": counts, "think_off": {"accuracy": 0.1, "thinking": dict(counts, no_answer=0)},
+             "benchmarks": {"primary": {"gsm8k": 0.3, "arc": 0.5}, "thinking": {"gsm8k": counts},
+                            "sampling": {"gsm8k": {"n": 8, "pass@1": {"value": 0.3, "se": 0.05, "n": 10},
+                                                   "maj@8": {"value": 0.4, "se": 0.15, "n": 10}}},
+                            "think_off": {"primary": {"gsm8k": 0.2}, "thinking": {"gsm8k": dict(counts, no_answer=0)}}}}
+    evals = {"base": {"accuracy": 0.0, "benchmarks": {"primary": {"gsm8k": 0.1, "arc": 0.4}}}, "reasoning": stage}
+    data = reasoning_results(evals)
+    assert list(data["thinking_on_off"]) == ["reasoning"]  # the base does not think: no row
+    assert data["thinking_on_off"]["reasoning"]["gsm8k"] == {"on": 0.3, "off": 0.2, "no_answer_on": 0.2,
+                                                            "no_answer_off": 0.0}
+    ev = EvalConfig(benchmarks={"tasks": [{"task": "gsm8k", "repeats": 8}, {"task": "ifeval", "decoding": "greedy"}]})
+    md = "\n".join(reasoning_section(evals, ev))
+    assert "| reasoning | heldout/accuracy | 0.400 | 0.100 | +0.300 | 20.0% | 0.0% |" in md
+    assert "| reasoning | gsm8k | 0.300 | 0.200 | +0.100 | 20.0% | 0.0% |" in md
+    assert "| reasoning | gsm8k | 8 | 0.300 ± 0.050 | 0.400 ± 0.150 |" in md
+    assert 'system prompt "You are a helpful assistant' in md and "tinyreason's ChatML template" in md
+    assert "- gsm8k: temperature 0.6, top-p 0.95, seed 0, 8 samples per problem" in md
+    assert "- ifeval: greedy" in md
