@@ -7,8 +7,9 @@ see the same outputs for the same settings:
   and after the reasoning stage `<think>`/`</think>` are special tokens: the trace would reach
   the metric untagged and inseparable. Here every other special token is dropped as before.
 - A budget of N thinking tokens: once a row has thought N tokens, `</think>` is forced (token by
-  token when the tag is several) and the answer generated after it; under a budget an output has
-  one block at most: `<think>` cannot reopen once closed, nor `</think>` close outside a block.
+  token when the tag is several) and the answer generated after it. Under a budget an output has
+  one block at most and it always closes: no nested or second `<think>`, no `</think>` outside a
+  block, no EOS inside one.
 - Stop sequences apply to the answer part only: a task's "\\n\\n" or "Q:" must not end a trace.
 - Thinking off: the prompt ends in an empty `<think>\\n\\n</think>\\n` block and `<think>` is
   banned, so the model answers at once; on: the prompt ends in `<think>\\n`.
@@ -131,11 +132,13 @@ class ThinkTracker:
                 scores[b] = low
                 scores[b, row.pending[0]] = 0.0
                 continue
-            if self.budget is not None:  # a budget shapes the output: at most one block, closed once
-                if (row.closed or row.count >= self.budget) and len(self.open) == 1:
+            if self.budget is not None:  # a budget shapes the output: one block, closed once, then the answer
+                if (row.inside or row.closed or row.count >= self.budget) and len(self.open) == 1:
                     scores[b, self.open[0]] = low
                 if not row.inside and len(self.close) == 1:
                     scores[b, self.close[0]] = low
+                if row.inside:
+                    scores[b, eos_ids] = low  # the block ends by </think>, forced at the budget at the latest
             if row.need_answer:
                 scores[b, eos_ids] = low  # after a forced </think>, an answer before the end
         return scores
