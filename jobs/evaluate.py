@@ -49,13 +49,20 @@ def main(argv=None) -> int:
             given / "lm-eval" if is_stage else Path(cfg.storage.path) / "evals" / model_dir.name)
         console.setup(out / "logs")
         init_ray(cfg)
-        result = run_suite_remote(Storage(cfg.storage.path), model_dir, bench, out, cfg.model.trust_remote_code)
+        ev = cfg.evaluation
+        result = run_suite_remote(Storage(cfg.storage.path), model_dir, bench, out, cfg.model.trust_remote_code,
+                                  thinking=ev.thinking, prompt=ev.prompt)
         console.say("\n" + harness.results_table({given.name: result["primary"]}))
         try:  # weights may name tasks that --tasks left out: the scores above still stand
             score = harness.objective(result["primary"], cfg.evaluation.objective.weights, result["scores"])
             console.say(f"{cfg.evaluation.objective.name}: {score:.4f}")
         except ValueError as e:
             console.say(f"{cfg.evaluation.objective.name}: n/a ({e})")
+        if result.get("think_off"):
+            off = result["think_off"]["primary"]
+            console.say("thinking on vs off:\n" + harness.results_table(
+                {"thinking on": {k: v for k, v in result["primary"].items() if k in off}, "thinking off": off},
+                "thinking on"))
         console.say(f"scores and per-sample outputs: {result['results_file']}")
         _heldout(cfg, model_dir, Path(result["results_file"]).parent)
     return fail.exit_code
@@ -71,14 +78,15 @@ def _heldout(cfg, model_dir: Path, out: Path) -> None:
     ev = cfg.evaluation
     if ev.heldout_problems == 0:
         return
-    res = ray.get(ray.remote(num_cpus=1)(evaluate_heldout).remote(
-        str(model_dir), ev.heldout_problems, ev.max_new_tokens, ev.batch_size, cfg.model.trust_remote_code))
+    res = ray.get(ray.remote(num_cpus=1)(evaluate_heldout).remote(str(model_dir), ev, cfg.model.trust_remote_code))
     (out / "heldout.json").write_text(json.dumps(res, indent=2))
     f = res["format"]
     console.say(f"held-out accuracy {res['accuracy']:.1%} on {res['n']} problems; "
           f"well-formed <think> {f['well_formed']:.1%}, "
           f"answer after it {f['has_answer']:.1%}, truncated {f['truncated']:.1%}, repetition {f['repetition']:.3f}, "
-          f"think words p50/p90 {f['think_tokens_p50']:.0f}/{f['think_tokens_p90']:.0f}")
+          f"think words p50/p90 {f['think_tokens_p50']:.0f}/{f['think_tokens_p90']:.0f}; "
+          f"no answer {res['thinking']['no_answer']} of {res['n']}"
+          + (f"; thinking off: {res['think_off']['accuracy']:.1%}" if res.get("think_off") else ""))
 
 
 if __name__ == "__main__":

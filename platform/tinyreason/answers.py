@@ -80,6 +80,22 @@ def split_thinking(text: str) -> Split:
                  closed=True, opened=opened, well_formed=well_formed)
 
 
+def answer_for_metric(completion: str) -> tuple[str, str | None]:
+    """What a benchmark's metric is shown, and why it is empty when it is.
+
+    The text after the last `</think>` (leading whitespace dropped, as lm-eval does); the whole
+    completion when it never opens `<think>` (a chat model's reply). A trace that never closes
+    committed to nothing: "" with reason UNCLOSED, and a closed one with nothing after it: ""
+    with NO_ANSWER. The metric then scores "" (wrong for every benchmark metric we know of,
+    IFEval's included: it fails an empty response), and the reason is counted.
+    """
+    split = split_thinking(completion)
+    if split.answer is None:
+        return "", UNCLOSED
+    answer = split.answer.lstrip()
+    return answer, (None if answer.strip() else NO_ANSWER)
+
+
 # ---------------------------------------------------------------- extraction
 
 def _brace_body(text: str, open_at: int) -> tuple[str, int] | None:
@@ -221,6 +237,19 @@ def answers_match(pred: str | None, gold: str | int | float | None) -> bool:
         return pred_num == gold_num
     key = _text_key(gold)
     return bool(key) and _text_key(pred) == key
+
+
+def answer_key(text: str | None) -> str | None:
+    """A key that two answers share exactly when `answers_match` says they match: the exact
+    value for numbers ("12", "12.0", "$12" -> "=12"), the case- and space-free text otherwise.
+    Majority votes count answers by it; None for no answer."""
+    if text is None:
+        return None
+    value = parse_number(text)
+    if value is not None:
+        return f"={value}"
+    key = _text_key(text)
+    return f"~{key}" if key else None
 
 
 # ---------------------------------------------------------------- grading

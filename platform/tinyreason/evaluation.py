@@ -14,7 +14,7 @@ from pathlib import Path
 import ray
 
 from tinyreason.config.experiment import StageConfig
-from tinyreason.config.sections import BenchmarkConfig
+from tinyreason.config.evaluation import BenchmarkConfig, PromptConfig, ThinkingConfig
 from tinyreason.context import RunContext
 from tinyreason.eval import pretrain
 from tinyreason.eval.harness import EvalError, run_suite
@@ -61,10 +61,11 @@ def _evaluate(ctx: RunContext, model: ModelRef, place: OutputDir, stage: StageCo
     try:
         if ev.heldout_problems:
             task = free_task(store.on_node(evaluate_heldout), num_cpus=1)
-            result = ray.get(task.remote(model.path, ev.heldout_problems, ev.max_new_tokens, ev.batch_size, trust))
+            result = ray.get(task.remote(model.path, ev, trust))
         if ev.benchmarks.tasks:
             part = f"the lm-eval suite ({', '.join(t.task for t in ev.benchmarks.tasks)})"
-            result["benchmarks"] = run_suite_remote(store, model.path, ev.benchmarks, place.path / "lm-eval", trust)
+            result["benchmarks"] = run_suite_remote(store, model.path, ev.benchmarks, place.path / "lm-eval", trust,
+                                                    thinking=ev.thinking, prompt=ev.prompt)
         if blend is not None:
             heldout = str(blend.path / "heldout") if blend.manifest.get("heldout_rows") else None
             part = f"pre-training perplexity on {heldout or blend.path}"
@@ -84,7 +85,8 @@ def _evaluate(ctx: RunContext, model: ModelRef, place: OutputDir, stage: StageCo
 
 
 def run_suite_remote(store: Storage, model_dir: str | Path, bench: BenchmarkConfig, out_dir: str | Path,
-                     trust_remote_code: bool = False, dtype: str = "auto") -> dict:
+                     trust_remote_code: bool = False, dtype: str = "auto", thinking: ThinkingConfig | None = None,
+                     prompt: PromptConfig | None = None) -> dict:
     """`harness.run_suite` as a Ray task: on a GPU when the cluster has one, else one CPU. On
     object storage the task fetches the model on its node and publishes the outputs."""
     # Ray workers run in their own working dirs: hand them absolute paths.
@@ -92,7 +94,7 @@ def run_suite_remote(store: Storage, model_dir: str | Path, bench: BenchmarkConf
                                                       else p for p in bench.include_path]})
     task = free_task(store.on_node(run_suite, read=(0,), write=(2,)), num_cpus=1, num_gpus=gpus_per_task())
     ref = task.remote(str(Path(model_dir).expanduser().resolve()), bench, str(Path(out_dir).expanduser().resolve()),
-                      trust_remote_code, dtype)
+                      trust_remote_code, dtype, thinking, prompt)
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as e:

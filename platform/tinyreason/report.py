@@ -19,6 +19,7 @@ from tinyreason.console import say
 from tinyreason.curriculum import CurriculumResult
 from tinyreason.eval.harness import results_table
 from tinyreason.eval.pretrain import SAMPLE_SEED, SAMPLE_TEMPERATURE
+from tinyreason.eval.reasoning_report import evaluations, reasoning_results, reasoning_section
 from tinyreason.eval.scores import PERPLEXITY, objective_value, pretrain_scores, primary_scores, table_scores
 from tinyreason.plots import plt
 
@@ -145,7 +146,7 @@ def write_report(result: CurriculumResult) -> Path:
                          plot_benchmarks(columns, run_dir / "benchmarks.png")) if p]
     results = {"base": {"model": result.base.path}, "stages": rows, "benchmarks": columns,
                "objective": {"name": result.config.evaluation.objective.name, "values": objectives},
-               "pretrain": pretrain}
+               "pretrain": pretrain, "reasoning": reasoning_results(evaluations(result))}
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     base = result.run.store.key_of(result.base.path) or result.base.path
     md = [f"# Curriculum report: {result.config.name}", "", f"Base model: `{base}`", "",
@@ -161,6 +162,7 @@ def write_report(result: CurriculumResult) -> Path:
                    + ", ".join(f"{k} {_fmt(v)}" for k, v in objectives.items())]
         md.append("")
     md += samples_section(pretrain)
+    md += reasoning_section(evaluations(result), result.config.evaluation)
     md += [f"![{p.stem}]({p.name})" for p in plots] + ["", "## Outputs", ""]
     md += [f"- {r['stage']}: `{r['model_dir']}`"
            + (f"; best checkpoint (step {b['step']}, {b['value']:.4g}): `{b['path']}`"

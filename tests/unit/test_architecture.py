@@ -30,6 +30,7 @@ def test_the_layers_point_one_way():
         "tinyreason.data": ("tinyreason.eval", "tinyreason.train", "tinyreason.tune", "tinyreason.curriculum"),
         "tinyreason.model": ("tinyreason.data", "tinyreason.eval", "tinyreason.train", "tinyreason.config"),
         "tinyreason.config.sections": ("tinyreason.train", "tinyreason.eval", "tinyreason.config.experiment"),
+        "tinyreason.config.evaluation": ("tinyreason.train", "tinyreason.eval", "tinyreason.config.experiment"),
         "tinyreason.eval": ("tinyreason.train", "tinyreason.tune", "tinyreason.curriculum", "tinyreason.stage"),
     }
     wrong = [(m, d) for m, deps in graph.items() for low, banned in below.items()

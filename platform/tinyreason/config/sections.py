@@ -13,6 +13,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tinyreason.config.base import Strict
+# The evaluation sections live in config/evaluation.py; importers of this module keep finding them here.
+from tinyreason.config.evaluation import (BenchmarkConfig, DecontamConfig, EvalConfig,  # noqa: F401
+                                          ObjectiveConfig, TaskSpec)
 from tinyreason.data.synthetic import GENERATORS
 from tinyreason.model.presets import PRESETS
 
@@ -208,53 +211,6 @@ class TrainerSettings(BaseModel):
 
     def to_trl(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if v is not None}
-
-
-class TaskSpec(Strict):
-    """One lm-evaluation-harness task (or group) of the benchmark suite."""
-
-    task: str  # an lm-eval task/group name: arc_challenge, bbh, gsm8k, or a built-in tinyreason_* task
-    num_fewshot: int | None = Field(None, ge=0)
-    limit: float | None = Field(None, gt=0)  # < 1: a fraction of the task; >= 1: a number of samples
-    metric: str | None = None  # the metric shown in the table and used by the objective; None: the task's first
-
-
-class BenchmarkConfig(Strict):
-    tasks: list[TaskSpec] = []
-    include_path: list[str] = []  # extra task dirs; the built-in tinyreason tasks are always included
-    apply_chat_template: bool = True  # the reference report scores with the chat template applied
-    fewshot_as_multiturn: bool = True  # few-shot examples as alternating user/assistant turns
-    batch_size: int = Field(8, ge=1)
-    max_gen_toks: int = Field(256, gt=0)  # generation limit for generate_until tasks
-    log_samples: bool = True  # per-sample outputs kept for inspection
-
-
-class ObjectiveConfig(Strict):
-    """The single number a sweep maximizes: a weighted mean of benchmark metrics."""
-
-    name: str = "score"
-    weights: dict[str, float] = {}  # "task/metric" or "task" -> weight; empty: the mean of every task's metric
-
-
-class DecontamConfig(Strict):
-    """Training rows that overlap an evaluation item are dropped and counted in the blend card."""
-
-    enabled: bool = True
-    files: list[str] = []  # local eval sets (jsonl with question/text fields), e.g. exported benchmark items
-    n: int | None = Field(None, ge=2)  # word n-gram size; None: 13 for benchmark files, 8 for synthetic items
-    threshold: float | None = Field(None, gt=0, le=1)  # share of one eval item's n-grams found in a row
-
-
-class EvalConfig(Strict):
-    heldout_problems: int = Field(100, ge=0)  # synthetic held-out reasoning problems scored after every stage
-    max_new_tokens: int = Field(96, gt=0)  # generation limit; outputs hitting it count as truncated
-    batch_size: int = Field(16, ge=1)
-    # True: the base and every stage; "last": the base and the final stage (a study's arms compare
-    # finals); False: nothing
-    after_each_stage: bool | Literal["last"] = True
-    benchmarks: BenchmarkConfig = BenchmarkConfig()
-    objective: ObjectiveConfig = ObjectiveConfig()
-    decontamination: DecontamConfig = DecontamConfig()
 
 
 class WandbConfig(Strict):

@@ -11,6 +11,8 @@ benchmark-by-stage table of the report. Every known failure ends in an
 from __future__ import annotations
 
 import difflib
+import functools
+import importlib.util
 import json
 import math
 from collections import defaultdict
@@ -18,8 +20,11 @@ from pathlib import Path
 
 import torch
 
-from tinyreason.config.sections import BenchmarkConfig, TaskSpec
+from tinyreason.config.evaluation import BenchmarkConfig, PromptConfig, TaskSpec, ThinkingConfig
+from tinyreason.eval import reasoning
 from tinyreason.eval import tasks as builtin
+from tinyreason.eval.thinking import Think
+from tinyreason.model.chat import CHAT_TEMPLATE
 
 RESULTS_FILE = "lm_eval_results.json"
 # Bootstrapped stderr applies to non-mean metrics only; 1,000 resamples pin it to a few
@@ -128,20 +133,42 @@ def load_tasks(specs: list[TaskSpec], include_dirs: list[str]) -> tuple:
     return tm, loaded
 
 
-def load_lm(model_dir: Path, bench: BenchmarkConfig, trust_remote_code: bool, dtype: str = "auto"):
-    """lm-eval's `hf` model, built once and reused by every few-shot group of the suite."""
-    from lm_eval.api.registry import get_model  # heavy: see _task_manager
-
+def load_lm(model_dir: Path, bench: BenchmarkConfig, trust_remote_code: bool, dtype: str = "auto",
+            think: Think | None = None, prompt: PromptConfig | None = None):
+    """The model every task of the suite runs on, loaded once: lm-eval's `hf` with reasoning-aware
+    generation (eval/lm.py), or its vLLM engine (eval/lm_vllm.py) for `backend: vllm`."""
+    think, prompt = think or Think(), prompt or PromptConfig()
+    template = CHAT_TEMPLATE if prompt.chat_template == "platform" else None
     args = {"pretrained": str(model_dir), "dtype": dtype, "trust_remote_code": trust_remote_code,
-            "use_safetensors": True,  # as everywhere in tinyreason: a pickle checkpoint can run code
-            "device": "cuda" if torch.cuda.is_available() else "cpu"}
+            "batch_size": bench.batch_size}  # max_gen_toks travels in each task's generation settings
+    if backend_for(bench) == "vllm":
+        from tinyreason.eval import lm_vllm  # optional: imports vllm, which only GPU machines install
+
+        build = functools.partial(lm_vllm.ReasoningVLLM, think=think, chat_template=template, **args)
+    else:
+        from tinyreason.eval import lm  # heavy: see _task_manager
+
+        build = functools.partial(lm.ReasoningHFLM, think=think, chat_template=template, **args,
+                                  use_safetensors=True,  # as everywhere in tinyreason: a pickle can run code
+                                  device="cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return get_model("hf").create_from_arg_obj(args, {"batch_size": bench.batch_size})
+        return build()
     except Exception as e:
         raise EvalError(f"model dir {model_dir} failed to load in lm-eval: {type(e).__name__}: "
                         f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}; re-export the stage "
                         "(delete its dir and re-run) or pass a dir with config.json, model.safetensors and a "
                         "tokenizer") from e
+
+
+def backend_for(bench: BenchmarkConfig) -> str:
+    """hf or vllm; `vllm` without vllm installed is an error that says what to do."""
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    if bench.backend == "vllm" and not has_vllm:
+        raise EvalError("evaluation.benchmarks.backend = 'vllm' but vllm is not installed; `pip install vllm` "
+                        "on a GPU machine, or set backend: hf (transformers generate) or auto")
+    if bench.backend == "auto":
+        return "vllm" if has_vllm and torch.cuda.is_available() else "hf"
+    return bench.backend
 
 
 # --------------------------------------------------------------------------- running
@@ -217,10 +244,10 @@ def _primary(task: str, metric: str | None, scores: dict, subtasks: dict) -> flo
     raise EvalError(f"task {task!r}: lm-eval reported no metrics for it")
 
 
-def _write(out: Path, model_dir: Path, bench: BenchmarkConfig, merged: dict, scores: dict,
-           primary: dict) -> dict[str, str]:
+def _write(out: Path, model_dir: Path, bench: BenchmarkConfig, merged: dict, summary: dict) -> dict[str, str]:
     from lm_eval.utils import handle_non_serializable  # heavy: see _task_manager
 
+    out.mkdir(parents=True, exist_ok=True)
     samples = merged.pop("samples", None) or {}
     files = {}
     for task, rows in samples.items():
@@ -229,46 +256,74 @@ def _write(out: Path, model_dir: Path, bench: BenchmarkConfig, merged: dict, sco
             for row in rows:
                 fh.write(json.dumps(row, default=handle_non_serializable, ensure_ascii=False) + "\n")
         files[task] = str(path)
-    doc = {"model_dir": str(model_dir), "suite": bench.model_dump(mode="json"), "primary": primary,
-           "scores": scores, "samples_files": files, "lm_eval": merged}
+    doc = {"model_dir": str(model_dir), "suite": bench.model_dump(mode="json"), **summary,
+           "samples_files": files, "lm_eval": merged}
     (out / RESULTS_FILE).write_text(json.dumps(doc, indent=2, default=handle_non_serializable))
     return files
 
 
-def run_suite(model_dir: str | Path, bench: BenchmarkConfig, out_dir: str | Path, trust_remote_code: bool = False,
-              dtype: str = "auto") -> dict:
-    """Score one model on the suite; returns {"scores", "primary", "samples_files", "results_file"}."""
+def _evaluate(lm, groups: dict[tuple, list], bench: BenchmarkConfig, prompt: PromptConfig, tm, model_path) -> dict:
     import lm_eval  # heavy: see _task_manager
 
+    runs = []
+    for (fewshot, limit), objs in groups.items():
+        try:
+            runs.append(lm_eval.simple_evaluate(
+                model=lm, tasks=objs, num_fewshot=fewshot, limit=limit, batch_size=bench.batch_size,
+                apply_chat_template=bench.apply_chat_template, fewshot_as_multiturn=bench.fewshot_as_multiturn,
+                system_instruction=prompt.system_prompt,  # one system turn for every model: the table compares
+                log_samples=True, bootstrap_iters=BOOTSTRAP_ITERS, task_manager=tm))
+        except Exception as e:
+            names = ", ".join(getattr(o, "task_name", None) or getattr(o, "name", "?") for o in objs)
+            raise EvalError(f"lm-eval failed on {names} for model {model_path}: {type(e).__name__}: {e}") from e
+    return _merge(runs)
+
+
+def _summarize(out: Path, model_path: Path, bench: BenchmarkConfig, specs: list[TaskSpec], merged: dict, lm,
+               owners: dict) -> dict:
+    """Scores, primary metrics, thinking counts and pass@k/maj@k of one run; files written."""
+    scores = _scores(merged.get("results", {}))
+    think, sampling = reasoning.annotate(merged.get("samples") or {}, lm.recorder, owners)
+    for task, extra in reasoning.sampled_scores(sampling).items():
+        scores.setdefault(task, {}).update(extra)
+    if not bench.log_samples:
+        merged.pop("samples", None)
+    summary = {"scores": scores, "thinking": think, "sampling": sampling, "primary": {}}
+    subtasks = merged.get("group_subtasks", {})
+    try:
+        summary["primary"] = {s.task: _primary(s.task, s.metric, scores, subtasks) for s in specs}
+    except EvalError as e:  # a misnamed metric must not throw away a finished run
+        _write(out, model_path, bench, merged, summary)
+        raise EvalError(f"{e}; every reported score is kept in {out / RESULTS_FILE}") from None
+    summary["samples_files"] = _write(out, model_path, bench, merged, summary)
+    summary["results_file"] = str(out / RESULTS_FILE)
+    return summary
+
+
+def run_suite(model_dir: str | Path, bench: BenchmarkConfig, out_dir: str | Path, trust_remote_code: bool = False,
+              dtype: str = "auto", thinking: ThinkingConfig | None = None, prompt: PromptConfig | None = None) -> dict:
+    """Score one model on the suite; returns {"scores", "primary", "thinking", "sampling",
+    "samples_files", "results_file"} and, for a model that thinks, the same under "think_off"."""
+    thinking, prompt = thinking or ThinkingConfig(), prompt or PromptConfig()
     if not bench.tasks:
         raise EvalError("evaluation.benchmarks.tasks is empty; add e.g. {task: tinyreason_reasoning}")
     out = Path(out_dir).expanduser().resolve()
     model_path = resolve_model_dir(model_dir)
     tm, loaded = load_tasks(bench.tasks, _include_dirs(bench, builtin.materialize(out / "tasks")))
     groups = _groups(bench.tasks, loaded)
-    lm = load_lm(model_path, bench, trust_remote_code, dtype)
-    runs = []
-    for (fewshot, limit), objs in groups.items():
-        try:
-            res = lm_eval.simple_evaluate(
-                model=lm, tasks=objs, num_fewshot=fewshot, limit=limit, batch_size=bench.batch_size,
-                apply_chat_template=bench.apply_chat_template, fewshot_as_multiturn=bench.fewshot_as_multiturn,
-                log_samples=bench.log_samples, gen_kwargs={"max_gen_toks": bench.max_gen_toks},
-                bootstrap_iters=BOOTSTRAP_ITERS, task_manager=tm)
-        except Exception as e:
-            names = ", ".join(getattr(o, "task_name", None) or getattr(o, "name", "?") for o in objs)
-            raise EvalError(f"lm-eval failed on {names} for model {model_path}: {type(e).__name__}: {e}") from e
-        runs.append(res)
-    merged = _merge(runs)
-    scores = _scores(merged.get("results", {}))
-    subtasks = merged.get("group_subtasks", {})
-    try:
-        primary = {s.task: _primary(s.task, s.metric, scores, subtasks) for s in bench.tasks}
-    except EvalError as e:  # a misnamed metric must not throw away a finished run
-        _write(out, model_path, bench, merged, scores, {})
-        raise EvalError(f"{e}; every reported score is kept in {out / RESULTS_FILE}") from None
-    files = _write(out, model_path, bench, merged, scores, primary)
-    return {"scores": scores, "primary": primary, "samples_files": files, "results_file": str(out / RESULTS_FILE)}
+    owners = reasoning.configure(bench.tasks, loaded, bench)
+    lm = load_lm(model_path, bench, trust_remote_code, dtype, Think(thinking.mode, thinking.budget), prompt)
+    merged = _evaluate(lm, groups, bench, prompt, tm, model_path)
+    result = _summarize(out, model_path, bench, bench.tasks, merged, lm, owners)
+    if reasoning.think_off_wanted(thinking, lm.tokenizer, owners):
+        lm.think = Think("off")  # the same model, tasks and seeds: only the empty think block differs
+        lm.recorder.clear()
+        off_groups = reasoning.generative_groups(groups)
+        kept = {_leaves(o)[0] for objs in off_groups.values() for o in objs}
+        specs = [s for s, obj in zip(bench.tasks, loaded) if _leaves(obj)[0] in kept]
+        merged = _evaluate(lm, off_groups, bench, prompt, tm, model_path)
+        result["think_off"] = _summarize(out / "think_off", model_path, bench, specs, merged, lm, owners)
+    return result
 
 
 # --------------------------------------------------------------------------- sweeps and reports

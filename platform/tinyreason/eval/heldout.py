@@ -1,9 +1,13 @@
 """Held-out reasoning problems from the synthetic world, answered by generation.
 
-Greedy decoding with the chat template applied, the final answer extracted
-after `</think>`, exact match against the gold answer; the same generations
-give the reasoning-format health numbers. The problems' number combinations
-never occur in any training blend (see `synthetic.is_heldout`).
+The prompt is the evaluation's (`evaluation.prompt`: one system turn and template for every
+model), the decoding `evaluation.decoding` (the seed report's temperature 0.6, top-p 0.95 by
+default, seeded), and generation goes through `thinking.generate`, as the lm-eval suite's does:
+the answer after `</think>` is graded by `answers.grade`, a trace that never closes counts as no
+answer, and a thinking budget applies. The same generations give the reasoning-format health
+numbers. A model that thinks is also scored with thinking off (`result["think_off"]`) when
+`evaluation.thinking.compare_off` is on. The problems' number combinations never occur in any
+training blend (see `synthetic.is_heldout`).
 """
 
 from __future__ import annotations
@@ -11,53 +15,48 @@ from __future__ import annotations
 import torch
 from transformers import AutoTokenizer
 
+from tinyreason.answers import grade
+from tinyreason.config.evaluation import EvalConfig, PromptConfig
 from tinyreason.data import synthetic
-from tinyreason.eval import health
+from tinyreason.eval import health, thinking
+from tinyreason.model.chat import CHAT_TEMPLATE
 from tinyreason.model.presets import load_model
 
 
-
-def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[tuple[str, bool]]:
-    """Greedy completions; each with whether it hit the token limit without finishing."""
+def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: int, sampling: dict,
+             think: thinking.Think, seed: int = 0) -> list[thinking.Generation]:
+    """Completions of chat prompts (the think prefill is added here), seeded once for the set."""
     tok.padding_side = "left"  # decoder-only generation continues from the right edge
-    eos = tok.convert_tokens_to_ids(tok.eos_token)
+    torch.manual_seed(seed)
     outputs = []
     for i in range(0, len(prompts), batch_size):
-        enc = tok(prompts[i:i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
-                                 pad_token_id=tok.pad_token_id)
-        for row in out[:, enc["input_ids"].shape[1]:]:
-            ids = row.tolist()
-            finished = eos in ids
-            ids = ids[: ids.index(eos)] if finished else ids
-            outputs.append((tok.decode(ids, skip_special_tokens=False).replace(tok.pad_token, ""), not finished))
+        enc = tok([p + think.prefill for p in prompts[i:i + batch_size]], return_tensors="pt", padding=True,
+                  add_special_tokens=False)
+        outputs += thinking.generate(model, tok, enc["input_ids"], enc["attention_mask"],
+                                     max_new_tokens=max_new_tokens, sampling=sampling, think=think)
     return outputs
 
 
-def chat_prompts(tok, questions: list[str]) -> list[str]:
-    return [
-        tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
-        for q in questions
-    ]
+def chat_prompts(tok, questions: list[str], prompt: PromptConfig | None = None) -> list[str]:
+    """Each question as a user turn after the evaluation's system turn, in its chat template."""
+    prompt = prompt or PromptConfig()
+    template = CHAT_TEMPLATE if prompt.chat_template == "platform" else None
+    return [tok.apply_chat_template([{"role": "system", "content": prompt.system_prompt},
+                                     {"role": "user", "content": q}], chat_template=template, tokenize=False,
+                                    add_generation_prompt=True)
+            for q in questions]
 
 
-def evaluate_heldout(model_dir: str, n: int, max_new_tokens: int = 96, batch_size: int = 16,
-                     trust_remote_code: bool = False) -> dict:
-    """Accuracy and format health on n held-out problems; samples kept for inspection."""
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
-    model = load_model(model_dir, trust_remote_code).eval()
-    rows = synthetic.eval_rows(n, synthetic.EVAL_SEED)
-    gens = generate(model, tok, chat_prompts(tok, [r["question"] for r in rows]), max_new_tokens, batch_size)
+def score(rows: list[dict], gens: list[thinking.Generation]) -> dict:
+    """Accuracy, format health and no-answer counts of one set of generations."""
     samples, checks, correct = [], [], 0
-    for row, (text, hit_limit) in zip(rows, gens):
-        answer = health.extract_answer(text)
-        ok = answer.strip().lower() == row["answer"].strip().lower()
-        correct += ok
-        checks.append(health.check_output(text, hit_limit=hit_limit))
+    for row, gen in zip(rows, gens):
+        g = grade(gen.text, row["answer"])
+        correct += g.correct
+        checks.append(health.check_output(gen.text, hit_limit=gen.hit_limit))
         samples.append({"id": row["id"], "task": row["task"], "question": row["question"], "gold": row["answer"],
-                        "output": text, "answer": answer, "correct": ok})
+                        "output": gen.text, "thinking": gen.thinking, "answer": g.answer, "grade": g.reason,
+                        "correct": g.correct, "think_tokens": gen.think_tokens, "forced_close": gen.forced_close})
     per_task: dict[str, list[bool]] = {}
     for s in samples:
         per_task.setdefault(s["task"], []).append(s["correct"])
@@ -65,6 +64,25 @@ def evaluate_heldout(model_dir: str, n: int, max_new_tokens: int = 96, batch_siz
         "accuracy": correct / len(rows) if rows else 0.0,
         "per_task": {t: sum(v) / len(v) for t, v in sorted(per_task.items())},
         "format": health.summarize(checks),
+        "thinking": thinking.summarize(gens),
         "n": len(rows),
         "samples": samples,
     }
+
+
+def evaluate_heldout(model_dir: str, ev: EvalConfig, trust_remote_code: bool = False) -> dict:
+    """Accuracy and format health on `ev.heldout_problems` held-out problems; samples kept."""
+    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    model = load_model(model_dir, trust_remote_code).eval()
+    rows = synthetic.eval_rows(ev.heldout_problems, synthetic.EVAL_SEED)
+    prompts = chat_prompts(tok, [r["question"] for r in rows], ev.prompt)
+    sampling, seed = ev.decoding.sampling(), ev.decoding.seed
+    think = thinking.Think(ev.thinking.mode, ev.thinking.budget)
+    result = score(rows, generate(model, tok, prompts, ev.max_new_tokens, ev.batch_size, sampling, think, seed))
+    result["settings"] = {"decoding": sampling, "seed": seed, "thinking": ev.thinking.mode,
+                          "budget": ev.thinking.budget, "system_prompt": ev.prompt.system_prompt,
+                          "chat_template": ev.prompt.chat_template}
+    if ev.thinking.compare_off and ev.thinking.mode != "off" and thinking.has_think_tokens(tok):
+        off = generate(model, tok, prompts, ev.max_new_tokens, ev.batch_size, sampling, thinking.Think("off"), seed)
+        result["think_off"] = score(rows, off)
+    return result
