@@ -2,10 +2,10 @@
 
 `run_suite` scores one exported model on the configured suite (the built-in
 tinyreason tasks are always on the include path, next to any user task dirs)
-and writes `lm_eval_results.json` plus per-sample outputs. `objective` folds
-the scores into the one number a sweep maximizes; `results_table` is the
-benchmark-by-stage table of the report. Every known failure ends in an
-`EvalError` that names the model dir or the task and the fix.
+and writes `lm_eval_results.json` plus per-sample outputs; every score keeps its
+standard error. `objective` folds the scores into the one number a sweep
+maximizes; `results_table` is the benchmark-by-stage table of the report. Every
+known failure ends in an `EvalError` that names the model dir or the task and the fix.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import torch
 
 from tinyreason.config.sections import BenchmarkConfig, TaskSpec
 from tinyreason.eval import tasks as builtin
+from tinyreason.render import md_table
+from tinyreason.stats import Score, bootstrap_se
 
 RESULTS_FILE = "lm_eval_results.json"
 # Bootstrapped stderr applies to non-mean metrics only; 1,000 resamples pin it to a few
@@ -181,6 +183,11 @@ def _merge(runs: list[dict]) -> dict:
     return merged
 
 
+def _metric_name(key: str) -> str:
+    """lm-eval's "metric,filter" key as tinyreason names it: a ",none" filter dropped."""
+    return key.removesuffix(",none")
+
+
 def _scores(results: dict) -> dict[str, dict[str, float]]:
     """{task: {metric: value}}; lm-eval's "metric,filter" keys lose a ",none" filter."""
     scores: dict[str, dict[str, float]] = {}
@@ -189,10 +196,47 @@ def _scores(results: dict) -> dict[str, dict[str, float]]:
         for key, value in row.items():
             if key in _NOT_METRICS or "_stderr" in key or not isinstance(value, (int, float)):
                 continue
-            metrics[key.removesuffix(",none")] = float(value)
+            metrics[_metric_name(key)] = float(value)
         if metrics:  # a group without aggregate_metric_list reports none
             scores[task] = metrics
     return scores
+
+
+def stderrs(results: dict, scores: dict, samples: dict) -> dict[str, dict[str, float | None]]:
+    """{task: {metric: standard error or None}}, keyed as `scores`. lm-eval writes "acc_stderr,none"
+    beside "acc,none" ("N/A" when it computed none); a metric without one gets a bootstrap over
+    the per-item values in the logged samples, and None when those are not kept either."""
+    out: dict[str, dict[str, float | None]] = {}
+    for task, metrics in scores.items():
+        row, ses = results.get(task, {}), {}
+        for metric in metrics:
+            name, _, filt = metric.partition(",")
+            se = row.get(f"{name}_stderr,{filt or 'none'}")
+            ses[metric] = float(se) if isinstance(se, (int, float)) and math.isfinite(se) else None
+            if ses[metric] is None:
+                ses[metric] = _bootstrap_from_samples(samples.get(task) or [], name, filt or "none")
+        out[task] = ses
+    return out
+
+
+def _bootstrap_from_samples(rows: list[dict], name: str, filt: str) -> float | None:
+    values = [r[name] for r in rows if r.get("filter", "none") == filt and isinstance(r.get(name), (int, float))]
+    return bootstrap_se(values) if len(values) >= 2 else None
+
+
+def _primary_se(task: str, metric: str | None, stderr: dict, subtasks: dict) -> float | None:
+    """The standard error of `_primary`'s number. For a group scored as the mean of its tasks,
+    the mean of their ses: the se of a mean of correlated scores is at most that (Minkowski),
+    and the tasks share their items, so assuming independence would understate it."""
+    if stderr.get(task):
+        try:
+            return pick_metric(stderr[task], metric, f"task {task!r}")
+        except EvalError:
+            return None
+    if task in subtasks:
+        ses = [_primary_se(t, metric, stderr, subtasks) for t in subtasks[task]]
+        return None if not ses or None in ses else sum(ses) / len(ses)
+    return None
 
 
 def pick_metric(metrics: dict[str, float], wanted: str | None, where: str) -> float:
@@ -217,8 +261,7 @@ def _primary(task: str, metric: str | None, scores: dict, subtasks: dict) -> flo
     raise EvalError(f"task {task!r}: lm-eval reported no metrics for it")
 
 
-def _write(out: Path, model_dir: Path, bench: BenchmarkConfig, merged: dict, scores: dict,
-           primary: dict) -> dict[str, str]:
+def _write(out: Path, model_dir: Path, bench: BenchmarkConfig, merged: dict, found: dict) -> dict[str, str]:
     from lm_eval.utils import handle_non_serializable  # heavy: see _task_manager
 
     samples = merged.pop("samples", None) or {}
@@ -229,15 +272,17 @@ def _write(out: Path, model_dir: Path, bench: BenchmarkConfig, merged: dict, sco
             for row in rows:
                 fh.write(json.dumps(row, default=handle_non_serializable, ensure_ascii=False) + "\n")
         files[task] = str(path)
-    doc = {"model_dir": str(model_dir), "suite": bench.model_dump(mode="json"), "primary": primary,
-           "scores": scores, "samples_files": files, "lm_eval": merged}
+    doc = {"model_dir": str(model_dir), "suite": bench.model_dump(mode="json"), **found, "samples_files": files,
+           "lm_eval": merged}
     (out / RESULTS_FILE).write_text(json.dumps(doc, indent=2, default=handle_non_serializable))
     return files
 
 
 def run_suite(model_dir: str | Path, bench: BenchmarkConfig, out_dir: str | Path, trust_remote_code: bool = False,
               dtype: str = "auto") -> dict:
-    """Score one model on the suite; returns {"scores", "primary", "samples_files", "results_file"}."""
+    """Score one model on the suite; returns {"scores", "stderr", "n", "primary", "primary_stderr",
+    "samples_files", "results_file"}: every metric, its standard error (None: unknown) and the
+    item count per task, the suite's one number per task and its se."""
     import lm_eval  # heavy: see _task_manager
 
     if not bench.tasks:
@@ -260,15 +305,20 @@ def run_suite(model_dir: str | Path, bench: BenchmarkConfig, out_dir: str | Path
             raise EvalError(f"lm-eval failed on {names} for model {model_path}: {type(e).__name__}: {e}") from e
         runs.append(res)
     merged = _merge(runs)
-    scores = _scores(merged.get("results", {}))
+    results = merged.get("results", {})
+    scores = _scores(results)
+    stderr = stderrs(results, scores, merged.get("samples") or {})
     subtasks = merged.get("group_subtasks", {})
+    found = {"scores": scores, "stderr": stderr,
+             "n": {t: int(r["sample_len"]) for t, r in results.items() if isinstance(r.get("sample_len"), int)}}
     try:
-        primary = {s.task: _primary(s.task, s.metric, scores, subtasks) for s in bench.tasks}
+        found["primary"] = {s.task: _primary(s.task, s.metric, scores, subtasks) for s in bench.tasks}
     except EvalError as e:  # a misnamed metric must not throw away a finished run
-        _write(out, model_path, bench, merged, scores, {})
+        _write(out, model_path, bench, merged, {**found, "primary": {}})
         raise EvalError(f"{e}; every reported score is kept in {out / RESULTS_FILE}") from None
-    files = _write(out, model_path, bench, merged, scores, primary)
-    return {"scores": scores, "primary": primary, "samples_files": files, "results_file": str(out / RESULTS_FILE)}
+    found["primary_stderr"] = {s.task: _primary_se(s.task, s.metric, stderr, subtasks) for s in bench.tasks}
+    files = _write(out, model_path, bench, merged, found)
+    return {**found, "samples_files": files, "results_file": str(out / RESULTS_FILE)}
 
 
 # --------------------------------------------------------------------------- sweeps and reports
@@ -305,23 +355,20 @@ def _lookup(key: str, primary: dict, scores: dict | None) -> float:
                      f"{task!r} to evaluation.benchmarks.tasks or drop the weight. Scored: {', '.join(known[:20])}")
 
 
-def _fmt(v: float | None) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+def score_cell(v) -> str:
+    """A table cell for a score: "0.400 ± 0.049" (one standard error) for a `stats.Score` whose
+    se is known, the value alone for a plain number or an unknown se, "-" for none."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, Score):
+        return f"{v:.3f}" if v.se is not None else f"{v.value:.3f}"
+    return f"{v:.3f}"
 
 
-def results_table(columns: dict[str, dict[str, float]], base: str | None = None) -> str:
-    """Markdown: one row per benchmark, one column per stage (base first), deltas vs base."""
+def results_table(columns: dict[str, dict], base: str | None = None) -> str:
+    """Markdown: one row per benchmark, one column per model (base first); each cell a value
+    ± its standard error when the columns hold `stats.Score`s, plain numbers otherwise."""
     order = ([base] if base in columns else []) + [c for c in columns if c != base]
     rows = list(dict.fromkeys(b for c in order for b in columns[c]))
-    lines = ["| benchmark | " + " | ".join(order) + " |", "| --- |" + " ---: |" * len(order)]
-    for bench_name in rows:
-        ref = columns[base].get(bench_name) if base in columns else None
-        cells = []
-        for col in order:
-            v = columns[col].get(bench_name)
-            cell = _fmt(v)
-            if col != base and v is not None and ref is not None:
-                cell += f" ({v - ref:+.3f})"
-            cells.append(cell)
-        lines.append(f"| {bench_name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return md_table(["benchmark", *order], [[name, *(score_cell(columns[c].get(name)) for c in order)]
+                                           for name in rows], align=["left", *["right"] * len(order)]) + "\n"
