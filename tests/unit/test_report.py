@@ -259,3 +259,14 @@ def test_a_report_with_a_broken_table_or_a_missing_figure_fails(tmp_path, chrome
     problems = browser.check_report(page, ARTIFACTS / "bad-made-curriculum.png", chrome)
     for caught in ("missing figure: benchmarks.png", "table syntax outside a table", "row 1 has 1 cells"):
         assert any(caught in p for p in problems), (caught, problems)
+
+
+def test_blend_composition_table_holds_any_source_name():
+    from tinyreason.data.card import composition_table
+
+    manifest = {"sources": [{"source": "odd|name\nwith newline", "subset": "", "split": "train", "requested": None,
+                             "kept": 1200, "rejected": {"bad_json": 2}, "decontaminated": 1, "share": 1.0}],
+                "rejected_total": 2, "decontaminated_total": 1}
+    lines = composition_table(manifest).splitlines()
+    assert len(lines) == 4 and "odd\\|name<br>with newline" in lines[2]
+    assert [c.strip() for c in lines[3].strip("|").split("|")] == ["total", "", "", "", "1,200", "2", "1", "100%"]
