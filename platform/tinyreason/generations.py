@@ -4,8 +4,9 @@ After a reasoning stage, the first few held-out problems (the same ones after ev
 stage, not picked by outcome) with the model's full greedy output, its `<think>` part and
 its answer in separate blocks, marked correct or wrong; a GRPO stage's completions as its
 reward functions scored them during training (samples.jsonl); a pretrain stage's
-continuations of fixed prompts (prompt and continuation together, as the model read on). Generations are shown in fenced blocks inside `<details>`
-(render.md_details_parts): verbatim, so markdown or tags a model writes never render.
+continuations of fixed prompts (prompt and continuation together, as the model read on).
+Generations are shown in fenced blocks inside `<details>` (render.md_details_parts):
+verbatim, so markdown or tags a model writes never render.
 """
 
 from __future__ import annotations

@@ -64,13 +64,15 @@ def _num(v, spec: str = ".3f"):
     return format(v, spec) if isinstance(v, float) else v
 
 
+def _row_pct(r: dict, key: str) -> str | None:
+    return _pct(Score(r[key], r[f"{key}_se"])) if r[key] is not None else None
+
+
 def summary_table(rows: list[dict]) -> str:
     body = [[r["stage"], r["kind"], r["status"], r["steps"],
              f"{_num(r['loss_first'])} -> {_num(r['loss_last'])}" if r["loss_first"] is not None else None,
-             _num(r["tokens_per_s"], ",.0f"),
-             _pct(Score(r["heldout_accuracy"], r["heldout_accuracy_se"])) if r["heldout_accuracy"] is not None else None,
-             _pct(Score(r["well_formed_think"], r["well_formed_think_se"])) if r["well_formed_think"] is not None
-             else None, _num(r["reward_margin"])] for r in rows]
+             _num(r["tokens_per_s"], ",.0f"), _row_pct(r, "heldout_accuracy"), _row_pct(r, "well_formed_think"),
+             _num(r["reward_margin"])] for r in rows]
     return md_table(["stage", "kind", "status", "steps", "loss first -> last", "tokens/s", "held-out acc",
                      "well-formed <think>", "margin"], body,
                     align=["left", "left", "left", "right", "right", "right", "right", "right", "right"])

@@ -196,9 +196,11 @@ def write_sweep_report(result: SweepResult) -> Path:
         best_yaml = out / "best.yaml"
         best_yaml.write_text(yaml.safe_dump(best_config(result), sort_keys=False), encoding="utf-8")
         b = result.best
-        md += ["## Best trial", "", f"`{b.trial_id}`: objective {_score(b.metrics['objective'], b.metrics.get('objective_se'))} "
-               f"with {', '.join(f'{k}={_fmt(v)}' for k, v in b.params.items())}. {noise_sentence(result.trials, b)}",
-               "", f"`best.yaml` beside this report is the curriculum with these values: "
+        settings = ", ".join(f"{k}={_fmt(v)}" for k, v in b.params.items())
+        objective = _score(b.metrics["objective"], b.metrics.get("objective_se"))
+        md += ["## Best trial", "",
+               f"`{b.trial_id}`: objective {objective} with {settings}. {noise_sentence(result.trials, b)}", "",
+               f"`best.yaml` beside this report is the curriculum with these values: "
                f"`python jobs/curriculum.py --config {_shown(result, best_yaml)}` from the storage root.", ""]
         md += ["### Best trial against the parent stage", "", _vs_parent(result), ""]
     md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots + ([curves] if curves else [])]
