@@ -16,6 +16,7 @@ from tinyreason.render import md_details_parts
 
 SHOWN = 4  # held-out problems per stage: enough to see the failure modes, short enough to read
 TRAINING_SHOWN = 2  # GRPO completions from the first and from the last logged step each
+ANSWER_WIDTH = 40  # characters of an extracted answer shown in a sample's summary line; the full output is below
 
 
 def _parts(text: str) -> list[tuple[str, str]]:
@@ -30,6 +31,12 @@ def _parts(text: str) -> list[tuple[str, str]]:
     return parts
 
 
+def _short(answer, width: int = ANSWER_WIDTH) -> str:
+    """The extracted answer as the summary line shows it: a looping model's answer can run on."""
+    text = " ".join(str(answer or "").split())
+    return "nothing" if not text else text if len(text) <= width else text[:width - 1].rstrip() + "…"
+
+
 def heldout_samples(evaluation: dict | None, k: int = SHOWN) -> list[str]:
     """The first k held-out problems with the model's output, as folded blocks (the first one
     open, to be read without a click, as the reference report's example trace); [] when the
@@ -38,8 +45,7 @@ def heldout_samples(evaluation: dict | None, k: int = SHOWN) -> list[str]:
     blocks = []
     for i, s in enumerate(samples[:k]):
         mark = "✓ correct" if s.get("correct") else "✗ wrong"
-        summary = (f"{mark}: {s['question']} (expected {s['gold']}, answered "
-                   f"{s.get('answer') if str(s.get('answer') or '').strip() else 'nothing'})")
+        summary = f"{mark}: {s['question']} (expected {s['gold']}, answered {_short(s.get('answer'))})"
         blocks.append(md_details_parts(summary, _parts(s.get("output", "")), open_=i == 0))
     return blocks
 

@@ -73,8 +73,8 @@ def summary_table(rows: list[dict]) -> str:
              f"{_num(r['loss_first'])} -> {_num(r['loss_last'])}" if r["loss_first"] is not None else None,
              _num(r["tokens_per_s"], ",.0f"), _row_pct(r, "heldout_accuracy"), _row_pct(r, "well_formed_think"),
              _num(r["reward_margin"])] for r in rows]
-    return md_table(["stage", "kind", "status", "steps", "loss first -> last", "tokens/s", "held-out acc",
-                     "well-formed <think>", "margin"], body,
+    return md_table(["stage", "kind", "status", "steps", "loss", "tokens/s", "held-out acc", "well-formed",
+                     "margin"], body,
                     align=["left", "left", "left", "right", "right", "right", "right", "right", "right"])
 
 

@@ -177,6 +177,10 @@ def test_generations_set_think_apart_and_mark_correct_and_wrong():
     assert blocks[1].startswith("<details><summary>✗ wrong") and "**wrong** | a pipe" in blocks[1]
     assert "<think> never closed" in blocks[2].replace("\\", "") and "answered nothing" in blocks[2]
     assert "output (no \\<think> block)" in blocks[3]
+    looping = made_runs._evaluation(0.0, 0.3, 0.04, 0.0)  # noqa: SLF001
+    looping["samples"][0].update(answer="is " * 40, correct=False)
+    summary = heldout_samples(looping, k=1)[0].split("</summary>")[0]
+    assert summary.endswith("answered is is is is is is is is is is is is is…)")  # the full output is below
 
 
 def test_model_card_has_the_hugging_face_shape(tmp_path):
