@@ -42,22 +42,32 @@ def _datasets(blend: dict | None) -> list[str]:
     return list(dict.fromkeys(s["source"] for s in (blend or {}).get("sources", [])))
 
 
-def _eval_results(scores: dict) -> list[EvalResult]:
-    return [EvalResult(task_type="text-generation", dataset_type=name, dataset_name=name, metric_type=name,
-                       metric_value=round(s.value, 6),
+def _metric_type(evaluation: dict | None, name: str, value: float) -> str:
+    """The metric behind a benchmark's number as the Hub names metrics: "accuracy" for the held-out
+    probe, lm-eval's metric name ("acc", "exact_match") for a task; the benchmark's name otherwise."""
+    if name.startswith("heldout/"):
+        return "accuracy"
+    metrics = (((evaluation or {}).get("benchmarks") or {}).get("scores") or {}).get(name) or {}
+    return next((k.split(",")[0] for k, v in metrics.items() if v == value), name)
+
+
+def _eval_results(scores: dict, evaluation: dict | None) -> list[EvalResult]:
+    return [EvalResult(task_type="text-generation", dataset_type=name, dataset_name=name,
+                       metric_type=_metric_type(evaluation, name, s.value), metric_value=round(s.value, 6),
                        metric_name=name + (f" (± {s.se:.4f} se)" if s.se is not None else ""))
             for name, s in scores.items()]
 
 
-def card_data(manifest: dict, blend: dict | None, scores: dict, base_model: str | None, experiment: str
-              ) -> ModelCardData:
+def card_data(manifest: dict, blend: dict | None, evaluation: dict | None, base_model: str | None,
+              experiment: str) -> ModelCardData:
     kind = manifest["kind"]
     return ModelCardData(
         base_model=base_model, datasets=_datasets(blend) or None, language=["en"],
         license=KNOWN_LICENSES.get(base_model or "", "other"), library_name="transformers",
         pipeline_tag="text-generation", tags=["tinyreason", kind, "trl"] + (["reasoning"] if kind in
                                                                            ("reasoning_sft", "grpo") else []),
-        model_name=f"{experiment}-{manifest['stage']}", eval_results=_eval_results(scores) or None)
+        model_name=f"{experiment}-{manifest['stage']}",
+        eval_results=_eval_results(table_with_errors(evaluation), evaluation) or None)
 
 
 def _composition(blend: dict) -> str:
@@ -82,7 +92,7 @@ def model_card(manifest: dict, blend: dict | None = None, evaluation: dict | Non
                base_model: str | None = None, experiment: str = "tinyreason") -> ModelCard:
     """The card of one exported stage; scores appear once `evaluation` is given."""
     scores = table_with_errors(evaluation)
-    data = card_data(manifest, blend, scores, base_model, experiment)
+    data = card_data(manifest, blend, evaluation, base_model, experiment)
     stage, kind = manifest["stage"], manifest["kind"]
     summary = registry.get(kind).summary if kind in registry.names() else kind
     lines = [f"# {experiment}: {stage} ({kind})", "",
@@ -95,7 +105,8 @@ def model_card(manifest: dict, blend: dict | None = None, evaluation: dict | Non
     lines += ["## Scores", ""]
     if scores:
         rows = [[name, f"{s:.3f}" if s.se is not None else f"{s.value:.3f}", s.n] for name, s in scores.items()]
-        lines += [md_table(["benchmark", "score ± 1 standard error", "items"], rows), "",
+        lines += [md_table(["benchmark", "score ± 1 standard error", "items"], rows, align=["left", "right", "right"]),
+                  "",
                   "Held-out accuracy and format are on tinyreason's held-out synthetic problems (binomial standard "
                   "error); the other rows are lm-evaluation-harness tasks with lm-eval's standard error.", ""]
     else:

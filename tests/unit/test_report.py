@@ -196,7 +196,9 @@ def test_model_card_has_the_hugging_face_shape(tmp_path):
     assert header["datasets"] == ["HuggingFaceTB/smoltalk2", "synthetic:preference"] and header["language"] == ["en"]
     assert {"tinyreason", "dpo"} <= set(header["tags"]) and header["library_name"] == "transformers"
     results = header["model-index"][0]["results"]
-    assert {r["dataset"]["name"]: r["metrics"][0]["value"] for r in results}["tinyreason_choice"] == 0.6
+    metrics = {r["dataset"]["name"]: r["metrics"][0] for r in results}
+    assert metrics["tinyreason_choice"]["value"] == 0.6 and metrics["tinyreason_choice"]["type"] == "acc"
+    assert metrics["heldout/accuracy"]["type"] == "accuracy" and "± 0.0490 se" in metrics["tinyreason_choice"]["name"]
     assert "| tinyreason_choice " in text and "0.600 ± 0.049" in text and "HuggingFaceTB/smoltalk2" in text
     assert "beta: 0.1" in text and "loss_type: apo_zero" in text  # the stage's settings
     from huggingface_hub import ModelCard
