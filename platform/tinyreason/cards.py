@@ -136,7 +136,9 @@ def write_card(out: StageOutput, manifest: dict, blend: dict | None = None, eval
 
 def write_stage_card(ctx: RunContext, out: StageOutput, manifest: dict, stage: StageConfig,
                      evaluation: dict | None = None, blend: Blend | None = None) -> None:
-    """`write_card` for a stage of the run `ctx` describes (its blend is read from the cache)."""
+    """`write_card` for a stage of the run `ctx` describes (its blend is read from the cache); a
+    study's arms sharing the stage write it one at a time."""
     blend = blend or ctx.blend(stage)
-    write_card(out, manifest, blend.manifest, evaluation, hub_base(ctx.cfg.model.preset, ctx.cfg.model.name_or_path),
-               ctx.cfg.name)
+    with ctx.exclusive(f"{out.rel}/{CARD}"):
+        write_card(out, manifest, blend.manifest, evaluation,
+                   hub_base(ctx.cfg.model.preset, ctx.cfg.model.name_or_path), ctx.cfg.name)
