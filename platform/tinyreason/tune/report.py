@@ -200,8 +200,8 @@ def write_sweep_report(result: SweepResult) -> Path:
         objective = _score(b.metrics["objective"], b.metrics.get("objective_se"))
         md += ["## Best trial", "",
                f"`{b.trial_id}`: objective {objective} with {settings}. {noise_sentence(result.trials, b)}", "",
-               f"`best.yaml` beside this report is the curriculum with these values: "
-               f"`python jobs/curriculum.py --config {_shown(result, best_yaml)}` from the storage root.", ""]
+               f"`best.yaml` beside this report is the curriculum with these values; run it with "
+               f"`python jobs/curriculum.py --config <storage>/{_shown(result, best_yaml)}`.", ""]
         md += ["### Best trial against the parent stage", "", _vs_parent(result), ""]
     md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots + ([curves] if curves else [])]
     text = "\n".join(md) + "\n"
