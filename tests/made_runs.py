@@ -7,7 +7,6 @@ without Ray and every expected figure, error and phrase is known in advance.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -46,7 +45,8 @@ OUTPUTS = [  # a held-out sample per outcome a reader must see marked
 ]
 
 
-def _evaluation(accuracy: float, choice: float, choice_se: float, reasoning: float, pretrain: bool = False) -> dict:
+def evaluation(accuracy: float, choice: float, choice_se: float, reasoning: float, pretrain: bool = False) -> dict:
+    """One evaluation as evaluation.evaluate caches it: held-out probe (n=100), lm-eval suite with errors."""
     samples = [{"id": f"p{i}", "task": "compare", "question": f"Which is smaller: 29 or 41? (problem {i})",
                 "gold": "29", "output": out, "answer": ans, "correct": ok} for i, (out, ans, ok) in enumerate(OUTPUTS)]
     ev = {"accuracy": accuracy, "n": 100, "format": {"well_formed": accuracy}, "samples": samples,
@@ -95,11 +95,11 @@ def curriculum_result(tmp_path: Path) -> CurriculumResult:
                     "config": stage.model_dump(mode="json"), "sequences": 300,
                     "summary": {"steps": steps, "loss_first": 4.0, "loss_last": 3.0, "tokens_per_s": 5000.0},
                     "checkpoints": {"best": {"step": 16, "value": 3.0, "path": str(store.local_root / "ray" / "x")}}}
-        ev = _evaluation(0.1 * i, choice[i], 0.046 if i < 3 else 0.049, 0.0 if i < 2 else 0.05,
+        ev = evaluation(0.1 * i, choice[i], 0.046 if i < 3 else 0.049, 0.0 if i < 2 else 0.05,
                          pretrain=stage.kind == "pretrain")
         stages.append(StageOutcome(i, stage, out, manifest, cached=False, reason="this experiment had not run it "
                                    "before", evaluation=ev, metrics=out.metrics()))
-    return CurriculumResult(cfg, run, base, _evaluation(0.0, 0.30, 0.046, 0.0, pretrain=True), stages)
+    return CurriculumResult(cfg, run, base, evaluation(0.0, 0.30, 0.046, 0.0, pretrain=True), stages)
 
 
 # (beta, objective, objective se): the issue's case, 0.2267 against 0.2267 and 0.22 on 100 items,
@@ -130,10 +130,6 @@ def sweep_result(tmp_path: Path, trials=TRIALS) -> SweepResult:
         records.append(trial(i, beta, objective, se, stage.rel))
     best = max(records, key=lambda t: t.metrics["objective"])
     parent = ModelRef("reasoning", str(ctx.store.local_root / "stages" / "02-reasoning-k" / "model"), "", "k")
-    parent_eval = _evaluation(0.05, 0.20, 0.04, 0.0)
+    parent_eval = evaluation(0.05, 0.20, 0.04, 0.0)
     return SweepResult(sweep, cfg, out, parent, parent_eval, records, best, ctx)
 
-
-def write_json(path: Path, obj) -> Path:
-    path.write_text(json.dumps(obj))
-    return path

@@ -3,8 +3,8 @@ whether they exceed the noise, the sweep marks trials within noise of the best, 
 drawn from each kind's declared curves, generations show <think> apart, model cards have the
 Hugging Face shape; and the rendered pages read cleanly in headless Chromium."""
 
+import json
 import math
-import re
 import sys
 from pathlib import Path
 
@@ -48,7 +48,7 @@ def test_lm_eval_stderrs_are_kept_and_missing_ones_bootstrapped_from_samples():
 
 
 def test_scores_carry_their_errors():
-    ev = made_runs._evaluation(0.12, 0.45, 0.05, 0.0)  # noqa: SLF001 (a helper's builder)
+    ev = made_runs.evaluation(0.12, 0.45, 0.05, 0.0)
     scores = primary_with_errors(ev)
     assert scores["heldout/accuracy"] == Score(0.12, math.sqrt(0.12 * 0.88 / 100), 100)  # binomial over n=100
     assert scores["tinyreason_choice"] == Score(0.45, 0.05, 100)  # lm-eval's stderr as given
@@ -61,7 +61,7 @@ def test_scores_carry_their_errors():
 
 
 def test_objective_error_is_the_weighted_mean_of_the_parts_errors():
-    ev = made_runs._evaluation(0.1, 0.45, 0.05, 0.2)  # noqa: SLF001
+    ev = made_runs.evaluation(0.1, 0.45, 0.05, 0.2)
     reasoning_se = math.sqrt(0.2 * 0.8 / 99)
     s = objective_score(ev, {})  # no weights: the mean of the lm-eval tasks
     assert s.value == pytest.approx((0.45 + 0.2) / 2) and s.se == pytest.approx((0.05 + reasoning_se) / 2)
@@ -169,7 +169,7 @@ def test_every_declared_curve_is_drawn_at_reading_size(tmp_path):
 
 
 def test_generations_set_think_apart_and_mark_correct_and_wrong():
-    blocks = heldout_samples(made_runs._evaluation(0.25, 0.3, 0.04, 0.0))  # noqa: SLF001
+    blocks = heldout_samples(made_runs.evaluation(0.25, 0.3, 0.04, 0.0))
     assert len(blocks) == 4
     assert blocks[0].startswith("<details open><summary>✓ correct: Which is smaller") and "answered 29" in blocks[0]
     assert "thinking, inside \\<think> ... \\</think>\n\n```text\n29 < 41\nso the smaller is 29\n```" in blocks[0]
@@ -177,7 +177,7 @@ def test_generations_set_think_apart_and_mark_correct_and_wrong():
     assert blocks[1].startswith("<details><summary>✗ wrong") and "**wrong** | a pipe" in blocks[1]
     assert "<think> never closed" in blocks[2].replace("\\", "") and "answered nothing" in blocks[2]
     assert "output (no \\<think> block)" in blocks[3]
-    looping = made_runs._evaluation(0.0, 0.3, 0.04, 0.0)  # noqa: SLF001
+    looping = made_runs.evaluation(0.0, 0.3, 0.04, 0.0)
     looping["samples"][0].update(answer="is " * 40, correct=False)
     summary = heldout_samples(looping, k=1)[0].split("</summary>")[0]
     assert summary.endswith("answered is is is is is is is is is is is is is…)")  # the full output is below
@@ -229,7 +229,7 @@ def test_curriculum_report_holds_figures_errors_deltas_and_samples(tmp_path):
     assert "### reasoning (reasoning_sft)" in text and "✗ wrong" in text and "✓ correct" in text
     assert "## Completions during training" in text and "step 4, reward 1.00" in text
     assert str(tmp_path) not in text  # every path relative to the run or storage root
-    results = __import__("json").loads((path.parent / "results.json").read_text())
+    results = json.loads((path.parent / "results.json").read_text())
     assert results["benchmarks"]["dpo"]["tinyreason_choice"] == {"value": 0.6, "se": 0.049, "n": 100}
 
 
