@@ -33,6 +33,7 @@ def main(argv=None) -> int:
     from tinyreason.config.loading import load_config
     from tinyreason.config.sections import TaskSpec
     from tinyreason.eval import harness
+    from tinyreason.eval.scores import primary_with_errors
     from tinyreason.evaluation import run_suite_remote
     from tinyreason.storage import Storage
 
@@ -52,7 +53,7 @@ def main(argv=None) -> int:
         ev = cfg.evaluation
         result = run_suite_remote(Storage(cfg.storage.path), model_dir, bench, out, cfg.model.trust_remote_code,
                                   thinking=ev.thinking, prompt=ev.prompt)
-        console.say("\n" + harness.results_table({given.name: result["primary"]}))
+        console.say("\n" + harness.results_table({given.name: primary_with_errors({"benchmarks": result})}))
         try:  # weights may name tasks that --tasks left out: the scores above still stand
             score = harness.objective(result["primary"], cfg.evaluation.objective.weights, result["scores"])
             console.say(f"{cfg.evaluation.objective.name}: {score:.4f}")

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from tinyreason.base import prepare_base
+from tinyreason.cards import write_stage_card
 from tinyreason.config.experiment import ExperimentConfig
 from tinyreason.config.loading import dump_config
 from tinyreason.context import RunContext
@@ -67,6 +68,7 @@ def run_curriculum(cfg: ExperimentConfig, run: RunRecord | None = None, ctx: Run
         if cfg.evaluation.after_each_stage is True or (cfg.evaluation.after_each_stage and i == len(cfg.stages) - 1):
             outcome.evaluation = evaluate(ctx, outcome.model, outcome.output, stage=stage)
             _log_scores(label(ctx, i, stage), outcome.evaluation)
+            write_stage_card(ctx, outcome.output, outcome.manifest, stage, outcome.evaluation)
         outcomes.append(outcome)
         parent = outcome.model
     return CurriculumResult(cfg, run, base, base_eval, outcomes)

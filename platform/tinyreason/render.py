@@ -2,7 +2,8 @@
 
 `md_table` writes a GitHub-flavoured table with tabulate, every cell escaped so
 that any text (pipes, newlines, `<think>`, backslashes) stays one cell and reads
-as written; `md_details` folds long text (a generation) into a `<details>` block.
+as written; `md_details` folds long text (a generation) into a `<details>` block,
+`md_details_parts` several labelled texts (its thinking and its answer).
 `markdown_to_html` renders a report's markdown with markdown-it-py
 (CommonMark + tables, raw HTML allowed for `<details>` blocks) into one
 self-contained page: figures inlined as data URIs, tables in their own
@@ -87,12 +88,24 @@ def md_table(headers: Sequence, rows: Sequence[Sequence], align: Sequence[str | 
                     tablefmt="pipe", colalign=colalign, disable_numparse=True)
 
 
+def md_fence(text: str) -> str:
+    """A fenced code block showing `text` verbatim: the fence is longer than any backtick run in it."""
+    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
+    return f"{fence}text\n{text}\n{fence}"
+
+
 def md_details(summary: str, text: str) -> str:
     """A folded block for long text (a sample generation): `<details>` around a fenced code
     block, so the text shows verbatim, markdown and `<think>` tags included."""
-    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
-    return (f"<details><summary>{html.escape(' '.join(summary.split()))}</summary>\n\n"
-            f"{fence}text\n{text}\n{fence}\n\n</details>")
+    return md_details_parts(summary, [("", text)])
+
+
+def md_details_parts(summary: str, parts: Sequence[tuple[str, str]], open_: bool = False) -> str:
+    """`md_details` with several labelled blocks (a generation's thinking, then its answer):
+    each label a line of plain text (escaped), each text its own fenced block."""
+    body = "\n\n".join((f"{escape_cell(label)}\n\n" if label else "") + md_fence(text) for label, text in parts)
+    return (f"<details{' open' if open_ else ''}><summary>{html.escape(' '.join(summary.split()))}</summary>\n\n"
+            f"{body}\n\n</details>")
 
 
 def relative_to(path: str | Path, root: str | Path) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import ray.data
 
-from tinyreason import console
+from tinyreason import cards, console
 from tinyreason.config.experiment import StageConfig
 from tinyreason.context import RunContext
 from tinyreason.data import tokenize as T
@@ -109,7 +109,7 @@ def _train(ctx: RunContext, index: int, stage: StageConfig, parent: ModelRef, bl
     manifest["review"] = review(manifest["summary"], out.metrics()) if review else []
     for line in manifest["review"]:
         log.warning("%s: %s", prefix, line)
-    write_model_card(out, manifest)
+    cards.write_stage_card(ctx, out, manifest, stage, blend=blend)  # scores join it once evaluated
     out.commit(manifest)  # written last: marks the stage complete
     s = manifest["summary"]
     log.info("%s: done in %.0f s; loss %.3f -> %.3f%s", prefix, manifest["train_seconds"], s.get("loss_first", 0),
@@ -196,17 +196,3 @@ def stage_manifest(stage: StageConfig, key: str, parent: ModelRef, blend: Blend,
         "summary": summarize_metrics(out.metrics(), stage.kind),
         "completed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-
-
-def write_model_card(out: StageOutput, manifest: dict) -> None:
-    s = manifest["summary"]
-    card = (
-        f"---\nlibrary_name: transformers\ntags: [tinyreason, {manifest['kind']}]\n---\n"
-        f"# {manifest['stage']} ({manifest['kind']})\n\n"
-        f"Trained by tinyreason from `{manifest['parent']['name']}` on blend `{manifest['blend']['name']}` "
-        f"({manifest['blend']['rows']:,} rows, content hash `{manifest['blend']['content_hash']}`).\n\n"
-        f"Loss {s.get('loss_first', float('nan')):.3f} -> {s.get('loss_last', float('nan')):.3f} over "
-        f"{s.get('steps', 0)} steps. Full config and metrics: `../manifest.json`.\n"
-    )
-    out.write_text("model/README.md", card)
-    out.write_json("model/tinyreason_manifest.json", manifest)

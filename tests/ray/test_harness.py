@@ -86,12 +86,24 @@ def test_per_sample_outputs_agree_with_the_scores(suite):
     assert len(choice) == LIMIT and len(choice[0]["resps"]) == 4  # one log-likelihood per option
 
 
+def test_every_score_keeps_its_standard_error(suite):
+    out, result = suite
+    v = result["primary"]["tinyreason_choice"]  # acc_norm over LIMIT items: lm-eval's sample-std stderr
+    expected = (v * (1 - v) / (LIMIT - 1)) ** 0.5
+    assert result["primary_stderr"]["tinyreason_choice"] == pytest.approx(expected)
+    assert result["stderr"]["tinyreason_choice"]["acc"] is not None and result["n"] == {
+        "tinyreason_reasoning": LIMIT, "tinyreason_choice": LIMIT}
+    saved = json.loads((out / harness.RESULTS_FILE).read_text())
+    assert saved["primary_stderr"] == result["primary_stderr"] and saved["stderr"] == result["stderr"]
+
+
 def test_scores_feed_the_table_and_the_objective(suite):
     _, result = suite
     base = {task: 0.0 for task in result["primary"]}
     table = harness.results_table({"base": base, "trained": result["primary"]}, base="base")
     v = result["primary"]["tinyreason_choice"]
-    assert f"| tinyreason_choice | 0.000 | {v:.3f} ({v:+.3f}) |" in table
+    assert [c.strip() for c in next(line for line in table.splitlines() if "tinyreason_choice" in line)
+            .strip("|").split("|")] == ["tinyreason_choice", "0.000", f"{v:.3f}"]
     assert harness.objective(result["primary"], {}) == pytest.approx(sum(result["primary"].values()) / 2)
     acc = harness.objective(result["primary"], {"tinyreason_choice/acc": 1.0}, result["scores"])
     assert acc == result["scores"]["tinyreason_choice"]["acc"]

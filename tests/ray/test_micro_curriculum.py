@@ -141,6 +141,50 @@ def test_rerun_skips_finished_stages_and_report_is_written(micro_run):
     assert [o.dir for o in again.stages] == [o.dir for o in first.stages]
     report = write_report(again)
     text = report.read_text()
-    assert "| pretrain | pretrain | cached |" in text and (report.parent / "loss_curves.png").exists()
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("|")]
+    assert ["pretrain", "pretrain", "cached"] in [r[:3] for r in rows]
     results = json.loads((report.parent / "results.json").read_text())
     assert [r["stage"] for r in results["stages"]] == ["pretrain", "sft", "reasoning", "dpo", "grpo"]
+
+
+def test_report_shows_every_kinds_curves_scores_with_errors_and_generations(micro_run):
+    cfg, result = micro_run
+    report = write_report(result)
+    text, run_dir = report.read_text(), report.parent
+    # one figure per run of kinds sharing curves: sft and <think> sft share theirs, boundary marked
+    for name in ("curves-01-pretrain.png", "curves-02-sft-reasoning.png", "curves-03-dpo.png", "curves-04-grpo.png",
+                 "benchmarks.png"):
+        assert f"]({name})" in text and (run_dir / name).stat().st_size > 10_000, name
+    table = text.split("## Benchmarks")[1].split("### Against the base model")[0]
+    assert re.search(r"\| tinyreason\\?_choice +\|( +\d\.\d{3} ± \d\.\d{3} +\|){6}", table), table
+    deltas = text.split("### Against the base model")[1].split("## Training curves")[0]
+    assert deltas.count("within noise") + deltas.count("beyond noise") >= 4 * 5  # 4 benchmarks x 5 stages
+    samples = text.split("## Sample generations")[1].split("## Completions during training")[0]
+    assert [h for h in ("### reasoning (reasoning_sft)", "### dpo (dpo)", "### grpo (grpo)") if h in samples] == [
+        "### reasoning (reasoning_sft)", "### dpo (dpo)", "### grpo (grpo)"]
+    assert samples.count("✗ wrong") + samples.count("✓ correct") == 3 * 4
+    assert "step 4, reward" in text.split("## Completions during training")[1]  # GRPO's samples.jsonl
+    assert str(cfg.storage.path) not in text  # paths relative to the run or storage root
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["benchmarks"]["dpo"]["tinyreason_choice"]["se"] > 0
+
+
+def test_every_stage_has_a_hugging_face_model_card_with_scores(micro_run):
+    import yaml
+
+    _, result = micro_run
+    for o in result.stages:
+        card = (o.output.model_dir / "README.md").read_text()
+        header = yaml.safe_load(card.split("---")[1])
+        assert header["license"] == "other" and header["language"] == ["en"] and o.stage.kind in header["tags"]
+        assert header["datasets"] and "base_model" not in header  # micro starts from scratch
+        assert "## Scores" in card and " ± " in card and "## Data" in card and f"kind: {o.stage.kind}" in card
+
+
+def test_the_report_reads_cleanly_in_chromium(micro_run):
+    import browser
+
+    if browser.missing_browser():
+        pytest.skip(browser.missing_browser())
+    page = write_report(micro_run[1]).with_suffix(".html")
+    assert browser.check_report(page, ROOT / "test-artifacts" / "reports" / "curriculum.png") == []

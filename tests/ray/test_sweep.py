@@ -80,6 +80,25 @@ def test_report_and_best_yaml_validate(beta_sweep):
     assert "## Best trial" in text and "objective_vs_beta.png" in text
     html = (report.parent / "report.html").read_text()
     assert "data:image/png;base64," in html and "<table>" in html
+    head = next(line for line in text.splitlines() if line.startswith("| trial"))
+    assert "tinyreason_choice/acc" not in head and "objective ± se" in head  # one column per benchmark
+    assert all(t.metrics["objective_se"] > 0 for t in result.trials)
+    best = text.split("## Best trial")[1].split("###")[0]
+    assert "Within noise of it" in best or "below it by more than the noise" in best
+    marks = [line for line in text.splitlines() if line.startswith("| run_trial")]
+    assert len(marks) == 3 and sum(" best " in m for m in marks) == 1
+    assert all("within noise" in m or " best " in m or "beyond noise" in m for m in marks)
+    assert str(result.ctx.store.local_root) not in text  # paths relative to the storage root
+
+
+def test_the_sweep_report_reads_cleanly_in_chromium(beta_sweep):
+    import browser
+
+    if browser.missing_browser():
+        pytest.skip(browser.missing_browser())
+    page = beta_sweep[1].with_suffix(".html")
+    assert browser.check_report(page, Path(__file__).resolve().parents[2] / "test-artifacts" / "reports" / "sweep.png"
+                                ) == []
     best = report.parent / "best.yaml"
     cfg = load_config(best)
     assert cfg.stage("dpo").trainer.beta == result.best.params["beta"]

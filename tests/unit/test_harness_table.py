@@ -6,6 +6,7 @@ import pytest
 
 from tinyreason.data import synthetic
 from tinyreason.eval import harness, tasks
+from tinyreason.stats import Score
 from tinyreason.data.synthetic import EVAL_SEED
 from tinyreason.eval.tasks.utils import final_answers
 
@@ -41,22 +42,26 @@ def test_pick_metric_drops_the_none_filter_and_matches_a_prefix():
         harness.pick_metric({"acc": 0.3}, "f1", "task 'x'")
 
 
-def test_results_table_has_a_row_per_benchmark_a_column_per_stage_and_deltas():
+def _rows(table: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in table.strip().splitlines()]
+
+
+def test_results_table_has_a_row_per_benchmark_a_column_per_stage_base_first():
     table = harness.results_table({
-        "sft": {"tinyreason_reasoning": 0.20, "tinyreason_choice": 0.40},
-        "base": {"tinyreason_reasoning": 0.05, "tinyreason_choice": 0.30},
-        "dpo": {"tinyreason_reasoning": 0.35},
+        "sft": {"tinyreason_reasoning": Score(0.20, 0.040), "tinyreason_choice": Score(0.40, 0.049)},
+        "base": {"tinyreason_reasoning": Score(0.05, 0.022), "tinyreason_choice": Score(0.30, 0.046)},
+        "dpo": {"tinyreason_reasoning": Score(0.35, 0.048)},
     }, base="base")
-    lines = table.strip().splitlines()
-    assert lines[0] == "| benchmark | base | sft | dpo |"
-    assert lines[2] == "| tinyreason_reasoning | 0.050 | 0.200 (+0.150) | 0.350 (+0.300) |"
-    assert lines[3] == "| tinyreason_choice | 0.300 | 0.400 (+0.100) | – |"
-    assert len(lines) == 4
+    rows = _rows(table)
+    assert rows[0] == ["benchmark", "base", "sft", "dpo"]
+    assert rows[2] == ["tinyreason_reasoning", "0.050 ± 0.022", "0.200 ± 0.040", "0.350 ± 0.048"]
+    assert rows[3] == ["tinyreason_choice", "0.300 ± 0.046", "0.400 ± 0.049", "-"]
+    assert len(rows) == 4
 
 
-def test_results_table_without_a_base_has_no_deltas():
+def test_results_table_takes_plain_numbers_too():
     table = harness.results_table({"model": {"gsm8k": 0.125}}, base=None)
-    assert "| gsm8k | 0.125 |" in table and "(" not in table
+    assert _rows(table)[2] == ["gsm8k", "0.125"] and "±" not in table
 
 
 def test_materialize_writes_absolute_data_paths_and_held_out_rows(tmp_path):

@@ -126,8 +126,9 @@ def test_perplexity_drops_after_a_few_training_steps(tiny, tmp_path):
 
 def test_perplexity_is_a_table_row_but_never_part_of_the_objective(tmp_path):
     from tinyreason.eval.harness import results_table
-    from tinyreason.eval.scores import objective_value, primary_scores, table_scores
-    from tinyreason.report import markdown_to_html, samples_section
+    from tinyreason.eval.scores import objective_value, primary_scores, table_scores, table_with_errors
+    from tinyreason.generations import pretrain_samples
+    from tinyreason.render import markdown_to_html
 
     sample = {"prompt": "Once upon a time,", "greedy": " there was | a cat.\nThe end", "sampled": ""}
     base = {"accuracy": 0.0, "format": {"well_formed": 0.0},
@@ -137,10 +138,11 @@ def test_perplexity_is_a_table_row_but_never_part_of_the_objective(tmp_path):
     assert "pretrain/perplexity" not in primary_scores(stage)
     assert table_scores(stage)["pretrain/perplexity"] == 12.5
     assert objective_value(stage, {}) == 0.0  # the held-out accuracy alone, perplexity left out
-    table = results_table({"base": table_scores(base), "pretrain": table_scores(stage)}, base="base")
-    assert "| pretrain/perplexity | 400.000 | 12.500 (-387.500) |" in table
-    md = samples_section({"base": base["pretrain"], "pretrain": stage["pretrain"]})
-    assert "### pretrain" in md and "held-out perplexity 12.500 over 900 tokens of 30 documents." in md
-    assert "| Once upon a time, | there was ¦ a cat.\\nThe end | (empty) |" in md  # one row, three cells
-    assert markdown_to_html(md, tmp_path).count("<td>there was ¦ a cat.\\nThe end</td>") == 2
-    assert samples_section({}) == []
+    table = results_table({"base": table_with_errors(base), "pretrain": table_with_errors(stage)}, base="base")
+    row = next(line for line in table.splitlines() if "perplexity" in line)
+    assert [c.strip() for c in row.strip("|").split("|")] == ["pretrain/perplexity", "400.000", "12.500"]
+    md = "\n".join(pretrain_samples("pretrain", stage["pretrain"]))
+    assert "### pretrain" in md and "Held-out perplexity 12.500 over 900 tokens of 30 documents." in md
+    page = markdown_to_html(md, tmp_path, "samples")
+    assert page.count("Once upon a time, there was | a cat.\nThe end") == 1  # verbatim, in its fenced block
+    assert pretrain_samples("x", {"perplexity": None, "samples": []}) == []

@@ -58,9 +58,9 @@ def test_objective_is_a_weighted_mean_and_names_missing_benchmarks():
 
 
 def test_markdown_report_becomes_one_standalone_html_page(tmp_path):
-    from tinyreason.report import markdown_to_html
+    from tinyreason.render import markdown_to_html
 
     (tmp_path / "p.png").write_bytes(b"\x89PNG fake")
-    page = markdown_to_html(["# T", "", "| a | b |", "| --- | --- |", "| 1 | <2> |", "", "![p](p.png)"], tmp_path)
-    assert "<table>\n<tr><td>a</td><td>b</td></tr>\n<tr><td>1</td><td>&lt;2&gt;</td></tr>\n</table>" in page
+    page = markdown_to_html("# T\n\n| a | b |\n| --- | --- |\n| 1 | <2> |\n\n![p](p.png)\n", tmp_path, "T")
+    assert "<th>a</th>" in page and "<td>1</td>" in page and "&lt;2&gt;" in page
     assert "data:image/png;base64," in page and "---" not in page

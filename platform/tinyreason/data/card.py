@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 
 from tinyreason.data import schema
+from tinyreason.render import md_table
 
 # Reasons found before schema.normalize_row sees a row.
 EXTRA_REASONS = {
@@ -15,17 +16,16 @@ EXTRA_REASONS = {
 
 
 def composition_table(manifest: dict) -> str:
-    """Like Tables 1-3 of the TRLM report, plus what validation and decontamination removed."""
-    lines = ["| source | subset | split | requested | kept | rejected | decontaminated | share |",
-             "| --- | --- | --- | ---: | ---: | --- | ---: | ---: |"]
-    for s in manifest["sources"]:
-        rej = ", ".join(f"{k}: {v}" for k, v in sorted(s["rejected"].items())) or "0"
-        lines.append(f"| {s['source']} | {s['subset'] or '-'} | {s['split']} | {s['requested'] or 'all'} "
-                     f"| {s['kept']:,} | {rej} | {s['decontaminated']} | {s['share']:.1%} |")
+    """Like Tables 1-3 of the TRLM report, plus what validation and decontamination removed;
+    render.md_table escapes every cell, so a source name with a pipe keeps the table whole."""
+    rows = [[s["source"], s["subset"] or "-", s["split"], s["requested"] or "all", f"{s['kept']:,}",
+             ", ".join(f"{k}: {v}" for k, v in sorted(s["rejected"].items())) or "0", s["decontaminated"],
+             f"{s['share']:.1%}"] for s in manifest["sources"]]
     kept = sum(s["kept"] for s in manifest["sources"])
-    lines.append(f"| **total** | | | | **{kept:,}** | {manifest['rejected_total']} "
-                 f"| {manifest['decontaminated_total']} | 100% |")
-    return "\n".join(lines)
+    rows.append(["total", "", "", "", f"{kept:,}", manifest["rejected_total"], manifest["decontaminated_total"],
+                 "100%"])
+    return md_table(["source", "subset", "split", "requested", "kept", "rejected", "decontaminated", "share"], rows,
+                    align=["left", "left", "left", "right", "right", "left", "right", "right"])
 
 
 def render_card(manifest: dict) -> str:

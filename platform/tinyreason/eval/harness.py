@@ -2,10 +2,10 @@
 
 `run_suite` scores one exported model on the configured suite (the built-in
 tinyreason tasks are always on the include path, next to any user task dirs)
-and writes `lm_eval_results.json` plus per-sample outputs. `objective` folds
-the scores into the one number a sweep maximizes; `results_table` is the
-benchmark-by-stage table of the report. Every known failure ends in an
-`EvalError` that names the model dir or the task and the fix.
+and writes `lm_eval_results.json` plus per-sample outputs; every score keeps its
+standard error. `objective` folds the scores into the one number a sweep
+maximizes; `results_table` is the benchmark-by-stage table of the report. Every
+known failure ends in an `EvalError` that names the model dir or the task and the fix.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from tinyreason.eval import reasoning
 from tinyreason.eval import tasks as builtin
 from tinyreason.eval.thinking import Think
 from tinyreason.model.chat import CHAT_TEMPLATE
+from tinyreason.render import md_table
+from tinyreason.stats import Score, bootstrap_se
 
 RESULTS_FILE = "lm_eval_results.json"
 # Bootstrapped stderr applies to non-mean metrics only; 1,000 resamples pin it to a few
@@ -208,6 +210,11 @@ def _merge(runs: list[dict]) -> dict:
     return merged
 
 
+def _metric_name(key: str) -> str:
+    """lm-eval's "metric,filter" key as tinyreason names it: a ",none" filter dropped."""
+    return key.removesuffix(",none")
+
+
 def _scores(results: dict) -> dict[str, dict[str, float]]:
     """{task: {metric: value}}; lm-eval's "metric,filter" keys lose a ",none" filter."""
     scores: dict[str, dict[str, float]] = {}
@@ -216,10 +223,47 @@ def _scores(results: dict) -> dict[str, dict[str, float]]:
         for key, value in row.items():
             if key in _NOT_METRICS or "_stderr" in key or not isinstance(value, (int, float)):
                 continue
-            metrics[key.removesuffix(",none")] = float(value)
+            metrics[_metric_name(key)] = float(value)
         if metrics:  # a group without aggregate_metric_list reports none
             scores[task] = metrics
     return scores
+
+
+def stderrs(results: dict, scores: dict, samples: dict) -> dict[str, dict[str, float | None]]:
+    """{task: {metric: standard error or None}}, keyed as `scores`. lm-eval writes "acc_stderr,none"
+    beside "acc,none" ("N/A" when it computed none); a metric without one gets a bootstrap over
+    the per-item values in the logged samples, and None when those are not kept either."""
+    out: dict[str, dict[str, float | None]] = {}
+    for task, metrics in scores.items():
+        row, ses = results.get(task, {}), {}
+        for metric in metrics:
+            name, _, filt = metric.partition(",")
+            se = row.get(f"{name}_stderr,{filt or 'none'}")
+            ses[metric] = float(se) if isinstance(se, (int, float)) and math.isfinite(se) else None
+            if ses[metric] is None:
+                ses[metric] = _bootstrap_from_samples(samples.get(task) or [], name, filt or "none")
+        out[task] = ses
+    return out
+
+
+def _bootstrap_from_samples(rows: list[dict], name: str, filt: str) -> float | None:
+    values = [r[name] for r in rows if r.get("filter", "none") == filt and isinstance(r.get(name), (int, float))]
+    return bootstrap_se(values) if len(values) >= 2 else None
+
+
+def _primary_se(task: str, metric: str | None, stderr: dict, subtasks: dict) -> float | None:
+    """The standard error of `_primary`'s number. For a group scored as the mean of its tasks,
+    the mean of their ses: the se of a mean of correlated scores is at most that (Minkowski),
+    and the tasks share their items, so assuming independence would understate it."""
+    if stderr.get(task):
+        try:
+            return pick_metric(stderr[task], metric, f"task {task!r}")
+        except EvalError:
+            return None
+    if task in subtasks:
+        ses = [_primary_se(t, metric, stderr, subtasks) for t in subtasks[task]]
+        return None if not ses or None in ses else sum(ses) / len(ses)
+    return None
 
 
 def pick_metric(metrics: dict[str, float], wanted: str | None, where: str) -> float:
@@ -282,19 +326,23 @@ def _evaluate(lm, groups: dict[tuple, list], bench: BenchmarkConfig, prompt: Pro
 def _summarize(out: Path, model_path: Path, bench: BenchmarkConfig, specs: list[TaskSpec], merged: dict, lm,
                owners: dict) -> dict:
     """Scores, primary metrics, thinking counts and pass@k/maj@k of one run; files written."""
-    scores = _scores(merged.get("results", {}))
+    results = merged.get("results", {})
+    scores = _scores(results)
+    stderr = stderrs(results, scores, merged.get("samples") or {})  # before samples may be dropped below
     think, sampling = reasoning.annotate(merged.get("samples") or {}, lm.recorder, owners)
     for task, extra in reasoning.sampled_scores(sampling).items():
         scores.setdefault(task, {}).update(extra)
     if not bench.log_samples:
         merged.pop("samples", None)
-    summary = {"scores": scores, "thinking": think, "sampling": sampling, "primary": {}}
+    summary = {"scores": scores, "stderr": stderr, "thinking": think, "sampling": sampling, "primary": {},
+               "n": {t: int(r["sample_len"]) for t, r in results.items() if isinstance(r.get("sample_len"), int)}}
     subtasks = merged.get("group_subtasks", {})
     try:
         summary["primary"] = {s.task: _primary(s.task, s.metric, scores, subtasks) for s in specs}
     except EvalError as e:  # a misnamed metric must not throw away a finished run
         _write(out, model_path, bench, merged, summary)
         raise EvalError(f"{e}; every reported score is kept in {out / RESULTS_FILE}") from None
+    summary["primary_stderr"] = {s.task: _primary_se(s.task, s.metric, stderr, subtasks) for s in specs}
     summary["samples_files"] = _write(out, model_path, bench, merged, summary)
     summary["results_file"] = str(out / RESULTS_FILE)
     return summary
@@ -302,8 +350,9 @@ def _summarize(out: Path, model_path: Path, bench: BenchmarkConfig, specs: list[
 
 def run_suite(model_dir: str | Path, bench: BenchmarkConfig, out_dir: str | Path, trust_remote_code: bool = False,
               dtype: str = "auto", thinking: ThinkingConfig | None = None, prompt: PromptConfig | None = None) -> dict:
-    """Score one model on the suite; returns {"scores", "primary", "thinking", "sampling",
-    "samples_files", "results_file"} and, for a model that thinks, the same under "think_off"."""
+    """Score one model on the suite; returns {"scores", "stderr", "n", "primary", "primary_stderr",
+    "thinking", "sampling", "samples_files", "results_file"}: every metric, its standard error (None:
+    unknown) and the item count per task, the suite's one number per task and its se; and, for a model that thinks, the same under "think_off"."""
     thinking, prompt = thinking or ThinkingConfig(), prompt or PromptConfig()
     if not bench.tasks:
         raise EvalError("evaluation.benchmarks.tasks is empty; add e.g. {task: tinyreason_reasoning}")
@@ -360,23 +409,20 @@ def _lookup(key: str, primary: dict, scores: dict | None) -> float:
                      f"{task!r} to evaluation.benchmarks.tasks or drop the weight. Scored: {', '.join(known[:20])}")
 
 
-def _fmt(v: float | None) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+def score_cell(v) -> str:
+    """A table cell for a score: "0.400 ± 0.049" (one standard error) for a `stats.Score` whose
+    se is known, the value alone for a plain number or an unknown se, "-" for none."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, Score):
+        return f"{v:.3f}" if v.se is not None else f"{v.value:.3f}"
+    return f"{v:.3f}"
 
 
-def results_table(columns: dict[str, dict[str, float]], base: str | None = None) -> str:
-    """Markdown: one row per benchmark, one column per stage (base first), deltas vs base."""
+def results_table(columns: dict[str, dict], base: str | None = None) -> str:
+    """Markdown: one row per benchmark, one column per model (base first); each cell a value
+    ± its standard error when the columns hold `stats.Score`s, plain numbers otherwise."""
     order = ([base] if base in columns else []) + [c for c in columns if c != base]
     rows = list(dict.fromkeys(b for c in order for b in columns[c]))
-    lines = ["| benchmark | " + " | ".join(order) + " |", "| --- |" + " ---: |" * len(order)]
-    for bench_name in rows:
-        ref = columns[base].get(bench_name) if base in columns else None
-        cells = []
-        for col in order:
-            v = columns[col].get(bench_name)
-            cell = _fmt(v)
-            if col != base and v is not None and ref is not None:
-                cell += f" ({v - ref:+.3f})"
-            cells.append(cell)
-        lines.append(f"| {bench_name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return md_table(["benchmark", *order], [[name, *(score_cell(columns[c].get(name)) for c in order)]
+                                           for name in rows], align=["left", *["right"] * len(order)]) + "\n"

@@ -5,11 +5,16 @@ Keys are "task/metric" for lm-eval tasks plus "heldout/accuracy" and
 so a sweep objective and the results table can name any of them. A pretrain stage
 also has "pretrain/perplexity": a row of the results table, but never part of the
 objective or the score plot (lower is better, and it is not on a 0-1 scale).
+
+The `*_with_errors` functions give the same numbers as `stats.Score`s, each with its
+standard error: lm-eval's `*_stderr` for its tasks, the binomial one for the held-out
+probe (Wilson-based at 0 or 1 correct, see `stats.proportion_se`), none for perplexity.
 """
 
 from __future__ import annotations
 
-from tinyreason.eval.harness import objective
+from tinyreason.eval.harness import EvalError, objective, pick_metric
+from tinyreason.stats import Score, proportion_score, score_with_error
 
 HELDOUT = ("heldout/accuracy", "heldout/well_formed")
 PERPLEXITY = "pretrain/perplexity"
@@ -55,3 +60,68 @@ def objective_value(evaluation: dict | None, weights: dict[str, float]) -> float
         suite = {k: v for k, v in primary.items() if k not in HELDOUT}
         weights = dict.fromkeys(suite, 1.0) if suite else {"heldout/accuracy": 1.0}
     return objective(primary, weights, scores)
+
+
+# --------------------------------------------------------------------------- with standard errors
+
+
+def _task_score(value: float, se: float | None, n: int | None) -> Score:
+    """lm-eval's score and stderr as a Score. lm-eval's stderr of an accuracy of 0 or 1 is 0
+    (the sample std of identical items), which would call 0/20 against 1/20 beyond noise;
+    there the binomial se is used instead, which at 0 or 1 is the Wilson interval's."""
+    if se == 0.0 and value in (0.0, 1.0) and n:
+        return proportion_score(value, n)
+    return score_with_error(value, se, n)
+
+
+def primary_with_errors(evaluation: dict | None) -> dict[str, Score]:
+    """`primary_scores` with standard errors; an evaluation cached before errors were kept has se None."""
+    if not evaluation:
+        return {}
+    out: dict[str, Score] = {}
+    if "accuracy" in evaluation:
+        n = evaluation.get("n")
+        for key, value in (("heldout/accuracy", evaluation["accuracy"]),
+                           ("heldout/well_formed", evaluation["format"]["well_formed"])):
+            out[key] = proportion_score(float(value), n) if n else Score(float(value))
+    bench = evaluation.get("benchmarks") or {}
+    ses, counts = bench.get("primary_stderr") or {}, bench.get("n") or {}
+    for task, value in (bench.get("primary") or {}).items():
+        out[task] = _task_score(float(value), ses.get(task), counts.get(task))
+    return out
+
+
+def table_with_errors(evaluation: dict | None) -> dict[str, Score]:
+    """The results table's rows as Scores: `primary_with_errors`, then perplexity (se unknown)."""
+    return {**primary_with_errors(evaluation), **{k: Score(v) for k, v in pretrain_scores(evaluation).items()}}
+
+
+def _metric_score(evaluation: dict, key: str) -> Score | None:
+    """A "task/metric" score with its se, as `objective` looks it up; None when not reported."""
+    bench = evaluation.get("benchmarks") or {}
+    task, _, metric = key.partition("/")
+    values, ses = (bench.get("scores") or {}).get(task), (bench.get("stderr") or {}).get(task) or {}
+    if not metric or not values:
+        return None
+    try:
+        value = pick_metric(values, metric, key)
+    except EvalError:
+        return None
+    name = next(k for k in values if k == metric or k.startswith(metric + ","))
+    return _task_score(value, ses.get(name), (bench.get("n") or {}).get(task))
+
+
+def objective_score(evaluation: dict | None, weights: dict[str, float]) -> Score:
+    """`objective_value` with a standard error: the weighted mean of the parts' ses, which bounds
+    the se of the weighted mean under any correlation between them (Minkowski). The built-in tasks
+    score the same items, so they are correlated and the independent sqrt(sum w^2 se^2) would
+    understate it, calling trials apart that are not. None when any part's se is unknown."""
+    value = objective_value(evaluation, weights)
+    scores = primary_with_errors(evaluation)
+    if not weights:
+        suite = [k for k in scores if k not in HELDOUT]
+        weights = dict.fromkeys(suite, 1.0) if suite else {"heldout/accuracy": 1.0}
+    parts = [(w, scores.get(k) or _metric_score(evaluation or {}, k)) for k, w in weights.items()]
+    if any(s is None or s.se is None for _, s in parts):
+        return Score(value)
+    return Score(value, sum(w * s.se for w, s in parts) / sum(w for w, _ in parts))

@@ -172,8 +172,9 @@ def train_loop_per_worker(config: dict) -> None:
     # train
     trainer.train(resume_from_checkpoint=checkpoints.resume_checkpoint(config.get("resume_from")))
 
-    # save
+    # save; the completions kept for the report go to storage with the export (a no-op locally)
     export.export_model(trainer, tok, job)
+    job.output.publish(SAMPLES_FILE)
 
 
 KIND = StageKind(

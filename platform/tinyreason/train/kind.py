@@ -19,11 +19,17 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Curve:
-    """A logged metric that a stage's report plots, with its axis label. A key may hold one `*`
-    for one path segment: `rewards/*/mean` is one curve per reward."""
+    """A logged metric that a stage's report plots, with its panel title. A key may hold one `*`
+    for one path segment: `rewards/*/mean` is one line per reward. `transform` maps each logged
+    value (math.exp turns a loss into a perplexity), `point` names an evaluation score
+    (eval/scores.py's keys) marked at the stage's last step on the same axis, `log` draws the
+    axis on a log scale."""
 
     key: str
     label: str
+    transform: Callable[[float], float] | None = None
+    point: str | None = None
+    log: bool = False
 
 
 LOSS = Curve("loss", "training loss")

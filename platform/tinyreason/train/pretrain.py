@@ -9,13 +9,14 @@ experiment starts from scratch (see base.py).
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import TYPE_CHECKING
 
 from tinyreason.data import tokenize as T
 from tinyreason.model.tokenizer import cached_tokenizer, prepare_chat_tokenizer
 from tinyreason.train import sft
-from tinyreason.train.kind import LEARNING_RATE, LOSS, StageKind
+from tinyreason.train.kind import LEARNING_RATE, LOSS, Curve, StageKind
 
 if TYPE_CHECKING:
     from tinyreason.config.experiment import StageConfig
@@ -39,5 +40,8 @@ KIND = StageKind(
     name="pretrain", summary="next-token training from scratch on text", schema="text",
     trl_config=sft.trl_config, train_loop=sft.train_loop_per_worker, tokenize_steps=tokenize_steps,
     prepare_tokenizer=prepare_tokenizer, check=sft.check, packing="documents", rows="blocks",
-    curves=(LOSS, LEARNING_RATE),
+    # validation perplexity is measured once, after training (eval/pretrain.py): a star at the
+    # stage's last step beside the training perplexity, exp of the logged loss
+    curves=(LOSS, Curve("loss", "perplexity: training (line), held-out (star)", transform=math.exp,
+                        point="pretrain/perplexity", log=True), LEARNING_RATE),
 )

@@ -29,7 +29,8 @@ from tinyreason.config.experiment import ExperimentConfig, StageConfig
 from tinyreason.config.sections import TrainerSettings
 from tinyreason.config.sweeps import SweepConfig
 from tinyreason.context import RunContext
-from tinyreason.eval.scores import benchmark_scores, objective_value
+from tinyreason.cards import write_stage_card
+from tinyreason.eval.scores import benchmark_scores, objective_score, primary_with_errors
 from tinyreason.evaluation import evaluate
 from tinyreason.outputs import ModelRef, OutputDir, StageOutput
 from tinyreason.runtime import root_message
@@ -189,11 +190,16 @@ def run_trial(params: dict, ctx: SweepContext) -> None:
         callbacks=[_scheduler_feed(ctx.sweep.scheduler.metric), placement_group_guard()] if scheduled else None,
     )
     evaluation = evaluate(ctx.ctx, outcome.model, outcome.output)
+    write_stage_card(ctx.ctx, outcome.output, outcome.manifest, stage, evaluation)
     scores = benchmark_scores(evaluation)
     summary = outcome.manifest.get("summary", {})
+    objective = objective_score(evaluation, ctx.cfg.evaluation.objective.weights)
     final = {
-        "objective": objective_value(evaluation, ctx.cfg.evaluation.objective.weights),
+        "objective": objective.value,
         **{f"bench/{k}": v for k, v in scores.items()},
+        # standard errors, for the report's within-noise calls (none where unknown: Tune wants numbers)
+        **({"objective_se": objective.se} if objective.se is not None else {}),
+        **{f"se/{k}": s.se for k, s in primary_with_errors(evaluation).items() if s.se is not None},
         "loss": summary.get("loss_last", float("nan")),
         "step": summary.get("steps", 0),
         "train_seconds": outcome.manifest.get("train_seconds", time.time() - t0),
