@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     from tinyreason import console
     from tinyreason.config.loading import load_config
     from tinyreason.config.sections import TaskSpec
-    from tinyreason.eval import harness
+    from tinyreason.eval import harness, tables
     from tinyreason.eval.scores import primary_with_errors
     from tinyreason.evaluation import run_suite_remote
     from tinyreason.storage import Storage
@@ -53,15 +53,15 @@ def main(argv=None) -> int:
         ev = cfg.evaluation
         result = run_suite_remote(Storage(cfg.storage.path), model_dir, bench, out, cfg.model.trust_remote_code,
                                   thinking=ev.thinking, prompt=ev.prompt)
-        console.say("\n" + harness.results_table({given.name: primary_with_errors({"benchmarks": result})}))
+        console.say("\n" + tables.results_table({given.name: primary_with_errors({"benchmarks": result})}))
         try:  # weights may name tasks that --tasks left out: the scores above still stand
-            score = harness.objective(result["primary"], cfg.evaluation.objective.weights, result["scores"])
+            score = tables.objective(result["primary"], cfg.evaluation.objective.weights, result["scores"])
             console.say(f"{cfg.evaluation.objective.name}: {score:.4f}")
         except ValueError as e:
             console.say(f"{cfg.evaluation.objective.name}: n/a ({e})")
         if result.get("think_off"):
             off = result["think_off"]["primary"]
-            console.say("thinking on vs off:\n" + harness.results_table(
+            console.say("thinking on vs off:\n" + tables.results_table(
                 {"thinking on": {k: v for k, v in result["primary"].items() if k in off}, "thinking off": off},
                 "thinking on"))
         console.say(f"scores and per-sample outputs: {result['results_file']}")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tinyreason.console import say
 from tinyreason.curriculum import CurriculumResult
-from tinyreason.eval.harness import results_table
+from tinyreason.eval.tables import results_table
 from tinyreason.eval.pretrain import SAMPLE_SEED, SAMPLE_TEMPERATURE
 from tinyreason.eval.reasoning_report import evaluations, reasoning_results, reasoning_section
 from tinyreason.eval.scores import PERPLEXITY, objective_score, primary_with_errors, table_scores, table_with_errors

@@ -10,7 +10,7 @@ import pytest
 
 from tinyreason.config.sections import BenchmarkConfig, TaskSpec
 from tinyreason.data import synthetic
-from tinyreason.eval import harness
+from tinyreason.eval import harness, tables
 from tinyreason.evaluation import run_suite_remote
 from tinyreason.storage import Storage
 
@@ -100,12 +100,12 @@ def test_every_score_keeps_its_standard_error(suite):
 def test_scores_feed_the_table_and_the_objective(suite):
     _, result = suite
     base = {task: 0.0 for task in result["primary"]}
-    table = harness.results_table({"base": base, "trained": result["primary"]}, base="base")
+    table = tables.results_table({"base": base, "trained": result["primary"]}, base="base")
     v = result["primary"]["tinyreason_choice"]
     assert [c.strip() for c in next(line for line in table.splitlines() if "tinyreason_choice" in line)
             .strip("|").split("|")] == ["tinyreason_choice", "0.000", f"{v:.3f}"]
-    assert harness.objective(result["primary"], {}) == pytest.approx(sum(result["primary"].values()) / 2)
-    acc = harness.objective(result["primary"], {"tinyreason_choice/acc": 1.0}, result["scores"])
+    assert tables.objective(result["primary"], {}) == pytest.approx(sum(result["primary"].values()) / 2)
+    acc = tables.objective(result["primary"], {"tinyreason_choice/acc": 1.0}, result["scores"])
     assert acc == result["scores"]["tinyreason_choice"]["acc"]
 
 

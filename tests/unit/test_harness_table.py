@@ -5,7 +5,7 @@ import json
 import pytest
 
 from tinyreason.data import synthetic
-from tinyreason.eval import harness, tasks
+from tinyreason.eval import harness, tables, tasks
 from tinyreason.stats import Score
 from tinyreason.data.synthetic import EVAL_SEED
 from tinyreason.eval.tasks.utils import final_answers
@@ -16,23 +16,23 @@ SCORES = {"gsm8k": {"exact_match,strict-match": 0.10, "exact_match,flexible-extr
 
 
 def test_empty_weights_are_the_plain_mean():
-    assert harness.objective(PRIMARY, {}) == pytest.approx(0.30)
+    assert tables.objective(PRIMARY, {}) == pytest.approx(0.30)
 
 
 def test_weights_by_task_and_by_task_metric():
-    assert harness.objective(PRIMARY, {"arc_challenge": 1, "gsm8k": 3}) == pytest.approx((0.30 + 0.30) / 4)
-    value = harness.objective(PRIMARY, {"gsm8k/exact_match,flexible-extract": 1, "arc_challenge/acc_norm": 1},
+    assert tables.objective(PRIMARY, {"arc_challenge": 1, "gsm8k": 3}) == pytest.approx((0.30 + 0.30) / 4)
+    value = tables.objective(PRIMARY, {"gsm8k/exact_match,flexible-extract": 1, "arc_challenge/acc_norm": 1},
                               SCORES)
     assert value == pytest.approx((0.20 + 0.34) / 2)
 
 
 def test_missing_task_in_weights_is_named():
     with pytest.raises(ValueError, match="'mmlu'.*not scored.*evaluation.benchmarks.tasks"):
-        harness.objective(PRIMARY, {"mmlu": 1.0})
+        tables.objective(PRIMARY, {"mmlu": 1.0})
     with pytest.raises(ValueError, match="'gsm8k/exact_match'.*ambiguous"):
-        harness.objective(PRIMARY, {"gsm8k/exact_match": 1.0}, SCORES)
+        tables.objective(PRIMARY, {"gsm8k/exact_match": 1.0}, SCORES)
     with pytest.raises(ValueError, match="sum to more than 0"):
-        harness.objective(PRIMARY, {"gsm8k": 0.0})
+        tables.objective(PRIMARY, {"gsm8k": 0.0})
 
 
 def test_pick_metric_drops_the_none_filter_and_matches_a_prefix():
@@ -47,7 +47,7 @@ def _rows(table: str) -> list[list[str]]:
 
 
 def test_results_table_has_a_row_per_benchmark_a_column_per_stage_base_first():
-    table = harness.results_table({
+    table = tables.results_table({
         "sft": {"tinyreason_reasoning": Score(0.20, 0.040), "tinyreason_choice": Score(0.40, 0.049)},
         "base": {"tinyreason_reasoning": Score(0.05, 0.022), "tinyreason_choice": Score(0.30, 0.046)},
         "dpo": {"tinyreason_reasoning": Score(0.35, 0.048)},
@@ -60,7 +60,7 @@ def test_results_table_has_a_row_per_benchmark_a_column_per_stage_base_first():
 
 
 def test_results_table_takes_plain_numbers_too():
-    table = harness.results_table({"model": {"gsm8k": 0.125}}, base=None)
+    table = tables.results_table({"model": {"gsm8k": 0.125}}, base=None)
     assert _rows(table)[2] == ["gsm8k", "0.125"] and "±" not in table
 
 

@@ -125,7 +125,7 @@ def test_perplexity_drops_after_a_few_training_steps(tiny, tmp_path):
 
 
 def test_perplexity_is_a_table_row_but_never_part_of_the_objective(tmp_path):
-    from tinyreason.eval.harness import results_table
+    from tinyreason.eval.tables import results_table
     from tinyreason.eval.scores import objective_value, primary_scores, table_scores, table_with_errors
     from tinyreason.generations import pretrain_samples
     from tinyreason.render import markdown_to_html

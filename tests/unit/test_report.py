@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/browser.py
 import browser  # noqa: E402
 import made_runs  # noqa: E402
 from tinyreason import cards, report  # noqa: E402
-from tinyreason.eval import harness  # noqa: E402
+from tinyreason.eval import harness, tables  # noqa: E402
 from tinyreason.eval.scores import objective_score, primary_with_errors, table_with_errors  # noqa: E402
 from tinyreason.generations import heldout_samples  # noqa: E402
 from tinyreason.plots import StageCurves, curve_lines, plot_curves  # noqa: E402
@@ -72,7 +72,7 @@ def test_objective_error_is_the_weighted_mean_of_the_parts_errors():
 
 
 def test_results_table_shows_plus_minus_one_se():
-    table = harness.results_table({"sft": {"tinyreason_choice": Score(0.4, 0.049), "pretrain/perplexity": Score(12.5)},
+    table = tables.results_table({"sft": {"tinyreason_choice": Score(0.4, 0.049), "pretrain/perplexity": Score(12.5)},
                                    "base": {"tinyreason_choice": Score(0.25, 0.0433)}}, base="base")
     lines = [[c.strip() for c in line.strip("|").split("|")] for line in table.strip().splitlines()]
     assert lines[0] == ["benchmark", "base", "sft"]

@@ -25,8 +25,7 @@ from tinyreason.eval import reasoning
 from tinyreason.eval import tasks as builtin
 from tinyreason.eval.thinking import Think
 from tinyreason.model.chat import CHAT_TEMPLATE
-from tinyreason.render import md_table
-from tinyreason.stats import Score, bootstrap_se
+from tinyreason.stats import bootstrap_se
 
 RESULTS_FILE = "lm_eval_results.json"
 # Bootstrapped stderr applies to non-mean metrics only; 1,000 resamples pin it to a few
@@ -373,56 +372,3 @@ def run_suite(model_dir: str | Path, bench: BenchmarkConfig, out_dir: str | Path
         merged = _evaluate(lm, off_groups, bench, prompt, tm, model_path)
         result["think_off"] = _summarize(out / "think_off", model_path, bench, specs, merged, lm, owners)
     return result
-
-
-# --------------------------------------------------------------------------- sweeps and reports
-
-
-def objective(primary: dict[str, float], weights: dict[str, float],
-              scores: dict[str, dict[str, float]] | None = None) -> float:
-    """Weighted mean of benchmark scores. Keys are "task" (its primary metric) or
-    "task/metric" (looked up in `scores`); empty weights: the plain mean of `primary`."""
-    if not weights:
-        if not primary:
-            raise ValueError("objective: no benchmark scores to average; configure evaluation.benchmarks.tasks")
-        return sum(primary.values()) / len(primary)
-    total = wsum = 0.0
-    for key, weight in weights.items():
-        total += weight * _lookup(key, primary, scores)
-        wsum += weight
-    if wsum <= 0:
-        raise ValueError(f"objective: weights must sum to more than 0, got {wsum} from {weights}")
-    return total / wsum
-
-
-def _lookup(key: str, primary: dict, scores: dict | None) -> float:
-    if key in primary:
-        return primary[key]
-    task, _, metric = key.partition("/")
-    if metric and scores and task in scores:
-        try:
-            return pick_metric(scores[task], metric, f"objective weight {key!r}")
-        except EvalError as e:
-            raise ValueError(str(e)) from None
-    known = sorted(primary) + sorted(f"{t}/{m}" for t in (scores or {}) for m in scores[t])
-    raise ValueError(f"objective weight {key!r} names a benchmark that was not scored; add task "
-                     f"{task!r} to evaluation.benchmarks.tasks or drop the weight. Scored: {', '.join(known[:20])}")
-
-
-def score_cell(v) -> str:
-    """A table cell for a score: "0.400 ± 0.049" (one standard error) for a `stats.Score` whose
-    se is known, the value alone for a plain number or an unknown se, "-" for none."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    if isinstance(v, Score):
-        return f"{v:.3f}" if v.se is not None else f"{v.value:.3f}"
-    return f"{v:.3f}"
-
-
-def results_table(columns: dict[str, dict], base: str | None = None) -> str:
-    """Markdown: one row per benchmark, one column per model (base first); each cell a value
-    ± its standard error when the columns hold `stats.Score`s, plain numbers otherwise."""
-    order = ([base] if base in columns else []) + [c for c in columns if c != base]
-    rows = list(dict.fromkeys(b for c in order for b in columns[c]))
-    return md_table(["benchmark", *order], [[name, *(score_cell(columns[c].get(name)) for c in order)]
-                                           for name in rows], align=["left", *["right"] * len(order)]) + "\n"

@@ -13,7 +13,8 @@ probe (Wilson-based at 0 or 1 correct, see `stats.proportion_se`), none for perp
 
 from __future__ import annotations
 
-from tinyreason.eval.harness import EvalError, objective, pick_metric
+from tinyreason.eval.harness import EvalError, pick_metric
+from tinyreason.eval.tables import objective
 from tinyreason.stats import Score, proportion_score, score_with_error
 
 HELDOUT = ("heldout/accuracy", "heldout/well_formed")
