@@ -35,8 +35,10 @@ def evaluate(ctx: RunContext, model: ModelRef, place: OutputDir, stage: StageCon
     pretrain stage, perplexity on its blend's held-out split plus fixed-prompt samples
     (result["pretrain"]). The base model passes the first pretrain stage, so its perplexity is
     the "before" of that stage's. `place` is the output dir the results are cached in."""
-    ev = ctx.cfg.evaluation
+    ev, seed = ctx.cfg.evaluation, ctx.cfg.seed
     key = ev.model_dump()
+    if seed or model.revision:  # seed 0 and unpinned models keep the keys evaluations had before
+        key.update(seed=seed, revision=model.revision)
     blend = None
     if stage is not None and stage.kind == "pretrain":
         blend = ctx.blend(stage)
@@ -53,17 +55,19 @@ def evaluate(ctx: RunContext, model: ModelRef, place: OutputDir, stage: StageCon
     try:
         if ev.heldout_problems:
             task = free_task(store.on_node(evaluate_heldout), num_cpus=1)
-            result = ray.get(task.remote(model.path, ev.heldout_problems, ev.max_new_tokens, ev.batch_size, trust))
+            result = ray.get(task.remote(model.path, ev.heldout_problems, ev.max_new_tokens, ev.batch_size, trust,
+                                         model.revision, seed))
         if ev.benchmarks.tasks:
             part = f"the lm-eval suite ({', '.join(t.task for t in ev.benchmarks.tasks)})"
-            result["benchmarks"] = run_suite_remote(store, model.path, ev.benchmarks, place.path / "lm-eval", trust)
+            result["benchmarks"] = run_suite_remote(store, model.path, ev.benchmarks, place.path / "lm-eval", trust,
+                                                    seed=seed)
         if blend is not None:
             heldout = str(blend.path / "heldout") if blend.manifest.get("heldout_rows") else None
             part = f"pre-training perplexity on {heldout or blend.path}"
             task = free_task(store.on_node(pretrain.evaluate_pretrain, read=(0, 1)), num_cpus=1,
                              num_gpus=gpus_per_task())
             result["pretrain"] = ray.get(task.remote(model.path, heldout, stage.data.max_length, ev.batch_size,
-                                                     trust))
+                                                     trust, revision=model.revision, seed=seed))
     except (EvalError, OSError, ValueError, ray.exceptions.RayTaskError) as e:
         cause = e.cause if isinstance(e, ray.exceptions.RayTaskError) and e.cause is not None else e
         why = str(cause) if isinstance(cause, EvalError) else root_message(cause)  # ours is already phrased
@@ -79,7 +83,7 @@ def evaluate(ctx: RunContext, model: ModelRef, place: OutputDir, stage: StageCon
 
 
 def run_suite_remote(store: Storage, model_dir: str | Path, bench: BenchmarkConfig, out_dir: str | Path,
-                     trust_remote_code: bool = False, dtype: str = "auto") -> dict:
+                     trust_remote_code: bool = False, dtype: str = "auto", seed: int = 0) -> dict:
     """`harness.run_suite` as a Ray task: on a GPU when the cluster has one, else one CPU. On
     object storage the task fetches the model on its node and publishes the outputs."""
     # Ray workers run in their own working dirs: hand them absolute paths.
@@ -87,7 +91,7 @@ def run_suite_remote(store: Storage, model_dir: str | Path, bench: BenchmarkConf
                                                       else p for p in bench.include_path]})
     task = free_task(store.on_node(run_suite, read=(0,), write=(2,)), num_cpus=1, num_gpus=gpus_per_task())
     ref = task.remote(str(Path(model_dir).expanduser().resolve()), bench, str(Path(out_dir).expanduser().resolve()),
-                      trust_remote_code, dtype)
+                      trust_remote_code, dtype, seed)
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as e:

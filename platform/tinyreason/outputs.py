@@ -50,6 +50,12 @@ class ModelRef:
     path: str
     tokenizer: str
     key: str
+    revision: str | None = None  # a hub model's pinned revision (model.revision); None for dirs
+
+    @property
+    def tokenizer_revision(self) -> str | None:
+        """The pin applies to the tokenizer when it comes from the same hub repo."""
+        return self.revision if self.tokenizer == self.path else None
 
 
 class OutputDir:

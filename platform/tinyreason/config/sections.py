@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from tinyreason.config.base import Strict
 from tinyreason.data.synthetic import GENERATORS
-from tinyreason.model.presets import PRESETS
+from tinyreason.model.presets import HUB_PRESETS, PRESETS
 
 
 class StorageConfig(Strict):
@@ -24,6 +24,8 @@ class StorageConfig(Strict):
 class ModelConfig(Strict):
     preset: str | None = "tiny"  # built-in shape (micro/tiny/small/tinystories-20m) or smollm2-135m
     name_or_path: str | None = None  # hub id or local dir; overrides the preset's weights
+    # hub models: a commit sha, tag or branch, passed to from_pretrained; a sha is the only true pin
+    revision: str | None = None
     trust_remote_code: bool = False  # off unless asked: remote code runs with your credentials
     # sdpa; sdpa_varlen: padding-free packed batches through torch's own varlen flash kernel on
     # GPUs, per-example SDPA elsewhere (model/varlen.py); flash_attention_2 where flash-attn is installed
@@ -40,6 +42,9 @@ class ModelConfig(Strict):
     def _one_source(self):
         if self.preset is None and self.name_or_path is None:
             raise ValueError("give model.preset or model.name_or_path")
+        if self.revision is not None and self.name_or_path is None and self.preset not in HUB_PRESETS:
+            raise ValueError(f"revision={self.revision!r} pins a hub model, but preset {self.preset!r} is built "
+                             "from scratch; remove revision, or set name_or_path to a hub id")
         return self
 
 
@@ -55,6 +60,9 @@ class SourceConfig(Strict):
     synthetic: str | None = None  # a generator of data/synthetic.py (GENERATORS)
     hub: str | None = None  # e.g. HuggingFaceTB/smoltalk2
     subset: str | None = None  # hub config name
+    # hub: a commit sha, tag or branch of the dataset repo; unpinned sources read whatever the hub
+    # serves that day, and the blend card says so
+    revision: str | None = None
     split: str = "train"
     streaming: bool = True  # read hub sources as streams: caps apply before download
     files: str | list[str] | None = None  # local jsonl/json/parquet/csv paths or globs
@@ -75,6 +83,10 @@ class SourceConfig(Strict):
         given = [k for k in ("synthetic", "hub", "files") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError(f"a source needs exactly one of synthetic, hub, files; got {given or 'none'}")
+        if self.revision is not None and not self.hub:
+            what = "local files (fingerprinted by content)" if self.files else "a synthetic generator (keyed by its code)"
+            raise ValueError(f"revision={self.revision!r} pins a hub dataset, but this source reads {what}; "
+                             "remove revision")
         return self
 
     @property

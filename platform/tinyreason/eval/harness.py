@@ -236,8 +236,9 @@ def _write(out: Path, model_dir: Path, bench: BenchmarkConfig, merged: dict, sco
 
 
 def run_suite(model_dir: str | Path, bench: BenchmarkConfig, out_dir: str | Path, trust_remote_code: bool = False,
-              dtype: str = "auto") -> dict:
-    """Score one model on the suite; returns {"scores", "primary", "samples_files", "results_file"}."""
+              dtype: str = "auto", seed: int = 0) -> dict:
+    """Score one model on the suite; returns {"scores", "primary", "samples_files", "results_file"}.
+    `seed` (the experiment's) offsets lm-eval's own seeds: seed 0 keeps its defaults."""
     import lm_eval  # heavy: see _task_manager
 
     if not bench.tasks:
@@ -254,7 +255,8 @@ def run_suite(model_dir: str | Path, bench: BenchmarkConfig, out_dir: str | Path
                 model=lm, tasks=objs, num_fewshot=fewshot, limit=limit, batch_size=bench.batch_size,
                 apply_chat_template=bench.apply_chat_template, fewshot_as_multiturn=bench.fewshot_as_multiturn,
                 log_samples=bench.log_samples, gen_kwargs={"max_gen_toks": bench.max_gen_toks},
-                bootstrap_iters=BOOTSTRAP_ITERS, task_manager=tm)
+                bootstrap_iters=BOOTSTRAP_ITERS, task_manager=tm, random_seed=seed,
+                numpy_random_seed=1234 + seed, torch_random_seed=1234 + seed, fewshot_random_seed=1234 + seed)
         except Exception as e:
             names = ", ".join(getattr(o, "task_name", None) or getattr(o, "name", "?") for o in objs)
             raise EvalError(f"lm-eval failed on {names} for model {model_path}: {type(e).__name__}: {e}") from e

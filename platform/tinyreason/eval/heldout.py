@@ -43,11 +43,12 @@ def chat_prompts(tok, questions: list[str]) -> list[str]:
 
 
 def evaluate_heldout(model_dir: str, n: int, max_new_tokens: int = 96, batch_size: int = 16,
-                     trust_remote_code: bool = False) -> dict:
-    """Accuracy and format health on n held-out problems; samples kept for inspection."""
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
-    model = load_model(model_dir, trust_remote_code).eval()
+                     trust_remote_code: bool = False, revision: str | None = None, seed: int = 0) -> dict:
+    """Accuracy and format health on n held-out problems; samples kept for inspection. `seed`
+    (the experiment's) seeds torch: greedy decoding draws nothing today, a sampled probe would."""
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code, revision=revision)
+    model = load_model(model_dir, trust_remote_code, revision=revision).eval()
     rows = synthetic.eval_rows(n, synthetic.EVAL_SEED)
     gens = generate(model, tok, chat_prompts(tok, [r["question"] for r in rows]), max_new_tokens, batch_size)
     samples, checks, correct = [], [], 0
