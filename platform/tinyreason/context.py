@@ -14,6 +14,7 @@ from tinyreason.config.experiment import ExperimentConfig, StageConfig
 from tinyreason.data.blend import Blend, build_blend
 from tinyreason.data.decontam import Decontaminator
 from tinyreason.eval.sets import decontaminator_for
+from tinyreason.lineage import TrainedBy
 from tinyreason.outputs import Outputs
 from tinyreason.storage import Storage
 from tinyreason.tracking import wandb_env
@@ -25,6 +26,9 @@ class RunContext:
     cfg: ExperimentConfig
     store: Storage
     group: str | None = None  # the tracking group: the experiment, or sweep/<name>
+    # the libraries and platform code that train this run's stages: part of every stage key,
+    # computed once per context (reading the import graph takes ~1 s)
+    trained_by: TrainedBy = field(default_factory=TrainedBy, repr=False)
     _decontaminate: Decontaminator | None = field(default=None, repr=False)
     _decontaminate_built: bool = field(default=False, repr=False)
 

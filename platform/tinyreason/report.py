@@ -21,6 +21,7 @@ from tinyreason.eval.harness import results_table
 from tinyreason.eval.pretrain import SAMPLE_SEED, SAMPLE_TEMPERATURE
 from tinyreason.eval.scores import PERPLEXITY, objective_value, pretrain_scores, primary_scores, table_scores
 from tinyreason.plots import plt
+from tinyreason.provenance_report import footer
 
 
 def stage_rows(result: CurriculumResult) -> list[dict]:
@@ -165,6 +166,7 @@ def write_report(result: CurriculumResult) -> Path:
     md += [f"- {r['stage']}: `{r['model_dir']}`"
            + (f"; best checkpoint (step {b['step']}, {b['value']:.4g}): `{b['path']}`"
               if (b := r["best_checkpoint"]) and b.get("value") is not None else "") for r in rows]
+    md += [""] + footer(result)  # code, libraries, machines, seed: provenance_report.py
     path = run_dir / "report.md"
     path.write_text("\n".join(md) + "\n", encoding="utf-8")
     (run_dir / "report.html").write_text(markdown_to_html(md, run_dir), encoding="utf-8")

@@ -192,7 +192,9 @@ class TrainerSettings(BaseModel):
     logging_steps: int = Field(5, ge=1)
     save_steps: int = Field(200, ge=1)
     save_total_limit: int | None = Field(2, ge=1)  # checkpoints kept on storage: the last N (None: all)
-    seed: int = 0
+    # None: the experiment's top-level seed; a number here pins this stage's training randomness
+    # (init of new weights, batch order, dropout, NEFTune noise, sampling) whatever the run's seed
+    seed: int | None = None
     # recompute activations in backward: less memory, slower steps. transformers 5.23 renamed
     # gradient_checkpointing to this; None leaves it off without passing the old name's warning
     activation_checkpointing: bool | None = None
