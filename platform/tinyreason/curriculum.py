@@ -66,8 +66,8 @@ def run_curriculum(cfg: ExperimentConfig, run: RunRecord | None = None, ctx: Run
     for i, stage in enumerate(cfg.stages):
         outcome = run_stage(ctx, i, stage, parent)
         outcome.reason = why_trained(record.get(stage.name), outcome)
-        log.info("%s: %s", label(ctx, i, stage), outcome.reason if outcome.stale else "reused (unchanged since its "
-                 "last run)" if outcome.cached else f"trained because {outcome.reason}")
+        told = "reused (unchanged since its last run)" if outcome.cached else f"trained because {outcome.reason}"
+        log.info("%s: %s", label(ctx, i, stage), outcome.reason if outcome.stale else told)
         record[stage.name] = _record_of(outcome)
         run.save_stages_record(record)
         if cfg.evaluation.after_each_stage:
