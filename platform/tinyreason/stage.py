@@ -222,7 +222,8 @@ def stage_manifest(stage: StageConfig, key: str, parent: ModelRef, blend: Blend,
                    seconds: float) -> dict:
     return {
         "stage": stage.name, "kind": stage.kind, "key": key,
-        "parent": {"name": parent.name, "path": parent.path, "key": parent.key},
+        "parent": {"name": parent.name, "path": parent.path, "key": parent.key,
+                   **({"revision": parent.revision} if parent.revision else {})},  # a pinned hub model
         "blend": {"name": blend.path.name, "key": blend.manifest["key"], "rows": blend.rows,
                   "content_hash": blend.manifest["content_hash"]},
         "config": stage.model_dump(mode="json"),

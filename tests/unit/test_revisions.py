@@ -115,3 +115,20 @@ def test_the_card_says_which_hub_sources_were_pinned():
     assert "Unpinned: `acme/math` read whatever the hub served" in card and "revision:" in card
     plain = render_card(_manifest({"source": "synthetic:chat"}))
     assert "unpinned" not in plain.lower() and "pinned" not in plain
+
+
+def test_a_stage_manifest_records_its_parents_pin(tmp_path):
+    from types import SimpleNamespace
+
+    from tinyreason.outputs import ModelRef, Outputs
+    from tinyreason.stage import stage_manifest
+    from tinyreason.storage import Storage
+
+    cfg = load_config(ROOT / "configs" / "micro.yaml")
+    blend = SimpleNamespace(path=tmp_path / "chat-blend-k", manifest={"key": "k", "content_hash": "h"}, rows=10)
+    out = Outputs(Storage(str(tmp_path))).stage(1, "sft", "key")
+    pinned = ModelRef("base", "HuggingFaceTB/SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "k", OLD)
+    manifest = stage_manifest(cfg.stages[1], "key", pinned, blend, out, 10, 1.0)
+    assert manifest["parent"]["revision"] == OLD
+    plain = stage_manifest(cfg.stages[1], "key", ModelRef("base", "/m", "/m", "k"), blend, out, 10, 1.0)
+    assert "revision" not in plain["parent"]
