@@ -1,8 +1,12 @@
 """Run a curriculum: pretrain -> chat SFT -> <think> SFT -> DPO, then the report.
 
     python jobs/curriculum.py                                  # embedded default, local Ray, CPU
-    ray job submit --working-dir . -- python jobs/curriculum.py --config configs/trlm-135m.yaml
+    python jobs/submit.py -- python jobs/curriculum.py --config configs/trlm-135m.yaml   # ray job submit + git
     python jobs/curriculum.py --set stages.dpo.trainer.beta=0.2 --set storage.path=/data/runs
+    python jobs/curriculum.py --reuse-stale        # keep stages trained by older libraries or code, marked
+
+Each run writes its own record, runs/<experiment>/<run id>/ (LATEST names the newest): config,
+report, provenance.json (git commit and diff, pip freezes, versions, machines, cluster), logs.
 
 The console tells the run's story; everything (Ray, the workers, TRL) is in the run's
 logs/driver.log. --verbose shows it all on the console instead.
@@ -22,7 +26,11 @@ def main(argv=None) -> int:
     parser.add_argument("--config", help="experiment YAML (default: configs/default.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     parser.add_argument("--verbose", action="store_true", help="every log line on the console, not only the story")
+    parser.add_argument("--reuse-stale", action="store_true",
+                        help="reuse stages trained by other library versions or platform code (reuse_stale: true)")
     args = parser.parse_args(argv)
+    if args.reuse_stale:
+        args.set.append("reuse_stale=true")
 
     from tinyreason import console
     from tinyreason.config.loading import check_storage, load_config

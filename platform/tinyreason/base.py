@@ -21,7 +21,9 @@ def prepare_base(ctx: RunContext) -> ModelRef:
     cfg = ctx.cfg
     source = presets.weights_source(cfg.model.preset, cfg.model.name_or_path)
     if source is not None:
-        return ModelRef("base", source, cfg.tokenizer.path or source, digest({"model": source}))
+        pin = {"revision": cfg.model.revision} if cfg.model.revision else {}  # unpinned keys stay as they were
+        return ModelRef("base", source, cfg.tokenizer.path or source, digest({"model": source, **pin}),
+                        cfg.model.revision)
 
     first = cfg.stages[0]
     if cfg.tokenizer.path is None and first.kind != "pretrain":

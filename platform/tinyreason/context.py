@@ -16,6 +16,7 @@ from tinyreason.config.experiment import ExperimentConfig, StageConfig
 from tinyreason.data.blend import Blend, build_blend
 from tinyreason.data.decontam import Decontaminator
 from tinyreason.eval.sets import decontaminator_for
+from tinyreason.lineage import TrainedBy
 from tinyreason.locks import Locks
 from tinyreason.outputs import Outputs, digest
 from tinyreason.storage import Storage
@@ -30,6 +31,9 @@ class RunContext:
     group: str | None = None  # the tracking group: the experiment, or sweep/<name>
     locks: Locks | None = None  # shared with curricula running beside this one (a study's arms)
     owner: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    # the libraries and platform code that train this run's stages: part of every stage key,
+    # computed once per context (reading the import graph takes ~1 s)
+    trained_by: TrainedBy = field(default_factory=TrainedBy, repr=False)
     _decontaminate: Decontaminator | None = field(default=None, repr=False)
     _decontaminate_built: bool = field(default=False, repr=False)
 

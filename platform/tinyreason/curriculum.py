@@ -3,7 +3,10 @@ evaluated after it trains; stages cached by content, and the reason each one tra
 
 Change a stage's config and that stage and everything after it re-run, while everything
 before it is reused. This is also what lets a sweep over DPO beta start every trial from
-the same cached stage 2, and a study's arms share the stages they have in common.
+the same cached stage 2, and a study's arms share the stages they have in common. An
+upgraded numerics library or an edited stage module re-trains the stages it touches too
+(lineage.py), unless `reuse_stale` keeps them, marked. Each invocation writes its own run
+record with its provenance (run_provenance.py).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from tinyreason.config.loading import dump_config
 from tinyreason.context import RunContext
 from tinyreason.eval.scores import primary_scores
 from tinyreason.evaluation import evaluate
+from tinyreason.lineage import changes, summarize
 from tinyreason.outputs import ModelRef, RunRecord
+from tinyreason.run_provenance import RunProvenance
 from tinyreason.stage import StageOutcome, label, run_stage
 from tinyreason.train import launch
 
@@ -46,6 +51,7 @@ def run_curriculum(cfg: ExperimentConfig, run: RunRecord | None = None, ctx: Run
     run.write_json("config.json", dump_config(cfg))
     for stage in cfg.stages:  # before hours of stage 1, not when stage 3 cannot be scheduled
         launch.check_resources(stage)
+    provenance = RunProvenance.start(ctx, run)  # git, environments, cluster: before anything trains
 
     base = prepare_base(ctx)
     log.info("base model: %s", _short(ctx, base))
@@ -61,8 +67,8 @@ def run_curriculum(cfg: ExperimentConfig, run: RunRecord | None = None, ctx: Run
     for i, stage in enumerate(cfg.stages):
         outcome = run_stage(ctx, i, stage, parent)
         outcome.reason = why_trained(record.get(stage.name), outcome)
-        log.info("%s: %s", label(ctx, i, stage), "reused (unchanged since its last run)" if outcome.cached
-                 else f"trained because {outcome.reason}")
+        told = "reused (unchanged since its last run)" if outcome.cached else f"trained because {outcome.reason}"
+        log.info("%s: %s", label(ctx, i, stage), outcome.reason if outcome.stale else told)
         record[stage.name] = _record_of(outcome)
         run.save_stages_record(record)
         if cfg.evaluation.after_each_stage is True or (cfg.evaluation.after_each_stage and i == len(cfg.stages) - 1):
@@ -71,6 +77,7 @@ def run_curriculum(cfg: ExperimentConfig, run: RunRecord | None = None, ctx: Run
             write_stage_card(ctx, outcome.output, outcome.manifest, stage, outcome.evaluation)
         outcomes.append(outcome)
         parent = outcome.model
+    provenance.finish()
     return CurriculumResult(cfg, run, base, base_eval, outcomes)
 
 
@@ -93,16 +100,20 @@ def _log_scores(who: str, evaluation: dict | None) -> None:
 def _record_of(outcome: StageOutcome) -> dict:
     m = outcome.manifest
     return {"key": m["key"], "config": m["config"], "blend": m["blend"]["key"], "parent": m["parent"]["key"],
-            "dir": outcome.output.rel}
+            "dir": outcome.output.rel, "trained_by": (m.get("provenance") or {}).get("trained_by"),
+            "stale": outcome.stale}
 
 
 def why_trained(previous: dict | None, outcome: StageOutcome) -> str:
     """One sentence for the report: why this stage was trained this time, or that it was reused.
 
     Compares the stage with what the same experiment ran last time (`stages.json` beside its
-    run records): its own config (field by field), its blend, its parent, the seed.
+    run records): its own config (field by field, the seed included), its blend, its parent,
+    and what trained it (library versions, the platform code its kind runs).
     """
     m = outcome.manifest
+    if outcome.stale:
+        return f"stale, reused (reuse_stale): since it trained, {summarize(outcome.stale)}"
     if outcome.cached:
         return "unchanged since its last run: reused"
     resumed = "; it resumed an interrupted attempt from its latest checkpoint" if outcome.resumed else ""
@@ -117,6 +128,10 @@ def why_trained(previous: dict | None, outcome: StageOutcome) -> str:
         reasons.append("its blend changed (sources, filters or file contents)")
     if previous["parent"] != m["parent"]["key"]:
         reasons.append(f"its parent {m['parent']['name']} changed")
+    trained_by = (m.get("provenance") or {}).get("trained_by")
+    what = changes(previous.get("trained_by"), trained_by) if trained_by and "trained_by" in previous else []
+    if what:
+        reasons.append(f"what trains it changed ({summarize(what)})")
     if not reasons:
         reasons.append("its output was missing (deleted, or the seed changed)")
     return " and ".join(reasons) + resumed

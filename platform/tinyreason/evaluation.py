@@ -35,8 +35,10 @@ def evaluate(ctx: RunContext, model: ModelRef, place: OutputDir, stage: StageCon
     pretrain stage, perplexity on its blend's held-out split plus fixed-prompt samples
     (result["pretrain"]). The base model passes the first pretrain stage, so its perplexity is
     the "before" of that stage's. `place` is the output dir the results are cached in."""
-    ev = ctx.cfg.evaluation
+    ev, seed = ctx.cfg.evaluation, ctx.cfg.seed
     key = ev.model_dump()
+    if seed or model.revision:  # seed 0 and unpinned models keep the keys evaluations had before
+        key.update(seed=seed, revision=model.revision)
     blend = None
     if stage is not None and stage.kind == "pretrain":
         blend = ctx.blend(stage)
@@ -54,25 +56,25 @@ def evaluate(ctx: RunContext, model: ModelRef, place: OutputDir, stage: StageCon
 
 
 def _evaluate(ctx: RunContext, model: ModelRef, place: OutputDir, stage: StageConfig | None, blend) -> dict:
-    ev = ctx.cfg.evaluation
+    ev, seed = ctx.cfg.evaluation, ctx.cfg.seed
     result: dict = {}
     part = "the held-out problems"
     store, trust = ctx.store, ctx.cfg.model.trust_remote_code
     try:
         if ev.heldout_problems:
             task = free_task(store.on_node(evaluate_heldout), num_cpus=1)
-            result = ray.get(task.remote(model.path, ev, trust))
+            result = ray.get(task.remote(model.path, ev, trust, model.revision, seed))
         if ev.benchmarks.tasks:
             part = f"the lm-eval suite ({', '.join(t.task for t in ev.benchmarks.tasks)})"
             result["benchmarks"] = run_suite_remote(store, model.path, ev.benchmarks, place.path / "lm-eval", trust,
-                                                    thinking=ev.thinking, prompt=ev.prompt)
+                                                    thinking=ev.thinking, prompt=ev.prompt, seed=seed)
         if blend is not None:
             heldout = str(blend.path / "heldout") if blend.manifest.get("heldout_rows") else None
             part = f"pre-training perplexity on {heldout or blend.path}"
             task = free_task(store.on_node(pretrain.evaluate_pretrain, read=(0, 1)), num_cpus=1,
                              num_gpus=gpus_per_task())
             result["pretrain"] = ray.get(task.remote(model.path, heldout, stage.data.max_length, ev.batch_size,
-                                                     trust))
+                                                     trust, revision=model.revision, seed=seed))
     except (EvalError, OSError, ValueError, ray.exceptions.RayTaskError) as e:
         cause = e.cause if isinstance(e, ray.exceptions.RayTaskError) and e.cause is not None else e
         why = str(cause) if isinstance(cause, EvalError) else root_message(cause)  # ours is already phrased
@@ -86,7 +88,7 @@ def _evaluate(ctx: RunContext, model: ModelRef, place: OutputDir, stage: StageCo
 
 def run_suite_remote(store: Storage, model_dir: str | Path, bench: BenchmarkConfig, out_dir: str | Path,
                      trust_remote_code: bool = False, dtype: str = "auto", thinking: ThinkingConfig | None = None,
-                     prompt: PromptConfig | None = None) -> dict:
+                     prompt: PromptConfig | None = None, seed: int = 0) -> dict:
     """`harness.run_suite` as a Ray task: on a GPU when the cluster has one, else one CPU. On
     object storage the task fetches the model on its node and publishes the outputs."""
     # Ray workers run in their own working dirs: hand them absolute paths.
@@ -94,7 +96,7 @@ def run_suite_remote(store: Storage, model_dir: str | Path, bench: BenchmarkConf
                                                       else p for p in bench.include_path]})
     task = free_task(store.on_node(run_suite, read=(0,), write=(2,)), num_cpus=1, num_gpus=gpus_per_task())
     ref = task.remote(str(Path(model_dir).expanduser().resolve()), bench, str(Path(out_dir).expanduser().resolve()),
-                      trust_remote_code, dtype, thinking, prompt)
+                      trust_remote_code, dtype, thinking, prompt, seed)
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as e:

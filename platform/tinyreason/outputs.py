@@ -1,6 +1,7 @@
 """Where every output lives in storage, and one object per output directory that owns it.
 
-    stages/NN-<stage>-<key>/     a stage: model/, tokenizer/, metrics.jsonl, workers.jsonl, eval-*.json, manifest.json
+    stages/NN-<stage>-<key>/     a stage: model/, tokenizer/, metrics.jsonl, workers.jsonl, environment.json,
+                                 eval-*.json, manifest.json
     base/<preset>-<key>/         a from-scratch base model (tokenizer + initial weights); converted GGUF models
     base-evals/<key>/            the base model's (or a sweep parent's) evaluations
     blends/<name>-<key>/         data blends (data/blend.py writes them)
@@ -28,6 +29,7 @@ from tinyreason.storage import Storage
 MANIFEST = "manifest.json"
 METRICS = "metrics.jsonl"
 WORKERS = "workers.jsonl"
+ENVIRONMENT = "environment.json"  # the machine rank 0 trained on (provenance.environment)
 
 
 def digest(obj) -> str:
@@ -50,6 +52,12 @@ class ModelRef:
     path: str
     tokenizer: str
     key: str
+    revision: str | None = None  # a hub model's pinned revision (model.revision); None for dirs
+
+    @property
+    def tokenizer_revision(self) -> str | None:
+        """The pin applies to the tokenizer when it comes from the same hub repo."""
+        return self.revision if self.tokenizer == self.path else None
 
 
 class OutputDir:
@@ -192,10 +200,13 @@ class StageOutput(OutputDir):
 
 class RunRecord(OutputDir):
     """One invocation of an experiment: `runs/<experiment>/<run id>/`. Runs never overwrite
-    each other; `runs/<experiment>/LATEST` names the newest, and `stages.json` beside it keeps
-    what each stage was at its last completion (why a stage trained again is read from it)."""
+    each other; `runs/<experiment>/LATEST` names the newest (and on local storage the symlink
+    `latest` points at it), and `stages.json` beside it keeps what each stage was at its last
+    completion (why a stage trained again is read from it)."""
 
     STAGES = "stages.json"
+    LATEST = "LATEST"
+    LATEST_LINK = "latest"
 
     def __init__(self, store: Storage, experiment: str, run_id: str | None = None):
         self.experiment = experiment
@@ -209,7 +220,13 @@ class RunRecord(OutputDir):
 
     def start(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        self.home.write_text("LATEST", self.run_id + "\n")
+        self.home.write_text(self.LATEST, self.run_id + "\n")
+        if not self.store.is_remote:  # object stores have no links; LATEST says the same everywhere
+            link = self.home.file(self.LATEST_LINK)
+            tmp = link.with_name(f".{self.LATEST_LINK}-{self.run_id}")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(self.run_id, target_is_directory=True)  # relative: the tree can move
+            tmp.replace(link)  # atomic: a reader sees the old run or the new one
 
     def stages_record(self) -> dict:
         return self.home.read_json(self.STAGES) or {}
@@ -219,8 +236,10 @@ class RunRecord(OutputDir):
 
 
 def new_run_id() -> str:
-    """Time-ordered and unique: sorting run ids sorts runs by start time."""
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:4]
+    """Time-ordered to the millisecond and unique: sorting run ids sorts runs by start time
+    (two runs a second apart, as a test or a script makes them, included)."""
+    now = time.time()
+    return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime(now))}.{int(now * 1000) % 1000:03d}-{uuid.uuid4().hex[:4]}"
 
 
 class Outputs:
@@ -240,6 +259,14 @@ class Outputs:
 
     def run(self, experiment: str, run_id: str | None = None) -> RunRecord:
         return RunRecord(self.store, experiment, run_id)
+
+    def latest_run(self, experiment: str) -> RunRecord | None:
+        """The experiment's newest run record (`runs/<experiment>/LATEST`), or None before its first."""
+        home = OutputDir(self.store, f"runs/{experiment}")
+        home.fetch(RunRecord.LATEST)
+        latest = home.file(RunRecord.LATEST)
+        run_id = latest.read_text(encoding="utf-8").strip() if latest.exists() else ""
+        return RunRecord(self.store, experiment, run_id) if run_id else None
 
     def sweep(self, name: str) -> OutputDir:
         return OutputDir(self.store, f"sweeps/{name}")

@@ -222,12 +222,14 @@ def _module_name(name: str, package: str) -> str:
     return name if name == package or name.startswith(package + ".") else f"{package}.{name}".rstrip(".")
 
 
-def code_fingerprint(package_dir: Path, modules: list[str], package: str = "tinyreason") -> dict[str, str]:
+def code_fingerprint(package_dir: Path, modules: list[str], package: str = "tinyreason",
+                     graph: dict[str, set[str]] | None = None) -> dict[str, str]:
     """A short content hash per source file of `modules` and every package module they import,
     keyed by path relative to the package dir ("train/sft.py"): a change to a stage kind or a
-    function it reaches changes it; a change to a module it never imports does not."""
+    function it reaches changes it; a change to a module it never imports does not. `graph`:
+    the package's `import_graph`, read once for many fingerprints."""
     package_dir = Path(package_dir)
-    graph = import_graph(package_dir, package)
+    graph = graph if graph is not None else import_graph(package_dir, package)
     files = package_modules(package_dir, package)
     wanted: set[str] = set()
     for name in modules:

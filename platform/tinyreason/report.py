@@ -28,6 +28,7 @@ from tinyreason.eval.scores import PERPLEXITY, objective_score, primary_with_err
 from tinyreason.generations import heldout_intro, heldout_samples, pretrain_samples, training_samples
 from tinyreason.outputs import read_jsonl
 from tinyreason.plots import StageCurves, plot_curves, plot_scores
+from tinyreason.provenance_report import footer
 from tinyreason.render import markdown_to_html, md_table
 from tinyreason.stats import Score, difference
 from tinyreason.train import registry
@@ -240,9 +241,15 @@ def outputs_section(result: CurriculumResult) -> str:
     return "\n".join(md)
 
 
+def provenance_section(result: CurriculumResult) -> str:
+    """Code, libraries, machines and seed behind the numbers (provenance_report.py)."""
+    return "\n".join(footer(result))
+
+
 # The report, top to bottom. Add a section by appending its function (see the module docstring).
 SECTIONS: list[Section] = [stages_section, benchmarks_section, reasoning_eval_section, curves_section,
-                           generations_section, training_samples_section, pretrain_samples_section, outputs_section]
+                           generations_section, training_samples_section, pretrain_samples_section, outputs_section,
+                           provenance_section]
 
 
 def results_json(result: CurriculumResult) -> dict:

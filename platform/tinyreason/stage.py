@@ -1,7 +1,8 @@
 """Run one stage: its blend, its tokenizer, its rows tokenized, its Ray Train job, its manifest.
 
-A stage's output directory is named by a hash of its config, its blend and its parent's
-hash. A finished stage (its manifest written last) is never retrained; the curriculum,
+A stage's output directory is named by a hash of its config, its blend, its parent's hash,
+the seed, and what trains it (the numerics libraries' versions and its kind's platform code,
+lineage.py). A finished stage (its manifest written last) is never retrained; the curriculum,
 a sweep's trials and a study's arms all come through `run_stage`, so they share the cache.
 """
 
@@ -19,8 +20,11 @@ from tinyreason.config.experiment import StageConfig
 from tinyreason.context import RunContext
 from tinyreason.data import tokenize as T
 from tinyreason.data.blend import Blend
+from tinyreason.lineage import changes, find_stale, summarize
 from tinyreason.model.tokenizer import load_tokenizer
-from tinyreason.outputs import METRICS, ModelRef, StageOutput, digest
+from tinyreason.outputs import ENVIRONMENT, METRICS, ModelRef, StageOutput, digest
+from tinyreason.provenance import environment
+from tinyreason.run_provenance import machine_summary
 from tinyreason.train import launch, registry
 from tinyreason.train.checkpoints import best_and_kept, list_saved
 from tinyreason.train.job import StageJob
@@ -37,6 +41,7 @@ class StageOutcome:
     cached: bool
     resumed: bool = False  # an interrupted attempt was continued from its latest checkpoint
     reason: str = ""  # why it was trained, or that it was reused (see curriculum.why_trained)
+    stale: list[str] = field(default_factory=list)  # reused with reuse_stale: what differs from what trained it
     evaluation: dict | None = None
     metrics: list[dict] = field(default_factory=list)
 
@@ -49,9 +54,21 @@ class StageOutcome:
         return self.output.model_ref(self.stage.name, self.manifest["key"])
 
 
-def stage_key(stage: StageConfig, parent: ModelRef, blend: Blend, seed: int) -> str:
-    return digest({"stage": stage.model_dump(mode="json"), "parent": parent.key, "blend": blend.manifest["key"],
-                   "seed": seed})
+def stage_key(stage: StageConfig, parent: ModelRef, blend: Blend, seed: int, trained_by: dict | None = None) -> str:
+    """The stage's cache key. Without `trained_by` (lineage.TrainedBy.of) it is the content key:
+    config, parent, blend and seed, what `reuse_stale` matches stages trained by other code on."""
+    content = digest({"stage": stage.model_dump(mode="json"), "parent": parent.key, "blend": blend.manifest["key"],
+                      "seed": seed})
+    return content if trained_by is None else digest({"content": content, "trained_by": trained_by})
+
+
+def seeded(stage: StageConfig, seed: int) -> StageConfig:
+    """The stage as its workers run it: `trainer.seed` is the experiment's seed unless the
+    stage sets its own. TRL's seed drives new weights, batch order, dropout, NEFTune noise
+    and sampling (data_seed follows it unless set)."""
+    if stage.trainer.seed is not None:
+        return stage
+    return stage.model_copy(update={"trainer": stage.trainer.model_copy(update={"seed": seed})})
 
 
 def label(ctx: RunContext, index: int, stage: StageConfig) -> str:
@@ -69,17 +86,30 @@ def run_stage(ctx: RunContext, index: int, stage: StageConfig, parent: ModelRef,
     blend = ctx.blend(stage)
     log.debug("%s: blend %s rows%s at %s", prefix, f"{blend.rows:,}", " (cached)" if blend.cached else "",
               blend.path.name)
-    key = stage_key(stage, parent, blend, ctx.cfg.seed)
+    trained_by = ctx.trained_by.of(stage.kind)
+    content = stage_key(stage, parent, blend, ctx.cfg.seed)
+    key = stage_key(stage, parent, blend, ctx.cfg.seed, trained_by)
     out = ctx.outputs.stage(index, stage.name, key)
     with ctx.exclusive(out.rel):  # another run (a study's arm) may be training this very stage
         if out.complete():
             log.debug("%s: already complete, reusing %s", prefix, out.shown())
             return StageOutcome(index, stage, out, out.manifest(), True, metrics=out.metrics())
-        return _train(ctx, index, stage, parent, blend, key, out, prefix, job_overrides, data_hook, callbacks)
+        stale = find_stale(ctx.store, index, stage.name, content) if ctx.cfg.reuse_stale else None
+        if stale is not None:
+            manifest = stale.manifest()
+            what = changes((manifest.get("provenance") or {}).get("trained_by"), trained_by)
+            log.warning("%s: reusing %s although other code or libraries trained it (%s): reuse_stale is on",
+                        prefix, stale.shown(), summarize(what))
+            return StageOutcome(index, stage, stale, manifest, True, stale=what, metrics=stale.metrics())
+        seed = {"seed": stage.trainer.seed if stage.trainer.seed is not None else ctx.cfg.seed,
+                "from": f"stages.{stage.name}.trainer.seed" if stage.trainer.seed is not None else "seed"}
+        lineage = {"content_key": content, "trained_by": trained_by, "seed": seed}
+        return _train(ctx, index, seeded(stage, ctx.cfg.seed), parent, blend, key, out, prefix, lineage,
+                      job_overrides, data_hook, callbacks)
 
 
 def _train(ctx: RunContext, index: int, stage: StageConfig, parent: ModelRef, blend: Blend, key: str,
-           out: StageOutput, prefix: str, job_overrides, data_hook, callbacks) -> StageOutcome:
+           out: StageOutput, prefix: str, lineage: dict, job_overrides, data_hook, callbacks) -> StageOutcome:
     launch.check_resources(stage)
     tok_dir = prepare_tokenizer(ctx, stage, parent, out)
     rows = training_rows(prefix, stage, blend, ctx.store.located(tok_dir), data_hook)
@@ -93,7 +123,8 @@ def _train(ctx: RunContext, index: int, stage: StageConfig, parent: ModelRef, bl
     job_fields = dict(stage=stage, parent_model=parent.path, tokenizer_dir=tok_dir, output=out,
                       trust_remote_code=ctx.cfg.model.trust_remote_code,
                       attn_implementation=ctx.cfg.model.attn_implementation, run_name=f"{ctx.cfg.name}/{stage.name}",
-                      env=ctx.tracking_env(tags=[stage.kind, ctx.cfg.name]))
+                      env=ctx.tracking_env(tags=[stage.kind, ctx.cfg.name]), parent_revision=parent.revision,
+                      provenance=tracked(ctx, stage, lineage["trained_by"]), describe=environment)
     job = StageJob(**{**job_fields, **(job_overrides or {})})
     log.info("%s: training on %d worker(s), %s sequences of <= %d tokens", prefix, stage.scaling.num_workers,
              f"{n_rows:,}", stage.data.max_length)
@@ -105,6 +136,8 @@ def _train(ctx: RunContext, index: int, stage: StageConfig, parent: ModelRef, bl
     manifest = stage_manifest(stage, key, parent, blend, out, n_rows, time.time() - t0)
     manifest["checkpoints"] = best_and_kept(ctx.store.filesystem, out.ray_run_fs_path, stage.checkpoints.mode)
     manifest["resumed"] = resumed
+    manifest["provenance"] = {**lineage, "git": ctx.trained_by.git,
+                              "worker": machine_summary(out.read_json(ENVIRONMENT))}
     review = registry.get(stage.kind).review
     manifest["review"] = review(manifest["summary"], out.metrics()) if review else []
     for line in manifest["review"]:
@@ -117,12 +150,19 @@ def _train(ctx: RunContext, index: int, stage: StageConfig, parent: ModelRef, bl
     return StageOutcome(index, stage, out, manifest, False, resumed=resumed, metrics=out.metrics())
 
 
+def tracked(ctx: RunContext, stage: StageConfig, trained_by: dict) -> dict:
+    """What rank 0 adds to the stage's wandb config: enough to find the code and libraries
+    that trained it (the full record is the manifest's `provenance`)."""
+    return {"versions": trained_by["versions"], "code_digest": digest(trained_by["code"]),
+            "seed": stage.trainer.seed, "git": ctx.trained_by.git}
+
+
 def prepare_tokenizer(ctx: RunContext, stage: StageConfig, parent: ModelRef, out: StageOutput) -> str:
     """The parent's tokenizer as this stage's kind prepares it (template, think tokens), saved
     in the stage dir and published, so every worker reads the same one."""
     kind = registry.get(stage.kind)
-    tok = kind.prepare_tokenizer(load_tokenizer(ctx.store.localize(parent.tokenizer),
-                                                ctx.cfg.model.trust_remote_code), stage)
+    tok = kind.prepare_tokenizer(load_tokenizer(ctx.store.localize(parent.tokenizer), ctx.cfg.model.trust_remote_code,
+                                                parent.tokenizer_revision), stage)
     tok.save_pretrained(out.tokenizer_dir)
     out.publish("tokenizer")
     return str(out.tokenizer_dir)
@@ -188,7 +228,8 @@ def stage_manifest(stage: StageConfig, key: str, parent: ModelRef, blend: Blend,
                    seconds: float) -> dict:
     return {
         "stage": stage.name, "kind": stage.kind, "key": key,
-        "parent": {"name": parent.name, "path": parent.path, "key": parent.key},
+        "parent": {"name": parent.name, "path": parent.path, "key": parent.key,
+                   **({"revision": parent.revision} if parent.revision else {})},  # a pinned hub model
         "blend": {"name": blend.path.name, "key": blend.manifest["key"], "rows": blend.rows,
                   "content_hash": blend.manifest["content_hash"]},
         "config": stage.model_dump(mode="json"),

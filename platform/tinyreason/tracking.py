@@ -42,12 +42,25 @@ def wandb_env(cfg: TrackingConfig, storage: Path, group: str, tags: list[str]) -
         "WANDB_DIR": str(wandb_dir),
         "WANDB_SILENT": "true",
         "WANDB_CONSOLE": "off",  # console capture would copy every log line (and any secret in one) to files
+        # wandb's own git capture runs in the training worker, whose working dir is Ray's upload
+        # without .git: it would record no commit, or the commit of whatever checkout encloses
+        # that dir. tinyreason records git itself (run_provenance: live git, or the record
+        # jobs/submit.py made on the submitting machine) and logs it into the run's config.
         "WANDB_DISABLE_GIT": "true",
         # Ray kills a worker (and its wandb-core child) when the loop returns, a fault hits or a
         # scheduler stops a trial; wandb-core flushes the .wandb file every 15 s by default, so a
         # 10 s micro stage left a header-only file. Once a second is one small append.
         "WANDB__TRANSACTION_LOG_FLUSH_INTERVAL": "1",
     }
+
+
+def log_provenance(record: dict | None) -> None:
+    """Add what trained this stage (libraries, code digest, git commit and dirty flag, seed) to
+    this process's wandb run config, under `tinyreason`; a no-op without a wandb run. For rank 0
+    when training begins, after transformers' WandbCallback has called wandb.init."""
+    wandb = sys.modules.get("wandb")
+    if record and wandb is not None and wandb.run is not None:
+        wandb.config.update({"tinyreason": record}, allow_val_change=True)
 
 
 def report_to(env: dict[str, str]) -> list[str]:

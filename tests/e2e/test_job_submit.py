@@ -5,17 +5,27 @@ stage's 2 Ray Train workers (1 CPU each) must spread over both nodes. The nodes'
 PYTHONPATH carries a `tinyreason` that refuses to import, so the curriculum only
 succeeds when the job ships the package to every worker itself.
 
+The micro curriculum goes through jobs/submit.py, the way docs/cluster.md gives it: its run's
+provenance.json on the head node carries this checkout's commit. Two probe jobs submitted from
+a dirty throwaway checkout show a dirty tree recorded (not refused) through the wrapper, and
+plain `ray job submit` recording why git is unknown.
+
 Slow: 5 min 50 s measured on 2 shared cores (load 9-15): cluster start ~25 s,
 the micro curriculum job ~4.5 min, probe, failing and stopped jobs ~10-15 s each,
 teardown ~6 s. The curriculum job dominates; it is shorter on an idle machine.
 """
 
 import json
+import os
 import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+from tinyreason.provenance import git_state
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,17 +54,25 @@ def job_info(cluster, submission_id: str) -> dict:
     return jobs[0]
 
 
+def submit_recorded(cluster, submission_id: str, *entrypoint: str, cwd: Path = ROOT, timeout: float):
+    """`python jobs/submit.py` (ray job submit + the checkout's git state), from `cwd`."""
+    return subprocess.run([sys.executable, str(cwd / "jobs" / "submit.py"), "--address", cluster.dashboard_url,
+                           "--submission-id", submission_id, "--", *entrypoint], cwd=cwd, env=cluster.env,
+                          text=True, capture_output=True, timeout=timeout)
+
+
 @pytest.fixture(scope="module")
 def micro_job(two_node_cluster):
     c = two_node_cluster
-    p = submit(c, MICRO_ID, "python", "jobs/curriculum.py", "--config", "configs/micro.yaml",
-               "--set", f"storage.path={c.storage}", "--set", f"stages.{CKPT_STAGE}.trainer.save_steps=5",
-               timeout=480)
-    return c, p
+    here = git_state(ROOT)  # what the record must say, read before the wrapper writes it
+    p = submit_recorded(c, MICRO_ID, "python", "jobs/curriculum.py", "--config", "configs/micro.yaml",
+                        "--set", f"storage.path={c.storage}", "--set", f"stages.{CKPT_STAGE}.trainer.save_steps=5",
+                        timeout=480)
+    return c, p, here
 
 
 def test_micro_curriculum_job_succeeds(micro_job):
-    c, p = micro_job
+    c, p, _ = micro_job
     assert p.returncode == 0, f"job failed:\n{p.stdout[-6000:]}\n{p.stderr[-3000:]}"
     info = job_info(c, MICRO_ID)
     assert info["status"] == "SUCCEEDED" and info["driver_exit_code"] == 0, info
@@ -64,7 +82,7 @@ def test_micro_curriculum_job_succeeds(micro_job):
 
 
 def test_every_stage_trained_on_both_nodes(micro_job):
-    c, _ = micro_job
+    c, _, _ = micro_job
     nodes = {n["node_id"]: n["resources_total"] for n in c.list_state("nodes")}
     head = next(i for i, r in nodes.items() if "head" in r)
     node2 = next(i for i, r in nodes.items() if "node2" in r)
@@ -79,7 +97,7 @@ def test_every_stage_trained_on_both_nodes(micro_job):
 
 
 def test_outputs_and_checkpoints_are_complete_on_shared_storage(micro_job):
-    c, _ = micro_job
+    c, _, _ = micro_job
     stages = sorted(d.name for d in (c.storage / "stages").iterdir() if d.is_dir())
     assert [re.sub(r"-[0-9a-f]{12}$", "", s) for s in stages] == ["00-pretrain", "01-sft", "02-reasoning", "03-dpo",
                                                                             "04-grpo"]
@@ -98,6 +116,69 @@ def test_outputs_and_checkpoints_are_complete_on_shared_storage(micro_job):
     state = json.loads((ckpts[-1] / "trainer_state.json").read_text())
     assert state["global_step"] > 0 and (state["global_step"] % 5 == 0 or state["global_step"] == state["max_steps"])
     assert list(ckpts[-1].glob("global_step*/*optim_states.pt")), "DeepSpeed optimizer shards missing"
+
+
+def test_the_run_on_the_head_node_knows_the_submitted_commit(micro_job):
+    c, _, here = micro_job
+    runs = c.storage / "runs" / "micro"
+    record = json.loads((runs / (runs / "LATEST").read_text().strip() / "provenance.json").read_text())
+    git = record["git"]
+    if not here["available"]:
+        assert git["available"] is False and "submit record says" in git["why"], git
+        return
+    assert git["source"] == "client record", git  # the head node's upload has no .git
+    assert git["commit"] == here["commit"] and git["dirty"] == here["dirty"] and git["recorded_on"]
+    assert record["submit"]["command"].startswith("python jobs/curriculum.py --config configs/micro.yaml")
+    assert record["ray"]["nodes_alive"] == 2 and record["worker"]["packages"]
+    assert not (ROOT / ".tinyreason" / "submit.json").exists()  # the checkout is left as it was
+
+
+GIT_PROBE = """
+import json, sys; sys.path.insert(0, "platform")
+from tinyreason.provenance import resolve_git_state
+print("STATE", json.dumps(resolve_git_state(".", package_dir="platform/tinyreason")))
+"""
+
+
+@pytest.fixture(scope="module")
+def dirty_checkout(tmp_path_factory):
+    """A throwaway checkout of this code, committed, then changed and not committed."""
+    root = tmp_path_factory.mktemp("dirty")
+    for name in filter(None, subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                                            capture_output=True, text=True, check=True).stdout.split("\0")):
+        if (ROOT / name).is_file() and not name.startswith(("tests/", "bench/")):
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, root / name)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@e"}
+    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "snapshot"]):
+        subprocess.run(["git", *args], cwd=root, env=env, check=True, capture_output=True)
+    with open(root / "README.md", "a") as f:
+        f.write("an uncommitted line\n")
+    return root
+
+
+def _state(p) -> dict:
+    assert p.returncode == 0, f"{p.stdout[-3000:]}\n{p.stderr[-2000:]}"
+    return json.loads(re.search(r"STATE (.+)", p.stdout).group(1))
+
+
+def test_a_dirty_tree_is_recorded_not_refused(two_node_cluster, dirty_checkout):
+    p = submit_recorded(two_node_cluster, "tr-e2e-dirty", "python", "-c", GIT_PROBE, cwd=dirty_checkout,
+                        timeout=180)
+    state = _state(p)
+    assert state["source"] == "client record" and state["dirty"] is True, state
+    assert "+an uncommitted line" in state["diff"] and state["changed_since_record"] == []
+    assert "DIRTY" in p.stderr and not (dirty_checkout / ".tinyreason").exists()
+
+
+def test_plain_ray_job_submit_records_why_git_is_unknown(two_node_cluster, dirty_checkout):
+    c = two_node_cluster
+    p = subprocess.run([str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", c.dashboard_url,
+                        "--submission-id", "tr-e2e-plain", "--working-dir", ".", "--", "python", "-c", GIT_PROBE],
+                       cwd=dirty_checkout, env=c.env, text=True, capture_output=True, timeout=180)
+    state = _state(p)
+    assert state["available"] is False and "submitted without the wrapper" in state["why"], state
 
 
 PROBE = """

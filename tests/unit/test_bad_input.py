@@ -73,6 +73,19 @@ CASES = [
      ["data.packed_batch=examples and data.tokens_per_step=2048 both set the batch size", "keep one"]),
     ("padding-free on a dpo stage", lambda t: _config(t, **{"stages.3.data.padding_free": True}),
      ["stages.3", "data.padding_free applies to stages that pack rows", "remove it"]),
+    ("a revision on a local-files source", lambda t: _config(t, **{"stages.1.data.blend.sources": [
+        {"files": str(ROOT / "tests/fixtures/sources/smoltalk2_sft.jsonl"), "revision": "v1.0"}]}),
+     ["stages.1.data.blend.sources.0", "revision='v1.0' pins a hub dataset", "local files", "remove revision"]),
+    ("a revision on a synthetic source", lambda t: _config(t, **{"stages.1.data.blend.sources": [
+        {"synthetic": "chat", "revision": "main"}]}), ["stages.1.data.blend.sources.0", "synthetic generator"]),
+    ("a revision on a hub source that is a local dir", lambda t: _config(t, **{"stages.1.data.blend.sources": [
+        {"hub": str(ROOT / "tests/fixtures/sources/smoltalk2"), "subset": "SFT", "revision": "abc123"}]}),
+     ["stages.1.data.blend.sources.0.revision = 'abc123'", "is a local directory", "remove revision"]),
+    ("a revision on a from-scratch model", lambda t: _config(t, **{"model.revision": "abc123"}),
+     ["model", "preset 'micro' is built from scratch", "remove revision"]),
+    ("a revision on a local model dir", lambda t: _config(t, **{"model.name_or_path": _model_dir(t, "model.safetensors"),
+                                                               "model.revision": "abc123"}),
+     ["model.revision = 'abc123'", "is a local path", "remove revision"]),
 ]
 
 

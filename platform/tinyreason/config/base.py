@@ -47,9 +47,12 @@ def resolve_path(ref: str) -> Path:
 
 
 def format_errors(err: ValidationError, prefix: str = "config") -> str:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"] if not str(x).startswith("function-after"))
+    lines, errors = [], err.errors()
+    for e in errors:
+        parts = [str(x) for x in e["loc"] if not str(x).startswith("function-after")]
+        if parts and parts[-1] == "str" and e["type"] == "string_type" and len(errors) > 1:
+            continue  # the `str` side of a `str | Model` union (data.blend) given a mapping: the model's errors tell
+        loc = ".".join(x for x in parts if not x[:1].isupper())  # union member tags, e.g. BlendConfig
         value = e.get("input")
         shown = repr(value) if not isinstance(value, dict) else "{...}"
         msg = e["msg"].removeprefix("Value error, ")

@@ -98,7 +98,12 @@ class StageConfig(Strict):
 
 class ExperimentConfig(Strict):
     name: str = "experiment"
+    # Every source of randomness: blend order, from-scratch weights, each stage's trainer.seed
+    # (unless the stage sets its own) and sampling in evaluation. Same seed, same numbers.
     seed: int = 0
+    # Reuse a finished stage whose config, blend and parent match but which was trained by other
+    # numerics libraries or platform code (the report marks it stale and says what differs)
+    reuse_stale: bool = False
     storage: StorageConfig = StorageConfig()
     model: ModelConfig = ModelConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()

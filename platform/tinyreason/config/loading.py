@@ -101,6 +101,9 @@ def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
         for j, src in enumerate(stage.data.blend_config.sources):
             if src.files:
                 _check_files(src, f"{source}: stages.{i}.data.blend.sources.{j}.files")
+            if src.revision is not None and src.hub and Path(src.hub).expanduser().is_dir():
+                raise ConfigError(f"{source}: stages.{i}.data.blend.sources.{j}.revision = {src.revision!r}: hub "
+                                  f"{src.hub!r} is a local directory, read as it is (by content); remove revision")
             made = SYNTHETIC_SCHEMA.get(src.synthetic)
             if made and schema.family(made) != schema.family(want):
                 fits = [g for g, s in SYNTHETIC_SCHEMA.items() if schema.family(s) == schema.family(want)]
@@ -138,6 +141,9 @@ def _check_model_path(model: ModelConfig, source: str) -> None:
         return  # a hub id: resolved when the base model loads
     path = Path(ref).expanduser()
     where = f"{source}: model.name_or_path = {ref!r}"
+    if model.revision is not None:
+        raise ConfigError(f"{source}: model.revision = {model.revision!r} pins a hub model, but {ref!r} is a local "
+                          "path, read as it is; remove revision")
     if not path.is_dir():
         raise ConfigError(f"{where}: no such directory; give a model dir or a hub id like HuggingFaceTB/SmolLM2-135M")
     if not list(path.glob("*.safetensors")):

@@ -17,7 +17,7 @@ from tinyreason.config.base import Strict
 from tinyreason.config.evaluation import (BenchmarkConfig, DecontamConfig, EvalConfig,  # noqa: F401
                                           ObjectiveConfig, TaskSpec)
 from tinyreason.data.synthetic import GENERATORS
-from tinyreason.model.presets import PRESETS
+from tinyreason.model.presets import HUB_PRESETS, PRESETS
 
 
 class StorageConfig(Strict):
@@ -27,6 +27,8 @@ class StorageConfig(Strict):
 class ModelConfig(Strict):
     preset: str | None = "tiny"  # built-in shape (micro/tiny/small/tinystories-20m) or smollm2-135m
     name_or_path: str | None = None  # hub id or local dir; overrides the preset's weights
+    # hub models: a commit sha, tag or branch, passed to from_pretrained; a sha is the only true pin
+    revision: str | None = None
     trust_remote_code: bool = False  # off unless asked: remote code runs with your credentials
     # sdpa; sdpa_varlen: padding-free packed batches through torch's own varlen flash kernel on
     # GPUs, per-example SDPA elsewhere (model/varlen.py); flash_attention_2 where flash-attn is installed
@@ -43,6 +45,9 @@ class ModelConfig(Strict):
     def _one_source(self):
         if self.preset is None and self.name_or_path is None:
             raise ValueError("give model.preset or model.name_or_path")
+        if self.revision is not None and self.name_or_path is None and self.preset not in HUB_PRESETS:
+            raise ValueError(f"revision={self.revision!r} pins a hub model, but preset {self.preset!r} is built "
+                             "from scratch; remove revision, or set name_or_path to a hub id")
         return self
 
 
@@ -58,6 +63,9 @@ class SourceConfig(Strict):
     synthetic: str | None = None  # a generator of data/synthetic.py (GENERATORS)
     hub: str | None = None  # e.g. HuggingFaceTB/smoltalk2
     subset: str | None = None  # hub config name
+    # hub: a commit sha, tag or branch of the dataset repo; unpinned sources read whatever the hub
+    # serves that day, and the blend card says so
+    revision: str | None = None
     split: str = "train"
     streaming: bool = True  # read hub sources as streams: caps apply before download
     files: str | list[str] | None = None  # local jsonl/json/parquet/csv paths or globs
@@ -78,6 +86,10 @@ class SourceConfig(Strict):
         given = [k for k in ("synthetic", "hub", "files") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError(f"a source needs exactly one of synthetic, hub, files; got {given or 'none'}")
+        if self.revision is not None and not self.hub:
+            what = "local files (fingerprinted by content)" if self.files else "a synthetic generator (keyed by its code)"
+            raise ValueError(f"revision={self.revision!r} pins a hub dataset, but this source reads {what}; "
+                             "remove revision")
         return self
 
     @property
@@ -183,7 +195,9 @@ class TrainerSettings(BaseModel):
     logging_steps: int = Field(5, ge=1)
     save_steps: int = Field(200, ge=1)
     save_total_limit: int | None = Field(2, ge=1)  # checkpoints kept on storage: the last N (None: all)
-    seed: int = 0
+    # None: the experiment's top-level seed; a number here pins this stage's training randomness
+    # (init of new weights, batch order, dropout, NEFTune noise, sampling) whatever the run's seed
+    seed: int | None = None
     # recompute activations in backward: less memory, slower steps. transformers 5.23 renamed
     # gradient_checkpointing to this; None leaves it off without passing the old name's warning
     activation_checkpointing: bool | None = None

@@ -93,7 +93,8 @@ def _arrow_schema(row_schema: str):
 def blend_key(blend: BlendConfig, row_schema: str, seed: int, extra: dict | None = None) -> str:
     rules = hashlib.sha256(Path(schema.__file__).read_bytes()).hexdigest()[:16]  # edits to validation rebuild
     spec = {"format": BLEND_FORMAT, "rules": rules, "schema": row_schema, "seed": seed,
-            "blend": blend.model_dump(mode="json", exclude={"file"}),
+            # a source's revision enters through its fingerprint, so unpinned blends keep their keys
+            "blend": blend.model_dump(mode="json", exclude={"file": True, "sources": {"__all__": {"revision"}}}),
             "sources": [fingerprint(s) for s in blend.sources], "extra": extra or {}}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -340,6 +341,7 @@ def _write_rejected(path: Path, blend: BlendConfig, stats: list[dict]) -> None:
 def _manifest(blend, name, row_schema, key, stats, per_source, decon, decontaminate, chash, heldout_rows) -> dict:
     total = sum(per_source.values())
     sources = [{"source": src.hub or src.label, "subset": src.subset or "", "split": src.split,
+                **({"revision": src.revision} if src.hub and not Path(src.hub).expanduser().is_dir() else {}),
                 "requested": src.entries, "read": s["read"], "kept": per_source.get(i, 0),
                 "rejected": dict(sorted(s["rejected"].items())), "decontaminated": decon.get(i, 0),
                 "share": per_source.get(i, 0) / total if total else 0.0, "columns": sorted(s["columns"])}

@@ -15,10 +15,15 @@ EXTRA_REASONS = {
 }
 
 
+def _source_name(s: dict) -> str:
+    # a hub source names its pinned revision, or says it was not pinned; a local one has no "revision"
+    return s["source"] + (f" @ `{s['revision']}`" if s.get("revision") else " (unpinned)" if "revision" in s else "")
+
+
 def composition_table(manifest: dict) -> str:
     """Like Tables 1-3 of the TRLM report, plus what validation and decontamination removed;
     render.md_table escapes every cell, so a source name with a pipe keeps the table whole."""
-    rows = [[s["source"], s["subset"] or "-", s["split"], s["requested"] or "all", f"{s['kept']:,}",
+    rows = [[_source_name(s), s["subset"] or "-", s["split"], s["requested"] or "all", f"{s['kept']:,}",
              ", ".join(f"{k}: {v}" for k, v in sorted(s["rejected"].items())) or "0", s["decontaminated"],
              f"{s['share']:.1%}"] for s in manifest["sources"]]
     kept = sum(s["kept"] for s in manifest["sources"])
@@ -26,6 +31,20 @@ def composition_table(manifest: dict) -> str:
                  "100%"])
     return md_table(["source", "subset", "split", "requested", "kept", "rejected", "decontaminated", "share"], rows,
                     align=["left", "left", "left", "right", "right", "left", "right", "right"])
+
+
+def revisions_note(manifest: dict) -> str:
+    """Which hub sources were pinned to a revision, and a warning for those that were not."""
+    hub = [s for s in manifest["sources"] if "revision" in s]
+    if not hub:
+        return ""
+    pinned = [f"`{s['source']}` at `{s['revision']}`" for s in hub if s["revision"]]
+    loose = [f"`{s['source']}`" for s in hub if not s["revision"]]
+    text = f"Hub sources pinned: {', '.join(pinned)}. " if pinned else ""
+    if loose:
+        text += (f"Unpinned: {', '.join(loose)} read whatever the hub served when this blend was built, and a "
+                 "rebuild may read other rows; pin each with `revision:` (a commit sha) to freeze it. ")
+    return text.strip()
 
 
 def render_card(manifest: dict) -> str:
@@ -39,6 +58,7 @@ def render_card(manifest: dict) -> str:
                "one item's n-grams)") if "n" in d else ""
         decon = (f"Against {d['eval_set']}{how}: {manifest['decontaminated_total']} rows removed." + "".join(
             f"\n- {m['rows']} row(s) matching item {m['item']}: {m['text']!r}" for m in d.get("matched_items", [])))
+    pins = revisions_note(manifest) + "\n\n" if revisions_note(manifest) else ""
     held = f" (+{manifest['heldout_rows']:,} held out in `heldout/`)" if manifest.get("heldout_rows") else ""
     think = {"reject": " Assistant turns with a `<think>` block are rejected (`think_in_chat`): this chat stage "
                        "trains without thinking; `data.think_rows: keep` keeps well-formed ones.",
@@ -48,7 +68,7 @@ def render_card(manifest: dict) -> str:
         f"# Dataset card: {manifest['name']}\n\n"
         f"Row schema: `{manifest['schema']}`. Training rows: {manifest['rows']:,}{held}.{think} "
         f"Content hash: `{manifest['content_hash']}`. Build key: `{manifest['key']}`.\n\n"
-        f"## Composition\n\n{composition_table(manifest)}\n\n"
+        f"## Composition\n\n{composition_table(manifest)}\n\n{pins}"
         f"## Reject reasons\n\n{reasons}\n\n"
         f"## Decontamination\n\n{decon}\n\n"
         "Every row carries `_source_dataset`, `_source_subset` and `_source_split`. "

@@ -152,10 +152,12 @@ def _read_hub(src: SourceConfig):
     import datasets  # heavy (~1.5 s): only hub sources need it, and every Ray Data worker imports this module
 
     try:
-        ds = datasets.load_dataset(src.hub, src.subset, split=src.split, streaming=src.streaming)
+        ds = datasets.load_dataset(src.hub, src.subset, split=src.split, streaming=src.streaming,
+                                   revision=src.revision)
     except Exception as e:  # the hub client raises many types; all mean "cannot get it"
         raise DataError(
-            f"cannot load {src.hub} (subset={src.subset}, split={src.split}): {type(e).__name__}: {e}. "
+            f"cannot load {src.hub} (subset={src.subset}, split={src.split}, revision={src.revision or 'unpinned'}): "
+            f"{type(e).__name__}: {e}. "
             "Check the name, subset and split, and your network, or download it and use `files:` instead"
         ) from None
     if not src.streaming:
@@ -190,7 +192,8 @@ def fingerprint(src: SourceConfig) -> dict:
 
     Files (and hub sources that are local dirs) by content; synthetic sources by
     the generator's code, so editing synthetic.py rebuilds their blends. Remote hub
-    sources by name/subset/split only (in the config): pin a revision to freeze them.
+    sources by name/subset/split (in the config) and their `revision`: only a pinned one
+    (a commit sha) freezes their content.
     """
     if src.files:
         return {"files": [(p, file_digest(p)) for p in expand_files(src.files)]}
@@ -199,4 +202,4 @@ def fingerprint(src: SourceConfig) -> dict:
     if src.hub and os.path.isdir(src.hub):
         files = sorted(p for p in glob.glob(os.path.join(src.hub, "**", "*"), recursive=True) if os.path.isfile(p))
         return {"files": [(os.path.relpath(p, src.hub), file_digest(p)) for p in files]}
-    return {}
+    return {"revision": src.revision} if src.revision else {}

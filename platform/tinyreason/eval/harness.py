@@ -305,7 +305,8 @@ def _write(out: Path, model_dir: Path, bench: BenchmarkConfig, merged: dict, sum
     return files
 
 
-def _evaluate(lm, groups: dict[tuple, list], bench: BenchmarkConfig, prompt: PromptConfig, tm, model_path) -> dict:
+def _evaluate(lm, groups: dict[tuple, list], bench: BenchmarkConfig, prompt: PromptConfig, tm, model_path,
+              seed: int) -> dict:
     import lm_eval  # heavy: see _task_manager
 
     runs = []
@@ -315,7 +316,8 @@ def _evaluate(lm, groups: dict[tuple, list], bench: BenchmarkConfig, prompt: Pro
                 model=lm, tasks=objs, num_fewshot=fewshot, limit=limit, batch_size=bench.batch_size,
                 apply_chat_template=bench.apply_chat_template, fewshot_as_multiturn=bench.fewshot_as_multiturn,
                 system_instruction=prompt.system_prompt,  # one system turn for every model: the table compares
-                log_samples=True, bootstrap_iters=BOOTSTRAP_ITERS, task_manager=tm))
+                log_samples=True, bootstrap_iters=BOOTSTRAP_ITERS, task_manager=tm, random_seed=seed,
+                numpy_random_seed=1234 + seed, torch_random_seed=1234 + seed, fewshot_random_seed=1234 + seed))
         except Exception as e:
             names = ", ".join(getattr(o, "task_name", None) or getattr(o, "name", "?") for o in objs)
             raise EvalError(f"lm-eval failed on {names} for model {model_path}: {type(e).__name__}: {e}") from e
@@ -348,7 +350,8 @@ def _summarize(out: Path, model_path: Path, bench: BenchmarkConfig, specs: list[
 
 
 def run_suite(model_dir: str | Path, bench: BenchmarkConfig, out_dir: str | Path, trust_remote_code: bool = False,
-              dtype: str = "auto", thinking: ThinkingConfig | None = None, prompt: PromptConfig | None = None) -> dict:
+              dtype: str = "auto", thinking: ThinkingConfig | None = None, prompt: PromptConfig | None = None,
+              seed: int = 0) -> dict:
     """Score one model on the suite; returns {"scores", "stderr", "n", "primary", "primary_stderr",
     "thinking", "sampling", "samples_files", "results_file"}: every metric, its standard error (None:
     unknown) and the item count per task, the suite's one number per task and its se; and, for a model that thinks, the same under "think_off"."""
@@ -361,7 +364,7 @@ def run_suite(model_dir: str | Path, bench: BenchmarkConfig, out_dir: str | Path
     groups = _groups(bench.tasks, loaded)
     owners = reasoning.configure(bench.tasks, loaded, bench)
     lm = load_lm(model_path, bench, trust_remote_code, dtype, Think(thinking.mode, thinking.budget), prompt)
-    merged = _evaluate(lm, groups, bench, prompt, tm, model_path)
+    merged = _evaluate(lm, groups, bench, prompt, tm, model_path, seed)
     result = _summarize(out, model_path, bench, bench.tasks, merged, lm, owners)
     if reasoning.think_off_wanted(thinking, lm.tokenizer, owners):
         lm.think = Think("off")  # the same model, tasks and seeds: only the empty think block differs
@@ -369,6 +372,6 @@ def run_suite(model_dir: str | Path, bench: BenchmarkConfig, out_dir: str | Path
         off_groups = reasoning.generative_groups(groups)
         kept = {_leaves(o)[0] for objs in off_groups.values() for o in objs}
         specs = [s for s, obj in zip(bench.tasks, loaded) if _leaves(obj)[0] in kept]
-        merged = _evaluate(lm, off_groups, bench, prompt, tm, model_path)
+        merged = _evaluate(lm, off_groups, bench, prompt, tm, model_path, seed)
         result["think_off"] = _summarize(out / "think_off", model_path, bench, specs, merged, lm, owners)
     return result

@@ -70,13 +70,15 @@ def score(rows: list[dict], gens: list[thinking.Generation]) -> dict:
     }
 
 
-def evaluate_heldout(model_dir: str, ev: EvalConfig, trust_remote_code: bool = False) -> dict:
-    """Accuracy and format health on `ev.heldout_problems` held-out problems; samples kept."""
-    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
-    model = load_model(model_dir, trust_remote_code).eval()
+def evaluate_heldout(model_dir: str, ev: EvalConfig, trust_remote_code: bool = False, revision: str | None = None,
+                     seed: int = 0) -> dict:
+    """Accuracy and format health on `ev.heldout_problems` held-out problems; samples kept.
+    `seed` (the experiment's) offsets the probe's decoding seed: seed 0 keeps it."""
+    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code, revision=revision)
+    model = load_model(model_dir, trust_remote_code, revision=revision).eval()
     rows = synthetic.eval_rows(ev.heldout_problems, synthetic.EVAL_SEED)
     prompts = chat_prompts(tok, [r["question"] for r in rows], ev.prompt)
-    sampling, seed = ev.decoding.sampling(), ev.decoding.seed
+    sampling, seed = ev.decoding.sampling(), ev.decoding.seed + seed
     think = thinking.Think(ev.thinking.mode, ev.thinking.budget)
     result = score(rows, generate(model, tok, prompts, ev.max_new_tokens, ev.batch_size, sampling, think, seed))
     result["settings"] = {"decoding": sampling, "seed": seed, "thinking": ev.thinking.mode,

@@ -140,14 +140,16 @@ def read_heldout_texts(heldout_dir: str | Path) -> list[str]:
 
 
 def evaluate_pretrain(model_dir: str, heldout_dir: str | None, max_length: int, batch_size: int = 16,
-                      trust_remote_code: bool = False, max_tokens: int | None = MAX_TOKENS) -> dict:
-    """Perplexity on the held-out split (when there is one) and samples from the fixed prompts."""
-    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
-    model = load_model(model_dir, trust_remote_code).eval()
+                      trust_remote_code: bool = False, max_tokens: int | None = MAX_TOKENS,
+                      revision: str | None = None, seed: int = 0) -> dict:
+    """Perplexity on the held-out split (when there is one) and samples from the fixed prompts,
+    drawn from SAMPLE_SEED plus the experiment's `seed` (seed 0 draws what it always drew)."""
+    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code, revision=revision)
+    model = load_model(model_dir, trust_remote_code, revision=revision).eval()
     if torch.cuda.is_available():
         model = model.cuda()
     result: dict = {"perplexity": None, "heldout_dir": heldout_dir}
     if heldout_dir:
         result.update(perplexity(model, tok, read_heldout_texts(heldout_dir), max_length, batch_size, max_tokens))
-    result["samples"] = generate_samples(model, tok)
+    result["samples"] = generate_samples(model, tok, seed=SAMPLE_SEED + seed)
     return result

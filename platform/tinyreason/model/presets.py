@@ -75,12 +75,15 @@ def init_model(preset: str, tok, attn_implementation: str = "sdpa", seed: int = 
     return LlamaForCausalLM(config)
 
 
-def load_model(path: str, trust_remote_code: bool = False, attn_implementation: str = "sdpa", dtype=None):
-    """Load weights as safetensors only: a pickle checkpoint can run arbitrary code."""
+def load_model(path: str, trust_remote_code: bool = False, attn_implementation: str = "sdpa", dtype=None,
+               revision: str | None = None):
+    """Load weights as safetensors only: a pickle checkpoint can run arbitrary code. `revision`
+    pins a hub model (model.revision); None takes the hub's default branch, or a local dir as is."""
     from transformers import AutoModelForCausalLM  # on use: see init_model
 
     return AutoModelForCausalLM.from_pretrained(
         path,
+        revision=revision,
         use_safetensors=True,
         trust_remote_code=trust_remote_code,
         attn_implementation=attention(attn_implementation),

@@ -47,10 +47,10 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: str | Path):
     return tok
 
 
-def load_tokenizer(path: str, trust_remote_code: bool = False):
+def load_tokenizer(path: str, trust_remote_code: bool = False, revision: str | None = None):
     from transformers import AutoTokenizer  # on use: see train_bpe
 
-    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, revision=revision)
 
 
 _CACHE: dict = {}

@@ -5,7 +5,7 @@ pickled to each Ray Train worker); a worker's loop starts with `worker.begin_wor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from tinyreason.outputs import StageOutput
 from tinyreason.train.progress import ProgressBoard
@@ -28,6 +28,12 @@ class StageJob:
     env: dict | None = None  # tracking environment (wandb group, mode, dir); never secrets
     report_every_log: bool = False  # sweeps: every log goes to Ray Train so Tune schedulers see it
     progress: ProgressBoard | None = None  # where rank 0 posts its step for the driver's progress bar
+    parent_revision: str | None = None  # a hub parent's pinned revision (model.revision)
+    provenance: dict | None = None  # what trained it (versions, code, git, seed): rank 0 logs it to wandb's config
+    # provenance.environment, handed over by the driver (pickled by name): rank 0 writes what it
+    # returns to environment.json. Passed, not imported, so the recording code stays out of the
+    # training code's fingerprint: describing machines better must not retrain every stage.
+    describe: Callable[[], dict] | None = None
 
     def local(self, path: str) -> str:
         """An input path (parent model, tokenizer) readable on this worker's node."""

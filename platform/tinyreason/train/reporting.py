@@ -15,7 +15,7 @@ from ray.train import CheckpointUploadMode
 from transformers import TrainerCallback
 
 from tinyreason.model.flops import flops_per_token, mfu, peak_flops
-from tinyreason.tracking import finish_run
+from tinyreason.tracking import finish_run, log_provenance
 from tinyreason.train import checkpoints
 from tinyreason.train.job import StageJob
 from tinyreason.train.worker import Timeline, is_rank_zero
@@ -74,6 +74,8 @@ def make_report_callback(job: StageJob, timeline: Timeline | None = None, layout
             if timeline:
                 timeline.mark("trainer_setup")  # DeepSpeed engine, optimizer, scheduler, dataloader
             self.utilisation = gpu_utilisation(model, job.stage.data.max_length, args)
+            if is_rank_zero():
+                log_provenance(job.provenance)  # WandbCallback, called before this one, has started the run
 
         def post_progress(self, state, force: bool = False) -> None:
             # Fire and forget, at most once a second: the driver's bar needs no more, and a

@@ -30,7 +30,8 @@ def load_tokenizer_and_model(job: StageJob):
     """The stage's prepared tokenizer and its parent's weights (safetensors only), the
     embedding matrix grown to the tokenizer when the stage added tokens (<think>)."""
     tok = AutoTokenizer.from_pretrained(job.local(job.tokenizer_dir))
-    model = load_model(job.local(job.parent_model), job.trust_remote_code, job.attn_implementation)
+    model = load_model(job.local(job.parent_model), job.trust_remote_code, job.attn_implementation,
+                       revision=job.parent_revision)
     fit_embeddings(model, len(tok))
     return tok, model
 

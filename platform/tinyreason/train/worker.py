@@ -17,7 +17,7 @@ import ray.train.torch
 import torch
 
 from tinyreason.config.sections import DeepSpeedConfig
-from tinyreason.outputs import WORKERS, StageOutput
+from tinyreason.outputs import ENVIRONMENT, WORKERS, StageOutput
 from tinyreason.train import compat
 from tinyreason.train.job import StageJob
 
@@ -64,6 +64,8 @@ def begin_worker(config: dict) -> tuple[StageJob, Timeline, str]:
     job: StageJob = config["job"]
     job.output.path.mkdir(parents=True, exist_ok=True)  # on object storage: this node's mirror
     _record_worker(job.output, device)
+    if job.describe is not None and is_rank_zero():
+        job.output.write_json(ENVIRONMENT, job.describe())  # the machine that trained it, for the manifest
     if not torch.cuda.is_available() and not job.stage.deepspeed.optimizer:
         compat.skip_deepspeed_shm_comm()
     timeline.mark("setup")

@@ -246,7 +246,7 @@ def run_sweep(sweep: SweepConfig, cfg: ExperimentConfig, ctx: RunContext | None 
     uses_reference = stage.kind == "dpo" and stage.trainer.model_extra.get("precompute_ref_log_probs", True)
     ref_cache = reference_cache(ctx, index, parent).rel if uses_reference else None
     if ref_cache:
-        ctx = RunContext(_with_precomputed_reference(cfg, index), ctx.store, ctx.group)
+        ctx = RunContext(_with_precomputed_reference(cfg, index), ctx.store, ctx.group, ctx.trained_by)
 
     trial_ctx = SweepContext(sweep, ctx, index, parent, ref_cache)
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=trial_ctx), trial_resources(sweep))
