@@ -17,7 +17,7 @@ EXTRA_REASONS = {
 
 def _source_name(s: dict) -> str:
     # a hub source names its pinned revision, or says it was not pinned; a local one has no "revision"
-    return s["source"] + (f" @ `{s['revision']}`" if s.get("revision") else " (unpinned)" if "revision" in s else "")
+    return s["source"] + (f" @ {s['revision']}" if s.get("revision") else " (unpinned)" if "revision" in s else "")
 
 
 def composition_table(manifest: dict) -> str:
