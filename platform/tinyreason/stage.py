@@ -15,12 +15,15 @@ import pyarrow as pa
 import ray.data
 
 from tinyreason import console
+from tinyreason.config.base import resolve_path
 from tinyreason.config.experiment import StageConfig
+from tinyreason.config.sections import CostConfig
 from tinyreason.context import RunContext
+from tinyreason.cost import cluster_node_types, stage_cost, worker_rates
 from tinyreason.data import tokenize as T
 from tinyreason.data.blend import Blend
 from tinyreason.model.tokenizer import load_tokenizer
-from tinyreason.outputs import METRICS, ModelRef, StageOutput, digest
+from tinyreason.outputs import METRICS, WORKERS, ModelRef, StageOutput, digest
 from tinyreason.train import launch, registry
 from tinyreason.train.checkpoints import best_and_kept, list_saved
 from tinyreason.train.job import StageJob
@@ -49,9 +52,17 @@ class StageOutcome:
         return self.output.model_ref(self.stage.name, self.manifest["key"])
 
 
+# How a stage runs, not what it trains: a change to these resumes the stage rather than
+# retraining it (an elastic stage trains the same batches on fewer workers; see train/elastic.py)
+RUN_ONLY = {"scaling": ("min_workers",), "checkpoints": ("every_minutes", "on_notice")}
+
+
 def stage_key(stage: StageConfig, parent: ModelRef, blend: Blend, seed: int) -> str:
-    return digest({"stage": stage.model_dump(mode="json"), "parent": parent.key, "blend": blend.manifest["key"],
-                   "seed": seed})
+    dumped = stage.model_dump(mode="json")
+    for section, fields in RUN_ONLY.items():
+        for name in fields:
+            dumped[section].pop(name, None)
+    return digest({"stage": dumped, "parent": parent.key, "blend": blend.manifest["key"], "seed": seed})
 
 
 def label(ctx: RunContext, index: int, stage: StageConfig) -> str:
@@ -96,8 +107,10 @@ def run_stage(ctx: RunContext, index: int, stage: StageConfig, parent: ModelRef,
     with console.progress(prefix) as board:
         job.progress = board
         launch.fit_stage(job, rows, callbacks=callbacks)
-    out.fetch(METRICS)  # rank 0 wrote it, maybe on another node
-    manifest = stage_manifest(stage, key, parent, blend, out, n_rows, time.time() - t0)
+    end = time.time()
+    out.fetch(METRICS, WORKERS)  # rank 0 wrote them, maybe on another node
+    manifest = stage_manifest(stage, key, parent, blend, out, n_rows, end - t0)
+    manifest["cost"] = training_cost(ctx.cfg.cost, stage, out, end)
     manifest["checkpoints"] = best_and_kept(ctx.store.filesystem, out.ray_run_fs_path, stage.checkpoints.mode)
     manifest["resumed"] = resumed
     review = registry.get(stage.kind).review
@@ -191,6 +204,17 @@ def stage_manifest(stage: StageConfig, key: str, parent: ModelRef, blend: Blend,
         "summary": summarize_metrics(out.metrics(), stage.kind),
         "completed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def training_cost(cost: CostConfig, stage: StageConfig, out: StageOutput, end: float) -> dict:
+    """The manifest's `cost`: worker-hours, GPU-hours and tokens; money with a price table (cost.py)."""
+    s = stage.scaling
+    rates = None
+    if cost.prices:
+        node_types = cluster_node_types(resolve_path(cost.cluster))
+        rates = worker_rates(cost.prices, node_types, s.gpus_per_worker, s.cpus_per_worker, s.use_gpu)
+    return stage_cost(out.workers(), end, out.metrics(), gpus_per_worker=s.gpus_per_worker, use_gpu=s.use_gpu,
+                      rates=rates, default_node_type=cost.node_type, currency=cost.currency)
 
 
 def write_model_card(out: StageOutput, manifest: dict) -> None:
