@@ -203,3 +203,29 @@ def cost_section(rows: list[tuple[str, dict | None, bool]], title: str = "Cost")
               "its training; a reused stage cost nothing this run, and its figures are what it cost when it trained. "
               "Money needs a price per node type (`cost.prices`); a worker pays its share of its node.", ""]
     return lines
+
+
+def curriculum_cost(stages) -> tuple[dict, list[str]]:
+    """For a curriculum report, from its StageOutcomes (anything with `.stage.name`, `.manifest`
+    and `.cached`): its results.json `cost` (per stage, this run, to reproduce) and its
+    markdown section."""
+    rows = [(o.stage.name, (o.manifest or {}).get("cost"), not o.cached) for o in stages]
+    return cost_results(rows), cost_section(rows)
+
+
+COST_PREFIX = "cost/"  # a sweep trial reports its stage's cost as flat Tune metrics: cost/worker_hours, ...
+
+
+def as_metrics(c: dict | None) -> dict:
+    """A stage's cost as flat metrics a Tune trial can report."""
+    return {f"{COST_PREFIX}{k}": v for k, v in (c or {}).items()}
+
+
+def trial_cost_section(trials) -> list[str]:
+    """For a sweep report, from its TrialRecords (anything with `.trial_id` and `.metrics`): the
+    cost of every trial's stage, stopped ones included, and the sweep's total."""
+    rows = [(t.trial_id, {k.removeprefix(COST_PREFIX): v for k, v in t.metrics.items() if k.startswith(COST_PREFIX)}
+             or None, True) for t in trials]
+    section = cost_section(rows, title="Cost per trial")
+    return [line.replace("| **this run** |", "| **the sweep** |") for line in section
+            if not line.startswith("| **to reproduce**")]

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from tinyreason.console import say
+from tinyreason.cost import curriculum_cost
 from tinyreason.curriculum import CurriculumResult
 from tinyreason.eval.harness import results_table
 from tinyreason.eval.pretrain import SAMPLE_SEED, SAMPLE_TEMPERATURE
@@ -146,11 +147,13 @@ def write_report(result: CurriculumResult) -> Path:
     results = {"base": {"model": result.base.path}, "stages": rows, "benchmarks": columns,
                "objective": {"name": result.config.evaluation.objective.name, "values": objectives},
                "pretrain": pretrain}
+    results["cost"], cost_md = curriculum_cost(result.stages)  # cost.py: per stage, this run, to reproduce
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     base = result.run.store.key_of(result.base.path) or result.base.path
     md = [f"# Curriculum report: {result.config.name}", "", f"Base model: `{base}`", "",
           "## Stages", "", summary_table(rows), ""]
     md += [f"- **{r['stage']}**: {r['why']}" for r in rows if r["why"]] + [""]
+    md += cost_md
     if table:
         md += ["## Benchmarks", "", "Deltas in parentheses are against the base model."
                + (f" `{PERPLEXITY}` is on the pretrain blend's held-out split; lower is better."

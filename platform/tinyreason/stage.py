@@ -120,8 +120,11 @@ def run_stage(ctx: RunContext, index: int, stage: StageConfig, parent: ModelRef,
     write_model_card(out, manifest)
     out.commit(manifest)  # written last: marks the stage complete
     s = manifest["summary"]
-    log.info("%s: done in %.0f s; loss %.3f -> %.3f%s", prefix, manifest["train_seconds"], s.get("loss_first", 0),
-             s.get("loss_last", 0), f", {s['tokens_per_s']:,.0f} tokens/s" if "tokens_per_s" in s else "")
+    c = manifest["cost"]
+    log.info("%s: done in %.0f s; loss %.3f -> %.3f%s; %.3g worker-hours%s", prefix, manifest["train_seconds"],
+             s.get("loss_first", 0), s.get("loss_last", 0),
+             f", {s['tokens_per_s']:,.0f} tokens/s" if "tokens_per_s" in s else "", c["worker_hours"],
+             f", {c['money']:.2f} {c['currency']}" if "money" in c else "")
     return StageOutcome(index, stage, out, manifest, False, resumed=resumed, metrics=out.metrics())
 
 
@@ -206,8 +209,12 @@ def stage_manifest(stage: StageConfig, key: str, parent: ModelRef, blend: Blend,
     }
 
 
-def training_cost(cost: CostConfig, stage: StageConfig, out: StageOutput, end: float) -> dict:
-    """The manifest's `cost`: worker-hours, GPU-hours and tokens; money with a price table (cost.py)."""
+def training_cost(cost: CostConfig, stage: StageConfig, out: StageOutput, end: float | None = None) -> dict:
+    """The manifest's `cost`: worker-hours, GPU-hours and tokens; money with a price table (cost.py).
+    `end`: when training ended; None for a stage stopped before its end (a sweep trial its
+    scheduler cut), which is charged until its last log line."""
+    if end is None:
+        end = max((m["time"] for m in out.metrics() if isinstance(m.get("time"), (int, float))), default=0.0)
     s = stage.scaling
     rates = None
     if cost.prices:

@@ -96,3 +96,17 @@ def test_the_report_section_shows_worker_hours_per_row_and_money_with_a_price_ta
                                                            "tokens": 10}, True)]))
     assert "| pretrain | trained | 1 | 18 s | - | 10 | - |" in unpriced
     assert cost.cost_section([("x", None, True)]) == []
+
+
+def test_what_the_reports_call_gives_sections_and_results():
+    from types import SimpleNamespace as NS
+
+    a = {"attempts": 1, "worker_hours": 0.5, "gpu_hours": 0.5, "tokens": 10, "money": 0.75, "currency": "USD"}
+    stages = [NS(stage=NS(name="sft"), manifest={"cost": a}, cached=True),
+              NS(stage=NS(name="dpo"), manifest={"cost": a}, cached=False)]
+    results, md = cost.curriculum_cost(stages)
+    assert results["run"]["money"] == 0.75 and results["to_reproduce"]["money"] == 1.5 and md[0] == "## Cost"
+    trials = [NS(trial_id="t1", metrics={"objective": 0.5, **cost.as_metrics(a)}), NS(trial_id="t2", metrics={})]
+    md = "\n".join(cost.trial_cost_section(trials))
+    assert "## Cost per trial" in md and "| t1 | trained | 1 | 0.5 | 0.5 | 10 | 0.75 USD |" in md
+    assert "| t2 | trained | - |" in md and "| **the sweep** |" in md and "to reproduce" not in md

@@ -14,6 +14,7 @@ import yaml
 
 from tinyreason.config.base import read_yaml, resolve_path
 from tinyreason.config.loading import apply_override
+from tinyreason.cost import trial_cost_section
 from tinyreason.eval.scores import benchmark_scores
 from tinyreason.outputs import StageOutput
 from tinyreason.plots import plt
@@ -135,6 +136,7 @@ def write_sweep_report(result: SweepResult) -> Path:
                f"with {', '.join(f'{k}={_fmt(v)}' for k, v in result.best.params.items())}. "
                f"Run it: `python jobs/curriculum.py --config {best_yaml}`", ""]
         md += ["### Best trial against the parent stage", "", _vs_parent(result), ""]
+    md += trial_cost_section(result.trials)  # cost.py: each trial's worker-hours, tokens, money; the sweep's total
     md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots + ([curves] if curves else [])]
     (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     (out / "report.html").write_text(markdown_to_html(md, out), encoding="utf-8")
