@@ -52,15 +52,21 @@ class StageOutcome:
         return self.output.model_ref(self.stage.name, self.manifest["key"])
 
 
-# How a stage runs, not what it trains: a change to these resumes the stage rather than
-# retraining it (an elastic stage trains the same batches on fewer workers; see train/elastic.py)
-RUN_ONLY = {"scaling": ("min_workers",), "checkpoints": ("every_minutes", "on_notice")}
+# How a stage runs, not what it trains: a change to these resumes the stage rather than training
+# it again (an elastic stage trains the same batches on fewer workers: see train/elastic.py). The
+# key sees the older ones at their defaults and leaves out those added since keys were first
+# made, so every key made before stays valid.
+RUN_ONLY = {"scaling": ("max_failures", "placement_strategy", "cpus_per_worker"), "checkpoints": ("upload",)}
+RUN_ONLY_ADDED = {"scaling": ("min_workers",), "checkpoints": ("every_minutes", "on_notice")}
 
 
 def stage_key(stage: StageConfig, parent: ModelRef, blend: Blend, seed: int) -> str:
     dumped = stage.model_dump(mode="json")
-    for section, fields in RUN_ONLY.items():
-        for name in fields:
+    for section, names in RUN_ONLY.items():
+        fields = type(getattr(stage, section)).model_fields
+        dumped[section].update({name: fields[name].default for name in names})
+    for section, names in RUN_ONLY_ADDED.items():
+        for name in names:
             dumped[section].pop(name, None)
     return digest({"stage": dumped, "parent": parent.key, "blend": blend.manifest["key"], "seed": seed})
 

@@ -87,6 +87,8 @@ CASES = [
     ("a default node type without a price", lambda t: _config(t, **{"cost.prices": {"gpu_a10g": 5.67},
                                                                       "cost.node_type": "gpu_a100"}),
      ["cost.node_type='gpu_a100' has no price", "gpu_a10g"]),
+    ("a default node type the cluster does not have", lambda t: _config(t, **{"cost.node_type": "gpu_t4"}),
+     ["cost.node_type = 'gpu_t4'", "cluster.yaml has no such node type", "gpu_a10g"]),
     ("more minimum workers than workers", lambda t: _config(t, **{"stages.0.scaling.min_workers": 3}),
      ["stages.0.scaling", "min_workers=3 is more than num_workers=2"]),
     ("an elastic range whose worker counts cannot share a step",

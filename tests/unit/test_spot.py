@@ -129,6 +129,18 @@ def test_how_a_stage_runs_is_not_part_of_its_cache_key():
     parent, blend = SimpleNamespace(key="p"), SimpleNamespace(manifest={"key": "b"})
     base = stage_key(_stage(), parent, blend, 0)
     for run_only in ("stages.pretrain.scaling.min_workers=1", "stages.pretrain.checkpoints.every_minutes=15",
-                     "stages.pretrain.checkpoints.on_notice=false"):
+                     "stages.pretrain.checkpoints.on_notice=false", "stages.pretrain.scaling.max_failures=3",
+                     "stages.pretrain.scaling.placement_strategy=SPREAD", "stages.pretrain.checkpoints.upload=sync"):
         assert stage_key(_stage(run_only), parent, blend, 0) == base, run_only
     assert stage_key(_stage("stages.pretrain.scaling.num_workers=1"), parent, blend, 0) != base  # the batch changed
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")))
+def test_gpu_configs_survive_a_lost_node_and_checkpoint_by_the_clock(name):
+    """cluster.yaml's GPU nodes are spot: a stage that fails on the first reclaim, or saves only
+    every few hundred steps, is not a stage for them."""
+    for stage in load_config(ROOT / "configs" / f"{name}.yaml").stages:
+        if stage.scaling.use_gpu:
+            assert stage.scaling.max_failures >= 1, (name, stage.name)
+            assert stage.checkpoints.every_minutes and stage.checkpoints.every_minutes <= 30, (name, stage.name)
+            assert stage.checkpoints.on_notice, (name, stage.name)

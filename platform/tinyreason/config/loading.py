@@ -123,15 +123,20 @@ def _with_blends(raw: dict) -> dict:
 
 
 def _check_cost(cost: CostConfig, source: str) -> None:
-    """A price table names node types of the cluster file, each with a GPU or CPU count."""
-    if not cost.prices:
+    """A price table names node types of the cluster file, each with a GPU or CPU count; so
+    does the default node type."""
+    if not cost.prices and cost.node_type is None:
         return
     path = resolve_path(cost.cluster)
     if not path.exists():
-        raise ConfigError(f"{source}: cost.cluster = {cost.cluster!r}: no such file; cost.prices are per node type of a "
-                          "Ray cluster launcher file (cluster.yaml in the repository root)")
+        raise ConfigError(f"{source}: cost.cluster = {cost.cluster!r}: no such file; cost.prices and cost.node_type "
+                          "name node types of a Ray cluster launcher file (cluster.yaml in the repository root)")
+    types = cluster_node_types(path)
+    if cost.node_type is not None and cost.node_type not in types:
+        raise ConfigError(f"{source} is invalid:\n  cost.node_type = {cost.node_type!r}: {cost.cluster} has no such node "
+                          f"type; its node types are: {', '.join(types)}")
     try:
-        check_prices(cost.prices, cluster_node_types(path), cost.cluster)
+        check_prices(cost.prices, types, cost.cluster)
     except ValueError as e:
         raise ConfigError(f"{source} is invalid:\n  cost.prices = {cost.prices}: {e}") from None
 
