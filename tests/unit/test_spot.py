@@ -144,3 +144,12 @@ def test_gpu_configs_survive_a_lost_node_and_checkpoint_by_the_clock(name):
             assert stage.scaling.max_failures >= 1, (name, stage.name)
             assert stage.checkpoints.every_minutes and stage.checkpoints.every_minutes <= 30, (name, stage.name)
             assert stage.checkpoints.on_notice, (name, stage.name)
+
+
+def test_an_elastic_stage_asks_ray_train_for_a_range_of_workers():
+    from tinyreason.train import launch
+
+    fixed = launch.scaling_config(_stage())
+    assert fixed.num_workers == 2 and not fixed.elasticity_enabled
+    elastic_ = launch.scaling_config(_stage("stages.pretrain.scaling.min_workers=1"))
+    assert elastic_.num_workers == (1, 2) and elastic_.elastic_resize_monitor_interval_s == launch.RESIZE_CHECK_S

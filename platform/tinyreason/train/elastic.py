@@ -105,7 +105,9 @@ def plan(ckpt: str | None, world: int, rank: int, local_rank: int, scratch: Path
     writers = written_by(Path(ckpt))
     if writers is None or writers == world:
         return Resume(ckpt)
-    dest = scratch / f"{Path(ckpt).name}-universal-from-{writers}"
+    # named by its DeepSpeed tag (global_step<N>), which every rank sees alike: on object storage
+    # each rank downloads the checkpoint to a directory of its own
+    dest = scratch / f"{deepspeed_tag(Path(ckpt))}-universal-from-{writers}"
     if local_rank == 0:
         error = None
         try:

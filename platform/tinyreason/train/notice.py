@@ -127,6 +127,8 @@ class StepCheck:
         self.last_save = time.monotonic()
 
     def at_step_end(self) -> Decision:
+        if not self.on_notice and not self.every_s:
+            return Decision()  # nothing to agree on (the same on every rank: one config)
         now = time.monotonic()
         flags = [1 if (self.on_notice and received()) else 0,
                  1 if self.rank == 0 and self.every_s and now - self.last_save >= self.every_s else 0,
