@@ -20,11 +20,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tinyreason.console import say
+from tinyreason.cost import curriculum_cost
 from tinyreason.curriculum import CurriculumResult
-from tinyreason.eval.tables import results_table
 from tinyreason.eval.pretrain import SAMPLE_SEED, SAMPLE_TEMPERATURE
 from tinyreason.eval.reasoning_report import evaluations, reasoning_results, reasoning_section
 from tinyreason.eval.scores import PERPLEXITY, objective_score, primary_with_errors, table_scores, table_with_errors
+from tinyreason.eval.tables import results_table
 from tinyreason.generations import heldout_intro, heldout_samples, pretrain_samples, training_samples
 from tinyreason.outputs import read_jsonl
 from tinyreason.plots import StageCurves, plot_curves, plot_scores
@@ -129,6 +130,11 @@ def stages_section(result: CurriculumResult) -> str:
     md = ["## Stages", "", summary_table(rows), ""]
     md += [f"- **{r['stage']}**: {r['why']}" for r in rows if r["why"]]
     return "\n".join(md)
+
+
+def cost_section(result: CurriculumResult) -> str:
+    """What each stage cost in worker- and GPU-hours (and money with a price table): cost.py."""
+    return "\n".join(curriculum_cost(result.stages)[1])
 
 
 def benchmarks_section(result: CurriculumResult) -> str:
@@ -247,9 +253,9 @@ def provenance_section(result: CurriculumResult) -> str:
 
 
 # The report, top to bottom. Add a section by appending its function (see the module docstring).
-SECTIONS: list[Section] = [stages_section, benchmarks_section, reasoning_eval_section, curves_section,
-                           generations_section, training_samples_section, pretrain_samples_section, outputs_section,
-                           provenance_section]
+SECTIONS: list[Section] = [stages_section, cost_section, benchmarks_section, reasoning_eval_section,
+                           curves_section, generations_section, training_samples_section, pretrain_samples_section,
+                           outputs_section, provenance_section]
 
 
 def results_json(result: CurriculumResult) -> dict:
@@ -259,7 +265,7 @@ def results_json(result: CurriculumResult) -> dict:
             "objective": {"name": result.config.evaluation.objective.name,
                           "values": {k: (v.__dict__ if v else None) for k, v in _objectives(result).items()}},
             "pretrain": {name: ev["pretrain"] for name, ev in _models(result).items() if ev.get("pretrain")},
-            "reasoning": reasoning_results(evaluations(result))}
+            "reasoning": reasoning_results(evaluations(result)), "cost": curriculum_cost(result.stages)[0]}
 
 
 def write_report(result: CurriculumResult, sections: list[Section] | None = None) -> Path:

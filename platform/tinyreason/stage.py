@@ -16,13 +16,16 @@ import pyarrow as pa
 import ray.data
 
 from tinyreason import cards, console
+from tinyreason.config.base import resolve_path
 from tinyreason.config.experiment import StageConfig
+from tinyreason.config.sections import CostConfig
 from tinyreason.context import RunContext
+from tinyreason.cost import cluster_node_types, stage_cost, worker_rates
 from tinyreason.data import tokenize as T
 from tinyreason.data.blend import Blend
 from tinyreason.lineage import changes, find_stale, summarize
 from tinyreason.model.tokenizer import load_tokenizer
-from tinyreason.outputs import ENVIRONMENT, METRICS, ModelRef, StageOutput, digest
+from tinyreason.outputs import ENVIRONMENT, METRICS, WORKERS, ModelRef, StageOutput, digest
 from tinyreason.provenance import environment
 from tinyreason.run_provenance import machine_summary
 from tinyreason.train import launch, registry
@@ -54,11 +57,25 @@ class StageOutcome:
         return self.output.model_ref(self.stage.name, self.manifest["key"])
 
 
+# How a stage runs, not what it trains: a change to these resumes the stage rather than training
+# it again (an elastic stage trains the same batches on fewer workers: see train/elastic.py). The
+# key sees the older ones at their defaults and leaves out those added since keys were first
+# made, so every key made before stays valid.
+RUN_ONLY = {"scaling": ("max_failures", "placement_strategy", "cpus_per_worker"), "checkpoints": ("upload",)}
+RUN_ONLY_ADDED = {"scaling": ("min_workers",), "checkpoints": ("every_minutes", "on_notice")}
+
+
 def stage_key(stage: StageConfig, parent: ModelRef, blend: Blend, seed: int, trained_by: dict | None = None) -> str:
     """The stage's cache key. Without `trained_by` (lineage.TrainedBy.of) it is the content key:
     config, parent, blend and seed, what `reuse_stale` matches stages trained by other code on."""
-    content = digest({"stage": stage.model_dump(mode="json"), "parent": parent.key, "blend": blend.manifest["key"],
-                      "seed": seed})
+    dumped = stage.model_dump(mode="json")
+    for section, names in RUN_ONLY.items():
+        fields = type(getattr(stage, section)).model_fields
+        dumped[section].update({name: fields[name].default for name in names})
+    for section, names in RUN_ONLY_ADDED.items():
+        for name in names:
+            dumped[section].pop(name, None)
+    content = digest({"stage": dumped, "parent": parent.key, "blend": blend.manifest["key"], "seed": seed})
     return content if trained_by is None else digest({"content": content, "trained_by": trained_by})
 
 
@@ -132,8 +149,10 @@ def _train(ctx: RunContext, index: int, stage: StageConfig, parent: ModelRef, bl
     with console.progress(prefix) as board:
         job.progress = board
         launch.fit_stage(job, rows, callbacks=callbacks)
-    out.fetch(METRICS)  # rank 0 wrote it, maybe on another node
-    manifest = stage_manifest(stage, key, parent, blend, out, n_rows, time.time() - t0)
+    end = time.time()
+    out.fetch(METRICS, WORKERS)  # rank 0 wrote them, maybe on another node
+    manifest = stage_manifest(stage, key, parent, blend, out, n_rows, end - t0)
+    manifest["cost"] = training_cost(ctx.cfg.cost, stage, out, end)
     manifest["checkpoints"] = best_and_kept(ctx.store.filesystem, out.ray_run_fs_path, stage.checkpoints.mode)
     manifest["resumed"] = resumed
     manifest["provenance"] = {**lineage, "git": ctx.trained_by.git,
@@ -145,8 +164,11 @@ def _train(ctx: RunContext, index: int, stage: StageConfig, parent: ModelRef, bl
     cards.write_stage_card(ctx, out, manifest, stage, blend=blend)  # scores join it once evaluated
     out.commit(manifest)  # written last: marks the stage complete
     s = manifest["summary"]
-    log.info("%s: done in %.0f s; loss %.3f -> %.3f%s", prefix, manifest["train_seconds"], s.get("loss_first", 0),
-             s.get("loss_last", 0), f", {s['tokens_per_s']:,.0f} tokens/s" if "tokens_per_s" in s else "")
+    c = manifest["cost"]
+    log.info("%s: done in %.0f s; loss %.3f -> %.3f%s; %.3g worker-hours%s", prefix, manifest["train_seconds"],
+             s.get("loss_first", 0), s.get("loss_last", 0),
+             f", {s['tokens_per_s']:,.0f} tokens/s" if "tokens_per_s" in s else "", c["worker_hours"],
+             f", {c['money']:.2f} {c['currency']}" if "money" in c else "")
     return StageOutcome(index, stage, out, manifest, False, resumed=resumed, metrics=out.metrics())
 
 
@@ -237,3 +259,19 @@ def stage_manifest(stage: StageConfig, key: str, parent: ModelRef, blend: Blend,
         "summary": summarize_metrics(out.metrics(), stage.kind),
         "completed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def training_cost(cost: CostConfig, stage: StageConfig, out: StageOutput, end: float | None = None) -> dict:
+    """The manifest's `cost`: worker-hours, GPU-hours and tokens; money with a price table (cost.py).
+    `end`: when training ended; None for a stage stopped before its end (a sweep trial its
+    scheduler cut), which is charged until its last log line."""
+    if end is None:
+        end = max((m["time"] for m in out.metrics() if isinstance(m.get("time"), (int, float))), default=0.0)
+    s = stage.scaling
+    rates = None
+    if cost.prices:
+        node_types = cluster_node_types(resolve_path(cost.cluster))
+        rates = worker_rates(cost.prices, node_types, s.gpus_per_worker, s.cpus_per_worker, s.use_gpu)
+    return stage_cost(out.workers(), end, out.metrics(), gpus_per_worker=s.gpus_per_worker, use_gpu=s.use_gpu,
+                      rates=rates, default_node_type=cost.node_type, currency=cost.currency)
+

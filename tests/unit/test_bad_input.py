@@ -86,6 +86,31 @@ CASES = [
     ("a revision on a local model dir", lambda t: _config(t, **{"model.name_or_path": _model_dir(t, "model.safetensors"),
                                                                "model.revision": "abc123"}),
      ["model.revision = 'abc123'", "is a local path", "remove revision"]),
+    ("a checkpoint every 0 minutes", lambda t: _config(t, **{"stages.0.checkpoints.every_minutes": 0}),
+     ["stages.0.checkpoints.every_minutes = 0", "positive number of minutes", "remove it to checkpoint only every "
+      "trainer.save_steps"]),
+    ("a price for a node type the cluster does not have", lambda t: _config(t, **{"cost.prices": {"gpu_v100": 3.06}}),
+     ["cost.prices", "'gpu_v100', which cluster.yaml does not have", "its node types are: head, gpu_a10g, gpu_a100, "
+      "gpu_h100"]),
+    ("a price for a node without a GPU or CPU count", lambda t: _config(t, **{"cost.prices": {"head": 0.38}}),
+     ["cost.prices", "'head'", "declares neither GPUs nor CPUs", "resources: {CPU: <its vCPUs>}"]),
+    ("a price table for a missing cluster file", lambda t: _config(t, **{"cost.prices": {"gpu_a10g": 5.67},
+                                                                           "cost.cluster": "no-such.yaml"}),
+     ["cost.cluster = 'no-such.yaml'", "no such file"]),
+    ("a default node type without a price", lambda t: _config(t, **{"cost.prices": {"gpu_a10g": 5.67},
+                                                                      "cost.node_type": "gpu_a100"}),
+     ["cost.node_type='gpu_a100' has no price", "gpu_a10g"]),
+    ("a default node type the cluster does not have", lambda t: _config(t, **{"cost.node_type": "gpu_t4"}),
+     ["cost.node_type = 'gpu_t4'", "cluster.yaml has no such node type", "gpu_a10g"]),
+    ("more minimum workers than workers", lambda t: _config(t, **{"stages.0.scaling.min_workers": 3}),
+     ["stages.0.scaling", "min_workers=3 is more than num_workers=2"]),
+    ("an elastic range whose worker counts cannot share a step",
+     lambda t: _config(t, **{"stages.0.scaling.num_workers": 4, "stages.0.scaling.min_workers": 2}),
+     ["scaling.min_workers=2", "4 x 1 = 4 micro-batches, which 3 workers cannot share evenly",
+      "raise min_workers to 4, or gradient_accumulation_steps to 3"]),
+    ("an elastic ZeRO-3 stage", lambda t: _config(t, **{"stages.0.scaling.min_workers": 1,
+                                                         "stages.0.deepspeed.zero_stage": 3}),
+     ["scaling.min_workers needs deepspeed.zero_stage 0, 1 or 2"]),
 ]
 
 

@@ -1,4 +1,5 @@
-"""Token-budget batches (data/batching.py): a batch is a number of real tokens, packed or not."""
+"""Token-budget batches (data/batching.py): a batch is a number of real tokens, packed or not;
+and one global order of micro-batches dealt to the ranks, the same on any number of workers."""
 
 import random
 
@@ -6,7 +7,7 @@ import pytest
 from accelerate import skip_first_batches
 from torch.utils.data import DataLoader
 
-from tinyreason.data.batching import TokenBudgetSampler, token_budget_batches
+from tinyreason.data.batching import RowBatchSampler, TokenBudgetSampler, deal, token_budget_batches
 from tinyreason.data.tokenize import pack_bfd
 
 MAX_LEN, BUDGET = 512, 1856  # 8 chat rows of the packing benchmark's mean length
@@ -86,3 +87,43 @@ def test_a_resumed_epoch_skips_exactly_the_batches_already_trained():
     full = list(loader)
     sampler.set_epoch(2)
     assert list(skip_first_batches(loader, 5)) == full[5:]
+
+
+def _steps(samplers: list, accumulation: int, epoch: int = 0) -> list[list[int]]:
+    """The rows each optimizer step trains, over all ranks: what the ranks' data loaders
+    yield, `accumulation` micro-batches per rank per step, after a resume at any step too."""
+    per_rank = []
+    for sampler in samplers:
+        sampler.set_epoch(epoch)
+        per_rank.append(list(sampler))
+    n = len(per_rank[0]) // accumulation
+    assert all(len(r) == len(per_rank[0]) for r in per_rank)  # every rank takes as many steps
+    return [sorted(i for r in per_rank for b in r[s * accumulation:(s + 1) * accumulation] for i in b)
+            for s in range(n)]
+
+
+@pytest.mark.parametrize("epoch", [0, 3])
+def test_a_step_trains_the_same_rows_on_2_workers_as_on_1_accumulating_twice(epoch):
+    two = [RowBatchSampler(101, 4, seed=7, world=2, rank=r, per_step=2) for r in range(2)]
+    one = [RowBatchSampler(101, 4, seed=7, world=1, rank=0, per_step=2)]
+    assert _steps(two, 1, epoch) == _steps(one, 2, epoch)
+    assert len(_steps(one, 2, epoch)) == 101 // 4 // 2 == len(two[0])  # whole steps only
+
+
+def test_token_budget_batches_are_dealt_the_same_way_on_4_2_and_1_workers():
+    batches = token_budget_batches(_chat_lengths(900), BUDGET / 4, seed=0)
+    orders = [_steps([TokenBudgetSampler(batches, seed=0, world=w, rank=r, per_step=4) for r in range(w)], 4 // w, 2)
+              for w in (4, 2, 1)]
+    assert orders[0] == orders[1] == orders[2] and len(orders[0]) == len(batches) // 4
+
+
+def test_row_batches_cover_each_row_once_an_epoch_in_a_new_order_each_epoch():
+    sampler = RowBatchSampler(40, 5, seed=0, world=1, rank=0, per_step=1)
+    first, second = _epoch(sampler, 0), _epoch(sampler, 1)
+    assert sorted(i for b in first for i in b) == list(range(40)) and first != second
+
+
+def test_a_step_that_the_workers_cannot_share_is_refused():
+    assert deal(list(range(10)), 2, 1, 4) == [1, 3, 5, 7]
+    with pytest.raises(ValueError, match="6 micro-batches per step cannot be shared by 4 workers"):
+        deal(list(range(12)), 4, 0, 6)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import math
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
 from tinyreason.config.base import ConfigError, Strict
-from tinyreason.config.sections import (CheckpointPolicy, DataConfig, DeepSpeedConfig, EvalConfig, ModelConfig,
-                                        ScalingConfig, StorageConfig, TokenizerConfig, TrackingConfig,
+from tinyreason.config.sections import (CheckpointPolicy, CostConfig, DataConfig, DeepSpeedConfig, EvalConfig,
+                                        ModelConfig, ScalingConfig, StorageConfig, TokenizerConfig, TrackingConfig,
                                         TrainerSettings)
 from tinyreason.train import registry
 
@@ -57,10 +58,32 @@ class StageConfig(Strict):
         if kind.check is not None:
             kind.check(self)
         s = self.scaling
+        if s.min_workers is not None:
+            self._check_elastic()
         if s.use_gpu and s.num_workers > 1 and s.gpus_per_worker < 1:
             raise ValueError(f"scaling.gpus_per_worker={s.gpus_per_worker} with {s.num_workers} workers: NCCL "
                              "refuses two ranks on one GPU; use gpus_per_worker: 1, or num_workers: 1 to share a GPU")
         return self
+
+    def _check_elastic(self) -> None:
+        """An elastic stage keeps its global batch on fewer workers by accumulating more
+        micro-batches: every worker count it may run on must share them evenly."""
+        s, ga = self.scaling, self.trainer.gradient_accumulation_steps
+        per_step = s.num_workers * ga
+        uneven = [w for w in range(s.min_workers, s.num_workers + 1) if per_step % w]
+        if uneven:
+            fewest = next(m for m in range(s.min_workers, s.num_workers + 1)
+                          if all(per_step % w == 0 for w in range(m, s.num_workers + 1)))
+            accumulate = math.lcm(ga, *(w // math.gcd(w, s.num_workers) for w in range(s.min_workers, s.num_workers + 1)))
+            raise ValueError(
+                f"scaling.min_workers={s.min_workers}: a step is num_workers x gradient_accumulation_steps = "
+                f"{s.num_workers} x {ga} = {per_step} micro-batches, which {', '.join(map(str, uneven))} workers "
+                f"cannot share evenly; raise min_workers to {fewest}, or gradient_accumulation_steps to {accumulate} "
+                "(with a per_device_train_batch_size that keeps the batch you want)")
+        if self.deepspeed.enabled and self.deepspeed.zero_stage == 3:
+            raise ValueError("scaling.min_workers needs deepspeed.zero_stage 0, 1 or 2: a ZeRO-3 checkpoint is not "
+                             "resharded to another worker count here (train/elastic.py); use zero_stage 2 or remove "
+                             "min_workers")
 
     def _check_batching(self, kind) -> None:
         """Batch settings that only some kinds' rows support (see StageKind.packing)."""
@@ -110,6 +133,7 @@ class ExperimentConfig(Strict):
     stages: list[StageConfig] = Field(min_length=1)
     evaluation: EvalConfig = EvalConfig()
     tracking: TrackingConfig = TrackingConfig()
+    cost: CostConfig = CostConfig()
 
     @model_validator(mode="after")
     def _stage_rules(self):

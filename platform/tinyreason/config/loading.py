@@ -12,7 +12,8 @@ from pydantic import ValidationError
 
 from tinyreason.config.base import CONFIG_DIR, ConfigError, format_errors, read_yaml, resolve_path
 from tinyreason.config.experiment import ExperimentConfig
-from tinyreason.config.sections import BlendConfig, ModelConfig, SourceConfig
+from tinyreason.config.sections import BlendConfig, CostConfig, ModelConfig, SourceConfig
+from tinyreason.cost import check_prices, cluster_node_types
 from tinyreason.data import schema
 from tinyreason.data.sources import SYNTHETIC_SCHEMA, DataError, expand_files
 from tinyreason.storage import Storage, redact
@@ -95,6 +96,7 @@ def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
     except ValidationError as e:
         raise ConfigError(format_errors(e, prefix=source)) from None
     _check_model_path(cfg.model, source)
+    _check_cost(cfg.cost, source)
     _check_tokenizer_path(cfg, source)
     for i, stage in enumerate(cfg.stages):
         want = registry.get(stage.kind).schema
@@ -121,6 +123,25 @@ def _with_blends(raw: dict) -> dict:
         if isinstance(data, dict) and isinstance(data.get("blend"), str):
             data["blend"] = load_blend(data["blend"]).model_dump(exclude_none=True)
     return raw
+
+
+def _check_cost(cost: CostConfig, source: str) -> None:
+    """A price table names node types of the cluster file, each with a GPU or CPU count; so
+    does the default node type."""
+    if not cost.prices and cost.node_type is None:
+        return
+    path = resolve_path(cost.cluster)
+    if not path.exists():
+        raise ConfigError(f"{source}: cost.cluster = {cost.cluster!r}: no such file; cost.prices and cost.node_type "
+                          "name node types of a Ray cluster launcher file (cluster.yaml in the repository root)")
+    types = cluster_node_types(path)
+    if cost.node_type is not None and cost.node_type not in types:
+        raise ConfigError(f"{source} is invalid:\n  cost.node_type = {cost.node_type!r}: {cost.cluster} has no such node "
+                          f"type; its node types are: {', '.join(types)}")
+    try:
+        check_prices(cost.prices, types, cost.cluster)
+    except ValueError as e:
+        raise ConfigError(f"{source} is invalid:\n  cost.prices = {cost.prices}: {e}") from None
 
 
 def _check_files(src: SourceConfig, where: str) -> None:

@@ -158,6 +158,23 @@ class ScalingConfig(Strict):
     cpus_per_worker: float = Field(1.0, gt=0)
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     max_failures: int = Field(0, ge=-1)  # worker faults tolerated; the stage resumes from its last checkpoint
+    # Elastic: the fewest workers the stage may run on when nodes are lost (Ray Train's
+    # ScalingConfig(num_workers=(min, max))). num_workers stays the most, and it defines the batch:
+    # on fewer workers each accumulates more micro-batches (train/elastic.py), so the global
+    # batch, the step count and the learning-rate schedule do not change. None: a fixed size.
+    min_workers: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _min_le_max(self):
+        if self.min_workers is not None and self.min_workers > self.num_workers:
+            raise ValueError(f"scaling.min_workers={self.min_workers} is more than num_workers={self.num_workers}; "
+                             "min_workers is the fewest workers the stage may shrink to: lower it or remove it")
+        return self
+
+    @property
+    def worker_range(self) -> tuple[int, int]:
+        """(fewest, most) workers; equal for a fixed-size stage."""
+        return (self.min_workers or self.num_workers, self.num_workers)
 
 
 class CheckpointPolicy(Strict):
@@ -173,6 +190,20 @@ class CheckpointPolicy(Strict):
     metric: str = "loss"  # any key the trainer logs: loss, mean_token_accuracy, rewards/accuracies, ...
     mode: Literal["min", "max"] = "min"
     upload: Literal["async", "sync"] = "async"  # async: training goes on while Ray copies the checkpoint
+    # A checkpoint at least this often, in minutes of training, beside trainer.save_steps: what a
+    # preemption without notice (a SIGKILL, a lost node) can cost at most. None: save_steps only.
+    every_minutes: float | None = None
+    # SIGTERM (a spot reclaim, `ray stop`) or Ray's drain notice: every rank saves at the step it
+    # is on, the checkpoint is reported, and the attempt ends so Ray Train restarts it (train/notice.py)
+    on_notice: bool = True
+
+    @field_validator("every_minutes")
+    @classmethod
+    def _positive_minutes(cls, v):
+        if v is not None and not v > 0:
+            raise ValueError(f"checkpoints.every_minutes must be a positive number of minutes (e.g. 15), got {v}; "
+                             "remove it to checkpoint only every trainer.save_steps")
+        return v
 
 
 class TrainerSettings(BaseModel):
@@ -235,6 +266,37 @@ class WandbConfig(Strict):
 
 class TrackingConfig(Strict):
     wandb: WandbConfig = WandbConfig()
+
+
+class CostConfig(Strict):
+    """What training costs: worker-hours are always counted; money needs a price per node.
+
+    Prices are per node per hour for node types of the Ray cluster file (cluster.yaml's
+    available_node_types), each a whole machine; a worker pays its share of its node (its
+    GPUs of the node's GPUs, or its CPUs of the node's CPUs). A worker's node type is the
+    one Ray's autoscaler launched it as, or `node_type` where the node does not say (a
+    cluster started by hand, a laptop). cost.py does the arithmetic.
+    """
+
+    cluster: str = "cluster.yaml"  # the Ray cluster launcher file whose node types `prices` names
+    prices: dict[str, float] = {}  # node type -> price per node-hour, e.g. {gpu_a10g: 5.67}
+    currency: str = "USD"
+    node_type: str | None = None  # the node type to charge a worker whose node does not name one
+
+    @field_validator("prices")
+    @classmethod
+    def _non_negative(cls, v):
+        bad = {k: p for k, p in v.items() if not p >= 0}
+        if bad:
+            raise ValueError(f"cost.prices must be prices per node-hour >= 0; got {bad}")
+        return v
+
+    @model_validator(mode="after")
+    def _priced_node_type(self):
+        if self.node_type is not None and self.prices and self.node_type not in self.prices:
+            raise ValueError(f"cost.node_type={self.node_type!r} has no price in cost.prices "
+                             f"({', '.join(self.prices)}); add one or pick a priced node type")
+        return self
 
 
 

@@ -10,13 +10,16 @@ import torch
 
 from tinyreason.config.sections import DeepSpeedConfig
 from tinyreason.tracking import report_to
+from tinyreason.train import elastic
+from tinyreason.train.elastic import Resume
 from tinyreason.train.job import StageJob
 from tinyreason.train.worker import is_rank_zero
 
 
-def deepspeed_config(ds: DeepSpeedConfig, precision: str) -> dict | None:
+def deepspeed_config(ds: DeepSpeedConfig, precision: str, universal: bool = False) -> dict | None:
     """A DeepSpeed ZeRO config; 'auto' values are filled in from the TRL arguments so
-    the two never disagree (transformers rejects a mismatch)."""
+    the two never disagree (transformers rejects a mismatch). `universal`: the resume reads a
+    universal checkpoint (train/elastic.py)."""
     if not ds.enabled:
         return None
     zero: dict[str, Any] = {"stage": ds.zero_stage}
@@ -38,16 +41,22 @@ def deepspeed_config(ds: DeepSpeedConfig, precision: str) -> dict | None:
     }
     if ds.optimizer:
         cfg["optimizer"] = ds.optimizer
+    if universal:
+        cfg["checkpoint"] = {"load_universal": True}
     return cfg
 
 
-def trl_arguments(cls, job: StageJob, precision: str, **platform: Any):
-    """Build SFTConfig / DPOConfig from the stage's TRL settings plus what the platform owns."""
+def trl_arguments(cls, job: StageJob, precision: str, resume: Resume | None = None, **platform: Any):
+    """Build SFTConfig / DPOConfig from the stage's TRL settings plus what the platform owns.
+
+    On fewer workers than scaling.num_workers each accumulates more micro-batches, so the
+    global batch stays the config's (train/elastic.py)."""
     stage = job.stage
     settings = stage.trainer.to_trl()
     # One local copy: the copies that count are on storage, where Ray keeps the last N
     settings["save_total_limit"] = 1
-    ds_cfg = deepspeed_config(stage.deepspeed, precision)
+    settings["gradient_accumulation_steps"] = elastic.accumulation(stage, int(os.environ.get("WORLD_SIZE", "1")))
+    ds_cfg = deepspeed_config(stage.deepspeed, precision, universal=bool(resume and resume.universal))
     os.environ.update(job.env or {})
     return cls(
         output_dir=str(job.output.trainer_dir),

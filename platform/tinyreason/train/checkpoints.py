@@ -26,6 +26,8 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import ray.train
 
+from tinyreason.train import elastic
+
 INFO_FILE = "tinyreason_checkpoint.json"
 
 
@@ -49,8 +51,11 @@ class MetricWindow:
         return value
 
 
-def write_info(ckpt_dir: Path, step: int, metric: str, value: float | None) -> None:
-    (ckpt_dir / INFO_FILE).write_text(json.dumps({"step": step, "metric": metric, "value": value}))
+def write_info(ckpt_dir: Path, step: int, metric: str, value: float | None, world_size: int = 1,
+               cause: str = "save_steps") -> None:
+    """`cause`: save_steps, every_minutes or a notice (SIGTERM, drain): why this step was saved."""
+    (ckpt_dir / INFO_FILE).write_text(json.dumps({"step": step, "metric": metric, "value": value,
+                                                  "world_size": world_size, "cause": cause}))
 
 
 def stage_for_upload(ckpt_dir: Path, rank: int) -> Path:
@@ -90,6 +95,14 @@ def resume_checkpoint(fallback: str | None = None) -> str | None:
     if path.exists() and (path / "trainer_state.json").exists():
         return str(path)  # local or shared storage: read in place
     return ckpt.to_directory()
+
+
+def resume_plan(job, fallback: str | None = None) -> elastic.Resume:
+    """This attempt's resume (`resume_checkpoint`), made loadable by this many workers:
+    a checkpoint another number of workers wrote is converted first (train/elastic.py)."""
+    ctx = ray.train.get_context()
+    return elastic.plan(resume_checkpoint(fallback), ctx.get_world_size(), ctx.get_world_rank(),
+                        ctx.get_local_rank(), job.output.trainer_dir / "elastic")
 
 
 # --------------------------------------------------------------------------- the best, and what is left

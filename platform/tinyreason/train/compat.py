@@ -6,7 +6,8 @@ here, in one place, and not deep inside a training worker.
 
     DeepSpeed   skip the JIT build of its shared-memory all-reduce on CPU (no switch for it)
     TRL         a DPO trainer that takes rows tokenized on Ray Data and shared reference log-probs
-    Ray Train   controller and worker-group hooks, to release a stopped sweep trial's workers
+    Ray Train   controller and worker-group hooks, to release a stopped sweep trial's workers;
+                a worker hook, to install the SIGTERM notice handler on a worker's main thread
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from importlib.metadata import version
 
 import deepspeed.ops
-from ray.train.v2._internal.execution.callback import ControllerCallback, WorkerGroupCallback
+from ray.train.v2._internal.execution.callback import ControllerCallback, WorkerCallback, WorkerGroupCallback
 from trl import DPOTrainer
 
 # library -> the version prefix the adapters below were written and tested against
@@ -75,6 +76,14 @@ def train_controller_hooks():
     """Ray Train's controller and worker-group callback base classes: the only way to learn
     a run's controller actor and its workers' placement group (ray.train.v2, no public API)."""
     return ControllerCallback, WorkerGroupCallback
+
+
+def train_worker_hooks():
+    """Ray Train's worker callback base class (a DeveloperAPI under ray.train.v2._internal): its
+    `after_init_train_context` runs in each worker actor's own method call, on the process's
+    main thread, before the training function starts in its thread. Python runs signal
+    handlers on the main thread only, so this is where a SIGTERM handler can be installed."""
+    return WorkerCallback
 
 
 def placement_group_of(worker_group):

@@ -101,7 +101,8 @@ def train_loop_per_worker(config: dict) -> None:
     timeline.mark("data_shard")
 
     # trainer
-    trl_args = args.trl_arguments(DPOConfig, job, precision, max_length=stage.data.max_length)
+    resume = checkpoints.resume_plan(job, config.get("resume_from"))  # converted when another worker count wrote it
+    trl_args = args.trl_arguments(DPOConfig, job, precision, resume=resume, max_length=stage.data.max_length)
     trainer = compat.pretokenized_dpo_trainer()(
         model=model, ref_model=ref_model, args=trl_args, train_dataset=train, processing_class=tok,
         callbacks=[reporting.make_report_callback(job, timeline)],
@@ -109,7 +110,7 @@ def train_loop_per_worker(config: dict) -> None:
     shards.use_local_shard(trainer)
 
     # train
-    trainer.train(resume_from_checkpoint=checkpoints.resume_checkpoint(config.get("resume_from")))
+    trainer.train(resume_from_checkpoint=resume.path)
 
     # save
     export.export_model(trainer, tok, job)

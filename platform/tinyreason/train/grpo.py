@@ -165,12 +165,13 @@ def train_loop_per_worker(config: dict) -> None:
     funcs[0] = _Recorded(funcs[0], keep)
 
     # trainer
-    trl_args = args.trl_arguments(GRPOConfig, job, precision, reward_weights=weights)
+    resume = checkpoints.resume_plan(job, config.get("resume_from"))  # converted when another worker count wrote it
+    trl_args = args.trl_arguments(GRPOConfig, job, precision, resume=resume, reward_weights=weights)
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=trl_args, train_dataset=train, processing_class=tok,
                           callbacks=[reporting.make_report_callback(job, timeline), _sample_callback(job, keep)])
 
     # train
-    trainer.train(resume_from_checkpoint=checkpoints.resume_checkpoint(config.get("resume_from")))
+    trainer.train(resume_from_checkpoint=resume.path)
 
     # save; the completions kept for the report go to storage with the export (a no-op locally)
     export.export_model(trainer, tok, job)

@@ -14,18 +14,30 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from tinyreason.config.experiment import StageConfig
-from tinyreason.train import checkpoints, registry
+from tinyreason.train import checkpoints, notice, registry
 from tinyreason.train.job import StageJob
-from tinyreason.train.shards import shard_name
+from tinyreason.train.shards import TRAIN_DATASET
+
+
+# An elastic stage grows back (after a lost node returns) no more often than this: Ray Train
+# resizes by restarting the worker group from the latest checkpoint, which costs start-up
+# (~1-2 min at 135M) and the steps since that checkpoint, against Ray's default check every 60 s.
+RESIZE_CHECK_S = 600.0
 
 
 def scaling_config(stage: StageConfig) -> ScalingConfig:
+    """Ray Train's scaling: a fixed worker count, or with scaling.min_workers Ray Train's
+    elastic (min, max) range, which restarts the worker group with fewer workers when a node
+    is lost and more when nodes come back (train/elastic.py keeps the training the same)."""
     s = stage.scaling
     resources = {"CPU": s.cpus_per_worker}
     if s.use_gpu:
         resources["GPU"] = s.gpus_per_worker
+    fewest, most = s.worker_range
+    elastic = {"num_workers": (fewest, most), "elastic_resize_monitor_interval_s": RESIZE_CHECK_S} \
+        if fewest < most else {"num_workers": most}
     return ScalingConfig(
-        num_workers=s.num_workers,
+        **elastic,
         use_gpu=s.use_gpu,
         resources_per_worker=resources,
         placement_strategy=s.placement_strategy,
@@ -37,14 +49,15 @@ def check_resources(stage: StageConfig) -> None:
     Ray would otherwise wait forever for an autoscaler that is not coming."""
     total = ray.cluster_resources()
     s = stage.scaling
-    need = {"CPU": s.num_workers * s.cpus_per_worker}
+    fewest = s.worker_range[0]  # an elastic stage starts on as few as min_workers
+    need = {"CPU": fewest * s.cpus_per_worker}
     if s.use_gpu:
-        need["GPU"] = s.num_workers * s.gpus_per_worker
+        need["GPU"] = fewest * s.gpus_per_worker
     for res, amount in need.items():
         have = total.get(res, 0)
         if amount > have and not _autoscaling():
             raise RuntimeError(
-                f"stage {stage.name} asks for {amount:g} {res} ({s.num_workers} workers) but the cluster has "
+                f"stage {stage.name} asks for {amount:g} {res} ({fewest} workers) but the cluster has "
                 f"{have:g}; lower stages.{stage.name}.scaling.num_workers"
                 + (" or set use_gpu: false" if res == "GPU" else " or cpus_per_worker")
             )
@@ -57,17 +70,12 @@ def _autoscaling() -> bool:
 def fit_stage(job: StageJob, train_ds, resume_from: str | None = None, callbacks: list | None = None):
     """Run the stage's TorchTrainer to completion; returns Ray Train's Result.
 
-    Each rank gets a fixed shard (a deterministic split of the materialized rows, read
-    in order) rather than Ray Data's streaming split, which hands blocks to whichever
-    worker asks first. Resume relies on this: the trainer skips the batches it has
-    already seen, and they must be the same batches on the new attempt.
+    Every rank reads every row, in order (not Ray Data's streaming split, which hands blocks
+    to whichever worker asks first), and takes its share of one global order of batches
+    (train/shards.py). Resume relies on this: the trainer skips the batches it has already
+    seen, and they must be the same batches on the new attempt, with as many workers or fewer.
     """
     stage = job.stage
-    n = stage.scaling.num_workers
-    if registry.get(stage.kind).shards == "whole" or n == 1:
-        shards = [train_ds] * n  # every rank reads every row; the trainer's own sampler deals them out
-    else:
-        shards = train_ds.split(n, equal=True)
     policy = stage.checkpoints
     keepers = [checkpoints.best_keeper(policy.mode)] if policy.keep_best else []
     trainer = TorchTrainer(
@@ -75,7 +83,7 @@ def fit_stage(job: StageJob, train_ds, resume_from: str | None = None, callbacks
         train_loop_config={"job": job, "resume_from": resume_from},
         scaling_config=scaling_config(stage),
         torch_config=TorchConfig(backend="nccl" if stage.scaling.use_gpu else "gloo"),
-        datasets={shard_name(rank): shard for rank, shard in enumerate(shards)},
+        datasets={TRAIN_DATASET: train_ds},
         dataset_config=DataConfig(datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True)),
         run_config=RunConfig(
             name=job.output.name,
@@ -83,7 +91,20 @@ def fit_stage(job: StageJob, train_ds, resume_from: str | None = None, callbacks
             failure_config=FailureConfig(max_failures=stage.scaling.max_failures),
             # Ray keeps the last N; the keeper copies the best model aside (see checkpoints.py)
             checkpoint_config=CheckpointConfig(num_to_keep=stage.trainer.save_total_limit),
-            callbacks=[*keepers, *(callbacks or [])],
+            callbacks=[*keepers, notice_handler(), *(callbacks or [])],
         ),
     )
     return trainer.fit()
+
+
+def notice_handler():
+    """A Ray Train worker callback that installs the SIGTERM notice handler (train/notice.py) on
+    each worker's main thread, where Python runs signal handlers; the training function runs
+    in another thread and could not install it."""
+    from tinyreason.train import compat  # DeepSpeed and TRL (~3 s): only when a stage launches
+
+    class InstallNoticeHandler(compat.train_worker_hooks()):
+        def after_init_train_context(self):
+            notice.install()
+
+    return InstallNoticeHandler()

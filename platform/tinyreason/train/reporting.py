@@ -1,11 +1,13 @@
 """What a training worker tells the world: every log line into the stage's metrics.jsonl
-(rank 0), checked finite; checkpoints reported to Ray Train; tokens/s and MFU; progress for
-the driver's console; the start-up timeline."""
+(rank 0), checked finite and time-stamped; checkpoints reported to Ray Train, every
+save_steps, every checkpoints.every_minutes and on notice (train/notice.py); tokens/s and
+MFU; progress for the driver's console; the start-up timeline."""
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from transformers import TrainerCallback
 
 from tinyreason.model.flops import flops_per_token, mfu, peak_flops
 from tinyreason.tracking import finish_run, log_provenance
-from tinyreason.train import checkpoints
+from tinyreason.train import checkpoints, notice
 from tinyreason.train.job import StageJob
 from tinyreason.train.worker import Timeline, is_rank_zero
 
@@ -69,6 +71,7 @@ def make_report_callback(job: StageJob, timeline: Timeline | None = None, layout
             self.window = checkpoints.MetricWindow(policy.metric)
             self.saved_step = None
             self.posted = 0.0  # when progress last went to the driver
+            self.check, self.decision = notice.StepCheck(policy.every_minutes, policy.on_notice), notice.Decision()
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             if timeline:
@@ -76,6 +79,7 @@ def make_report_callback(job: StageJob, timeline: Timeline | None = None, layout
             self.utilisation = gpu_utilisation(model, job.stage.data.max_length, args)
             if is_rank_zero():
                 log_provenance(job.provenance)  # WandbCallback, called before this one, has started the run
+            self.check.start()
 
         def post_progress(self, state, force: bool = False) -> None:
             # Fire and forget, at most once a second: the driver's bar needs no more, and a
@@ -91,7 +95,14 @@ def make_report_callback(job: StageJob, timeline: Timeline | None = None, layout
                 timeline.mark("first_step")  # the first step of this attempt (a resumed one starts later)
                 if is_rank_zero():
                     output.append({"event": "startup", "step": state.global_step, **(layout or {}),
-                                   **timeline.phases, "to_first_step": round(time.perf_counter() - timeline.t0, 3)})
+                                   "world_size": self.check.world, "gradient_accumulation_steps":
+                                   args.gradient_accumulation_steps, **timeline.phases,
+                                   "to_first_step": round(time.perf_counter() - timeline.t0, 3), "time": time.time()})
+                if int(os.environ.get("LOCAL_RANK", "0")) == 0:  # every rank has loaded the resume by now
+                    shutil.rmtree(output.trainer_dir / "elastic", ignore_errors=True)
+            self.decision = self.check.at_step_end()
+            if self.decision.save:
+                control.should_save = True
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = self.rate.annotate(state, logs)
@@ -109,7 +120,7 @@ def make_report_callback(job: StageJob, timeline: Timeline | None = None, layout
             self.last_logs = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
             self.window.add(self.last_logs)
             if is_rank_zero():
-                output.append(logs)
+                output.append({**logs, "time": round(time.time(), 3)})  # cost.py dates attempts by it
             if job.report_every_log:
                 ray.train.report({**self.last_logs})
 
@@ -118,17 +129,29 @@ def make_report_callback(job: StageJob, timeline: Timeline | None = None, layout
         def on_save(self, args, state, control, **kwargs):
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             value = self.window.take()
+            decision, self.decision = self.decision, notice.Decision()
             checkpoint = None
             if ckpt.exists():
                 if is_rank_zero():
-                    checkpoints.write_info(ckpt, state.global_step, policy.metric, value)
+                    checkpoints.write_info(ckpt, state.global_step, policy.metric, value, self.check.world,
+                                           decision.cause if decision.save else "save_steps")
                 snapshot = checkpoints.stage_for_upload(ckpt, int(os.environ.get("RANK", "0")))
                 checkpoint = ray.train.Checkpoint.from_directory(str(snapshot))
                 self.saved_step = state.global_step
+            # on notice the process is about to go: upload before reporting, not in the background
+            mode = CheckpointUploadMode.SYNC if decision.stop else upload
             ray.train.report({**self.last_logs, "step": state.global_step}, checkpoint=checkpoint,
-                             checkpoint_upload_mode=upload, delete_local_checkpoint_after_upload=True)
+                             checkpoint_upload_mode=mode, delete_local_checkpoint_after_upload=True)
+            self.check.saved()
+            if decision.stop:
+                if is_rank_zero():
+                    output.append({"event": "notice", "cause": decision.stop, "step": state.global_step,
+                                   "time": time.time()})
+                raise notice.Preempted(f"stopped at step {state.global_step} on notice ({decision.stop}) after "
+                                       f"checkpointing it; Ray Train resumes the stage from there")
 
         def on_train_end(self, args, state, control, **kwargs):
+            self.check.end()
             self.post_progress(state, force=True)
             # "train_finished", not "done": "done" is Tune's stop signal
             ray.train.report({**self.last_logs, "step": state.global_step, "train_finished": 1})

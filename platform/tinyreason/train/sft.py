@@ -81,8 +81,9 @@ def train_loop_per_worker(config: dict) -> None:
     # collator, which also hands it the sequence boundaries); without one (SDPA, eager) each
     # packed row stays a row, or attention would cost (B*L)^2.
     joined = shards.padding_free(job)
+    resume = checkpoints.resume_plan(job, config.get("resume_from"))  # converted when another worker count wrote it
     trl_args = args.trl_arguments(
-        SFTConfig, job, precision,
+        SFTConfig, job, precision, resume=resume,
         max_length=None,  # rows arrive cut to data.max_length and packed on Ray Data
         packing=False,
         padding_free=joined,
@@ -96,7 +97,7 @@ def train_loop_per_worker(config: dict) -> None:
     shards.use_local_shard(trainer, batches)
 
     # train
-    trainer.train(resume_from_checkpoint=checkpoints.resume_checkpoint(config.get("resume_from")))
+    trainer.train(resume_from_checkpoint=resume.path)
 
     # save
     export.export_model(trainer, tok, job)

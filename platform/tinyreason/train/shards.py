@@ -1,8 +1,10 @@
-"""A worker's rows and batches: its fixed shard of the stage's Ray Dataset, token-budget
-batches, and a data loader that takes the shard as it is.
+"""A worker's rows and batches: every row of the stage's Ray Dataset, one global order of
+micro-batches dealt to the ranks, and a data loader that takes that order as it is.
 
-The driver split the rows into one fixed shard per rank (`launch.fit_stage`), read in a
-fixed order, so a resumed attempt meets exactly the batches it skips.
+Every rank reads every row (`load_shard`); the batches are cut from all of them in a seeded
+order, and rank r takes micro-batches r, r + world, ... (data/batching.py: `deal`). A step
+therefore trains the same rows whether 1 or 8 workers share it, so a stage resumes at the
+same data position after a fault, and on fewer workers after losing a node (train/elastic.py).
 """
 
 from __future__ import annotations
@@ -11,15 +13,13 @@ from typing import TYPE_CHECKING
 
 import datasets
 import ray.train
-import ray.train.torch
-import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, TrainerCallback
 
-from tinyreason.data.batching import TokenBudgetSampler, token_budget_batches
+from tinyreason.data.batching import RowBatchSampler, TokenBudgetSampler, token_budget_batches
 from tinyreason.model.presets import fit_embeddings, load_model
 from tinyreason.model.varlen import is_varlen
+from tinyreason.train import elastic
 from tinyreason.train.job import StageJob
 
 if TYPE_CHECKING:
@@ -45,18 +45,18 @@ def padding_free(job: StageJob) -> bool:
     return is_varlen(job.attn_implementation)
 
 
-def shard_name(rank: int) -> str:
-    return f"train_{rank}"
+TRAIN_DATASET = "train"  # the name fit_stage gives the stage's rows; every rank reads all of them
 
 
 def load_shard():
-    """This worker's shard of the Ray Dataset, as a map-style HF dataset.
+    """Every row of the stage's Ray Dataset, as a map-style HF dataset.
 
-    The driver split the rows into one fixed shard per rank (`launch.fit_stage`); we
-    read ours once into memory (a 100k-row packed blend is ~50 MB per worker) so the
-    trainer can seek in it: resume skips exactly the batches already seen.
+    Read once into memory (a 100k-row packed blend is ~50 MB per worker) so the trainer can
+    seek in it: resume skips exactly the batches already seen. Every rank holds every row:
+    which rows a rank trains is the sampler's business (`use_local_shard`), so it can be
+    the same global order on any number of workers.
     """
-    shard = ray.train.get_dataset_shard(shard_name(ray.train.get_context().get_world_rank()))
+    shard = ray.train.get_dataset_shard(TRAIN_DATASET)
     columns: dict[str, list] = {}
     for batch in shard.iter_batches(batch_size=1024, batch_format="pandas"):
         for col in batch.columns:
@@ -69,20 +69,22 @@ def _as_lists(values: list) -> list:
 
 
 def token_budget(train, stage: StageConfig):
-    """This rank's batches by tokens (data/batching.py), or None when the stage counts its
-    batch in rows. The budget is `data.tokens_per_step`, or with `data.packed_batch: examples`
-    per_device_train_batch_size rows at the blend's mean row length. Every rank must take
-    the same number of steps or the gradient all-reduce hangs, so all keep the fewest."""
+    """The stage's batches by tokens (data/batching.py), dealt to this rank, or None when the
+    stage counts its batch in rows. The budget per micro-batch is `data.tokens_per_step` over
+    the micro-batches of a step (num_workers x gradient_accumulation_steps, whatever number of
+    workers runs it), or with `data.packed_batch: examples` per_device_train_batch_size rows at
+    the blend's mean row length. Every rank cuts the same batches from every row."""
     data, t = stage.data, stage.trainer
     if data.tokens_per_step is None and data.packed_batch == "bins":
         return None
-    world = ray.train.get_context().get_world_size()
+    ctx = ray.train.get_context()
+    per_step = elastic.micro_batches_per_step(stage)
     lengths = [len(ids) for ids in train["input_ids"]]
     if data.tokens_per_step is not None:
-        per_batch, asked = data.tokens_per_step / (world * t.gradient_accumulation_steps), "data.tokens_per_step"
+        per_batch, asked = data.tokens_per_step / per_step, "data.tokens_per_step"
     else:
         rows_per_batch = t.per_device_train_batch_size or 8  # TRL's default when unset
-        tokens, rows = _over_ranks([sum(lengths), sum(map(len, train["seq_lengths"]))], world, "SUM")
+        tokens, rows = sum(lengths), sum(map(len, train["seq_lengths"]))
         per_batch, asked = rows_per_batch * tokens / rows, "per_device_train_batch_size"
         bin_tokens = sum(lengths) / max(1, len(lengths))
         if per_batch < bin_tokens:  # a batch is whole bins: it cannot hold less than one
@@ -92,20 +94,12 @@ def token_budget(train, stage: StageConfig):
                 f"{per_batch:.0f} tokens per micro-batch, less than one packed bin ({bin_tokens:.0f} tokens at "
                 f"data.max_length={data.max_length}); raise per_device_train_batch_size or lower data.max_length")
     batches = token_budget_batches(lengths, per_batch, seed=t.seed)
-    (steps,) = _over_ranks([len(batches)], world, "MIN")
-    if steps == 0:
-        raise ValueError(f"stage {stage.name}: {asked} asks {per_batch:.0f} tokens per micro-batch but a worker's "
-                         f"shard holds {sum(lengths)}; lower {asked} or scaling.num_workers")
-    return TokenBudgetSampler(batches[:steps], seed=t.seed)
-
-
-def _over_ranks(values: list[int], world: int, op: str) -> list[int]:
-    """An all-reduce of a few integers (SUM or MIN) over the stage's ranks."""
-    if world == 1:
-        return values
-    t = torch.tensor(values, device=ray.train.torch.get_device())
-    dist.all_reduce(t, op=getattr(dist.ReduceOp, op))
-    return [int(v) for v in t.tolist()]
+    if len(batches) < per_step:
+        raise ValueError(f"stage {stage.name}: {asked} asks {per_batch:.0f} tokens per micro-batch, but the stage's "
+                         f"{sum(lengths)} tokens make {len(batches)} of the {per_step} micro-batches one step needs; "
+                         f"lower {asked} or scaling.num_workers")
+    return TokenBudgetSampler(batches, seed=t.seed, world=ctx.get_world_size(), rank=ctx.get_world_rank(),
+                              per_step=per_step)
 
 
 def batch_rows(sampler) -> dict:
@@ -115,30 +109,35 @@ def batch_rows(sampler) -> dict:
 
 
 def use_local_shard(trainer, sampler=None) -> None:
-    """Train on this rank's shard as it is, in `sampler`'s batches when one is given.
+    """Train on this rank's share of the global order: `sampler`'s batches, or without one
+    `per_device_train_batch_size` rows per micro-batch (data/batching.py: RowBatchSampler).
 
-    `accelerator.prepare` wraps the batch sampler so each rank sees 1/world of it; our
-    rank already holds only its Ray Data shard, so the wrapper would drop (world-1)/world
-    of the data. We make the wrapper a pass-through, the same fix transformers applies to
-    its own rank-aware samplers. A token-budget sampler learns the epoch from a callback:
-    the Trainer's own `set_epoch` does not reach it through accelerate's resume wrapper.
+    `accelerate.prepare` wraps the batch sampler so each rank sees 1/world of it; our
+    sampler already deals this rank its share, so the wrapper would drop (world-1)/world
+    of it. We make the wrapper a pass-through, the same fix transformers applies to its own
+    rank-aware samplers. The sampler learns the epoch from a callback: the Trainer's own
+    `set_epoch` does not reach it through accelerate's resume wrapper.
     """
-    base = trainer.get_train_dataloader
+    if sampler is None:
+        ctx, a = ray.train.get_context(), trainer.args
+        sampler = RowBatchSampler(len(trainer.train_dataset), a.per_device_train_batch_size, seed=a.seed,
+                                  world=ctx.get_world_size(), rank=ctx.get_world_rank(),
+                                  per_step=ctx.get_world_size() * a.gradient_accumulation_steps)
 
     def get_train_dataloader():
-        loader = base() if sampler is None else trainer.accelerator.prepare(_loader(trainer, sampler))
+        loader = trainer.accelerator.prepare(_loader(trainer, sampler))
         wrapper = getattr(loader, "batch_sampler", None)
         if wrapper is not None and hasattr(wrapper, "num_processes"):
             wrapper.num_processes, wrapper.process_index = 1, 0
         return loader
 
     trainer.get_train_dataloader = get_train_dataloader
-    if sampler is not None:
-        class SamplerEpoch(TrainerCallback):
-            def on_epoch_begin(self, args, state, control, **kwargs):
-                sampler.set_epoch(int(state.epoch or 0))  # resumed mid-epoch e: e + fraction
 
-        trainer.add_callback(SamplerEpoch())
+    class SamplerEpoch(TrainerCallback):
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            sampler.set_epoch(int(state.epoch or 0))  # resumed mid-epoch e: e + fraction
+
+    trainer.add_callback(SamplerEpoch())
 
 
 def _loader(trainer, sampler):

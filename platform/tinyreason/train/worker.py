@@ -15,8 +15,10 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
+import torch.distributed as dist
 
 from tinyreason.config.sections import DeepSpeedConfig
+from tinyreason.cost import NODE_TYPE_LABEL
 from tinyreason.outputs import ENVIRONMENT, WORKERS, StageOutput
 from tinyreason.train import compat
 from tinyreason.train.job import StageJob
@@ -74,12 +76,27 @@ def begin_worker(config: dict) -> tuple[StageJob, Timeline, str]:
 
 def _record_worker(output: StageOutput, device) -> None:
     """One line per worker per attempt: which process on which node trained which rank.
-    What an operator reads first when a stage hangs or a node is lost."""
+    What an operator reads first when a stage hangs or a node is lost. Rank 0's line opens
+    the attempt and lists every rank's node type, which is what cost.py prices."""
     ctx = ray.train.get_context()
+    node_type = node_type_of_this_node()
     record = {"rank": ctx.get_world_rank(), "local_rank": ctx.get_local_rank(), "pid": os.getpid(),
               "node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname(),
-              "device": str(device), "time": time.time()}
+              "device": str(device), "node_type": node_type, "world_size": ctx.get_world_size(), "time": time.time()}
+    types = [node_type]
+    if ctx.get_world_size() > 1:  # every rank calls this once per attempt: a collective is safe here
+        types = [None] * ctx.get_world_size()
+        dist.all_gather_object(types, node_type)
+    if ctx.get_world_rank() == 0:
+        record["node_types"] = types
     output.append(record, to=WORKERS)
+
+
+def node_type_of_this_node() -> str | None:
+    """The cluster file's node type this worker's node was launched as (Ray's autoscaler labels
+    its nodes), or None on a cluster started by hand."""
+    labels = ray.get_runtime_context().get_node_labels() or {}
+    return labels.get(NODE_TYPE_LABEL) or os.environ.get("RAY_NODE_TYPE_NAME") or None
 
 
 def set_local_device():

@@ -18,6 +18,7 @@ import yaml
 
 from tinyreason.config.base import read_yaml, resolve_path
 from tinyreason.config.loading import apply_override
+from tinyreason.cost import trial_cost_section
 from tinyreason.eval.scores import primary_with_errors
 from tinyreason.outputs import StageOutput
 from tinyreason.plots import DPI, WIDTH_IN, plt
@@ -203,6 +204,7 @@ def write_sweep_report(result: SweepResult) -> Path:
                f"`best.yaml` beside this report is the curriculum with these values; run it with "
                f"`python jobs/curriculum.py --config <storage>/{_shown(result, best_yaml)}`.", ""]
         md += ["### Best trial against the parent stage", "", _vs_parent(result), ""]
+    md += trial_cost_section(result.trials)  # cost.py: each trial's worker-hours, tokens, money; the sweep's total
     md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots + ([curves] if curves else [])]
     text = "\n".join(md) + "\n"
     (out / "report.md").write_text(text, encoding="utf-8")

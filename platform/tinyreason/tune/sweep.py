@@ -30,11 +30,12 @@ from tinyreason.config.sections import TrainerSettings
 from tinyreason.config.sweeps import SweepConfig
 from tinyreason.context import RunContext
 from tinyreason.cards import write_stage_card
+from tinyreason.cost import COST_PREFIX, as_metrics
 from tinyreason.eval.scores import benchmark_scores, objective_score, primary_with_errors
 from tinyreason.evaluation import evaluate
 from tinyreason.outputs import ModelRef, OutputDir, StageOutput
 from tinyreason.runtime import root_message
-from tinyreason.stage import run_stage
+from tinyreason.stage import run_stage, training_cost
 from tinyreason.tracking import wandb_mode
 from tinyreason.tune.placement import placement_group_guard
 from tinyreason.tune.reference import attach_reference, reference_cache
@@ -138,6 +139,15 @@ def trial_stage(stage: StageConfig, params: dict) -> StageConfig:
     return StageConfig.model_validate({**stage.model_dump(), "trainer": trainer.model_dump()})
 
 
+def trial_config(sweep: SweepConfig, stage: StageConfig, params: dict) -> StageConfig:
+    """A trial's stage: its point of the space, on the sweep's share of a GPU when it sets one."""
+    stage = trial_stage(stage, params)
+    if sweep.resources.gpus_per_worker is not None:  # validated: fractions need a single worker
+        scaling = {**stage.scaling.model_dump(), "gpus_per_worker": sweep.resources.gpus_per_worker}
+        stage = StageConfig.model_validate({**stage.model_dump(), "scaling": scaling})
+    return stage
+
+
 # --------------------------------------------------------------------------- trial
 
 
@@ -175,10 +185,7 @@ def run_trial(params: dict, ctx: SweepContext) -> None:
     With a scheduler, every training log also goes to Tune (job.report_every_log), so the
     scheduler can stop the trial between two logs; the objective comes last, in one report.
     """
-    stage = trial_stage(ctx.cfg.stages[ctx.index], params)
-    if ctx.sweep.resources.gpus_per_worker is not None:  # validated: fractions need a single worker
-        scaling = {**stage.scaling.model_dump(), "gpus_per_worker": ctx.sweep.resources.gpus_per_worker}
-        stage = StageConfig.model_validate({**stage.model_dump(), "scaling": scaling})
+    stage = trial_config(ctx.sweep, ctx.cfg.stages[ctx.index], params)
     t0 = time.time()
     hook = attach_reference(StageOutput(ctx.ctx.store, ctx.ref_cache)) if ctx.ref_cache else None
     scheduled = ctx.sweep.scheduler.type != "none"
@@ -204,6 +211,7 @@ def run_trial(params: dict, ctx: SweepContext) -> None:
         "step": summary.get("steps", 0),
         "train_seconds": outcome.manifest.get("train_seconds", time.time() - t0),
         "stage_dir": outcome.output.rel,
+        **as_metrics(outcome.manifest.get("cost")),  # the trial's worker-hours, tokens and money
     }
     if scheduled:
         final[ctx.sweep.scheduler.metric] = _last_logged(outcome.output, ctx.sweep.scheduler.metric, stage)
@@ -261,6 +269,10 @@ def run_sweep(sweep: SweepConfig, cfg: ExperimentConfig, ctx: RunContext | None 
     log.info("sweep %s: %s search over %s of stage %s", sweep.name, sweep.search, ", ".join(sweep.space), stage.name)
     grid = _fit(tuner, strict_metrics=sweep.scheduler.type == "none" or sweep.search != "optuna")
     trials = [_record(r) for r in grid]
+    for t in trials:  # a trial its scheduler stopped reported no cost: charge it from its logs
+        if t.stage_dir and not any(k.startswith(COST_PREFIX) for k in t.metrics):
+            t.metrics.update(as_metrics(training_cost(cfg.cost, trial_config(sweep, stage, t.params),
+                                                      StageOutput(ctx.store, t.stage_dir))))
     done = [t for t in trials if t.status == "TERMINATED" and "objective" in t.metrics]
     best = max(done, key=lambda t: t.metrics["objective"]) if done else None
     return SweepResult(sweep, ctx.cfg, out, parent, parent_eval, trials, best, ctx)
