@@ -13,29 +13,13 @@ byte-level BPE, written as llama.cpp's `gpt2` tokenizer model.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from tinyreason.model.gguf import GGUFError, check
+from tinyreason.model.plain_jinja import plain_template
 
 OUTTYPES = ("f16", "q8_0", "f32")
 EXPORTABLE = {"llama": "LlamaForCausalLM"}  # transformers model_type -> the class it names
-
-# `{% generation %}` is a transformers-only tag (assistant masks for TRL); llama.cpp and
-# plain Jinja2 fail on it. One with whitespace control becomes an empty expression
-# with the same control, so stripping it never moves a newline.
-_GENERATION_TAG = re.compile(r"\{%(-?)\s*(?:end)?generation\s*(-?)%\}")
-
-
-def plain_template(template: str) -> str:
-    """The chat template without transformers-only tags, renderable by plain Jinja2."""
-    return _GENERATION_TAG.sub(_empty_like, template)
-
-
-def _empty_like(tag: re.Match) -> str:
-    left, right = tag[1], tag[2]
-    return "{{" + left + " '' " + right + "}}" if left or right else ""
-
 
 def export(model_dir: str | Path, out_file: str | Path, outtype: str = "f16") -> Path:
     """Write `model_dir` (a Llama HF model dir) as one GGUF file; returns its path.
