@@ -20,6 +20,7 @@ import torch
 
 from tinyreason.config.sections import BenchmarkConfig, TaskSpec
 from tinyreason.eval import tasks as builtin
+from tinyreason.model.templates import render_kwargs, saved_template
 
 RESULTS_FILE = "lm_eval_results.json"
 # Bootstrapped stderr applies to non-mean metrics only; 1,000 resamples pin it to a few
@@ -135,6 +136,9 @@ def load_lm(model_dir: Path, bench: BenchmarkConfig, trust_remote_code: bool, dt
     args = {"pretrained": str(model_dir), "dtype": dtype, "trust_remote_code": trust_remote_code,
             "use_safetensors": True,  # as everywhere in tinyreason: a pickle checkpoint can run code
             "device": "cuda" if torch.cuda.is_available() else "cpu"}
+    fixed = render_kwargs(saved_template(model_dir))  # the chat template renders as in training (Llama-3's date)
+    if fixed:
+        args["chat_template_args"] = fixed
     try:
         return get_model("hf").create_from_arg_obj(args, {"batch_size": bench.batch_size})
     except Exception as e:

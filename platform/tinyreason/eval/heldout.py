@@ -14,6 +14,7 @@ from transformers import AutoTokenizer
 from tinyreason.data import synthetic
 from tinyreason.eval import health
 from tinyreason.model.presets import load_model
+from tinyreason.model.templates import render_kwargs
 
 
 
@@ -36,8 +37,11 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: in
 
 
 def chat_prompts(tok, questions: list[str]) -> list[str]:
+    """Each question through the model's own template, rendered as in training (model/templates.py:
+    the system prompt the template inserts, the family's fixed render kwargs such as Llama-3's date)."""
+    kwargs = render_kwargs(tok.chat_template)
     return [
-        tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+        tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True, **kwargs)
         for q in questions
     ]
 
