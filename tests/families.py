@@ -9,7 +9,6 @@ its generation_config as the hub model ships it (in these ids), and its REAL cha
 
 from __future__ import annotations
 
-import itertools
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,5 +153,22 @@ def preference_rows(n: int, seed: int = 0) -> list[dict]:
     return rows
 
 
-def first_token_ids(tok, texts) -> list[int]:
-    return list(itertools.chain.from_iterable(tok(t, add_special_tokens=False)["input_ids"][:1] for t in texts))
+def expected_replies(name: str, messages: list[dict]) -> list[str]:
+    """What each family's own template renders for each assistant turn, written out by hand from
+    its rules: Llama and Gemma trim the reply; Qwen3 re-renders the think block of turns after
+    the last question as `<think>\\n...\\n</think>\\n\\n` and drops it from earlier ones."""
+    spec, out = FAMILIES[name], []
+    last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        text = m["content"].strip() if name in ("llama3", "gemma3") else m["content"]
+        if name == "qwen3":
+            reasoning, answer = "", text
+            if "</think>" in text:
+                reasoning = text.split("</think>")[0].rstrip("\n").split("<think>")[-1].lstrip("\n")
+                answer = text.split("</think>")[-1].lstrip("\n")
+            text = f"<think>\n{reasoning.strip(chr(10))}\n</think>\n\n{answer}" if i > last_user else answer
+        out.append(text + spec.end_of_turn)
+    return out
+

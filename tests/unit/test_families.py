@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from families import FAMILIES, TEMPLATES, chat_rows, make_tokenizer
+from families import FAMILIES, TEMPLATES, chat_rows, expected_replies, make_tokenizer
 from tinyreason.data.tokenize import IGNORE, tokenize_chat, tokenize_preference
 from tinyreason.eval.heldout import chat_prompts
 from tinyreason.model import templates as T
@@ -39,26 +39,6 @@ def trained_runs(enc_ids, labels, tok) -> list[str]:
             runs.append(cur)
             cur = []
     return [tok.decode(r) for r in runs + ([cur] if cur else [])]
-
-
-def expected_replies(name: str, messages: list[dict]) -> list[str]:
-    """What each family's own template renders for each assistant turn, written out by hand from
-    its rules: Llama and Gemma trim the reply; Qwen3 re-renders the think block of turns after
-    the last question as `<think>\\n...\\n</think>\\n\\n` and drops it from earlier ones."""
-    spec, out = FAMILIES[name], []
-    last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
-    for i, m in enumerate(messages):
-        if m["role"] != "assistant":
-            continue
-        text = m["content"].strip() if name in ("llama3", "gemma3") else m["content"]
-        if name == "qwen3":
-            reasoning, answer = "", text
-            if THINK_CLOSE in text:
-                reasoning = text.split(THINK_CLOSE)[0].rstrip("\n").split(THINK_OPEN)[-1].lstrip("\n")
-                answer = text.split(THINK_CLOSE)[-1].lstrip("\n")
-            text = f"{THINK_OPEN}\n{reasoning.strip(chr(10))}\n{THINK_CLOSE}\n\n{answer}" if i > last_user else answer
-        out.append(text + spec.end_of_turn)
-    return out
 
 
 # ---------------------------------------------------------------- the fixtures are the real templates

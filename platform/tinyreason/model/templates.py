@@ -289,7 +289,7 @@ def prepare(tok, setting: str | None = None, file_text: str | None = None, syste
     changes = _align_special_tokens(tok, turns, family_of(tok.chat_template))
     return {
         "template": source, "family": getattr(family_of(tok.chat_template), "name", None),
-        "replaced": source != "own" and template != own,
+        "replaced": source != "own",
         "system_prompt": {"setting": system_prompt, "inserted": system_prompt_of(tok)},
         "end_of_turn": turns.end, "end_of_turn_id": turns.end_id, "opener": turns.opener,
         "eos_token": tok.eos_token, "pad_token": tok.pad_token, "added_tokens": added, "changes": changes,
