@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tinyreason.model.gguf import GGUFError, check
+from tinyreason.model.gguf import GGUFError, check, load_back
 from tinyreason.model.plain_jinja import plain_template
+from tinyreason.model.templates import render_kwargs
 
 OUTTYPES = ("f16", "q8_0", "f32")
 EXPORTABLE = {"llama": "LlamaForCausalLM"}  # transformers model_type -> the class it names
@@ -207,9 +208,6 @@ def export_checked(model_dir: str | Path, out_dir: str | Path, outtypes=("f16", 
     # on use: torch and transformers cost seconds, and config checks import this module
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from tinyreason.model.gguf import load_back
-    from tinyreason.model.templates import render_kwargs
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     _exportable_config(model_dir)  # an architecture we cannot write fails before any model loads
