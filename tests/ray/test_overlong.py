@@ -66,7 +66,7 @@ def test_percentiles_and_over_length_counts_match_independent_measurement(setup)
         assert got["over_max_length"] == got["dropped_overlong"] == sum(n > MAX_LENGTH for n in values)
     card = token_lengths_section(report)
     long_src = max(measured, key=lambda s: max(measured[s]))
-    assert f"| {long_src} | {len(measured[long_src])} |" in card and "dropped (counted here)" in card
+    assert f"| {long_src} | {len(measured[long_src])} |" in card and "are dropped (`data.overlong: drop`)" in card
 
 
 def test_by_default_every_training_rows_labels_hold_think_close_and_the_end_of_turn(setup):

@@ -61,7 +61,7 @@ def token_lengths_section(tokens: dict | None) -> str:
     per source, the p50/p95/max lengths, the rows over max_length, and what data.overlong did."""
     if not tokens:
         return ""
-    policy = {"drop": "dropped (counted here)", "truncate": "truncated at max_length",
+    policy = {"drop": "dropped", "truncate": "truncated at max_length",
               "error": "an error"}[tokens["overlong"]]
     lines = ["| source | rows | p50 | p95 | max | over max_length | dropped | truncated | cut inside <think> "
              "| refused |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
