@@ -265,3 +265,18 @@ def test_generation_config_stops_at_the_end_of_turn_and_keeps_the_familys_own_id
     end = tok.convert_tokens_to_ids("<end_of_turn>")
     assert model.generation_config.eos_token_id == [end, 1, 106]
     assert model.generation_config.pad_token_id == model.config.pad_token_id == tok.pad_token_id
+
+
+@pytest.mark.parametrize("name", ["llama3", "qwen3"])
+def test_lm_eval_and_the_held_out_probe_render_the_prompt_training_rendered(name, tmp_path):
+    from families import make_family
+    from tinyreason.config.sections import BenchmarkConfig
+    from tinyreason.eval.harness import load_lm
+
+    model_dir = make_family(name, tmp_path / name)
+    tok = fresh(name)
+    lm = load_lm(model_dir, BenchmarkConfig(), trust_remote_code=False)
+    question = [{"role": "user", "content": "What is 2 plus 2?"}]
+    assert lm.apply_chat_template(question) == chat_prompts(tok, [question[0]["content"]])[0] == \
+        tok.apply_chat_template(question, tokenize=False, add_generation_prompt=True,
+                                **T.render_kwargs(tok.chat_template))
