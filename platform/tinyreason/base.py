@@ -53,7 +53,7 @@ def _build_base(ctx: RunContext, blend: Blend, out: Path) -> None:
         log.info("training a %d-token BPE tokenizer on %s documents", cfg.tokenizer.train_vocab_size,
                  f"{len(texts):,}")
         tok = train_bpe(texts, cfg.tokenizer.train_vocab_size, tmp)
-    tok = prepare_chat_tokenizer(tok)
+    tok = prepare_chat_tokenizer(tok, install_chatml=True)  # a from-scratch model is born with our ChatML
     model = presets.init_model(cfg.model.preset, tok, cfg.model.attn_implementation, seed=cfg.seed)
     n = presets.count_parameters(model)
     log.info("initialised a %s Llama: %.2fM parameters, vocab %d", cfg.model.preset, n / 1e6, len(tok))

@@ -16,7 +16,9 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from tinyreason.config.experiment import StageConfig
 from tinyreason.context import RunContext
 from tinyreason.data.blend import Blend
+from tinyreason.data.card import token_lengths_section
 from tinyreason.eval.scores import table_with_errors
+from tinyreason.model import templates
 from tinyreason.model.presets import HUB_PRESETS
 from tinyreason.outputs import StageOutput
 from tinyreason.render import md_table
@@ -116,6 +118,11 @@ def model_card(manifest: dict, blend: dict | None = None, evaluation: dict | Non
     lines += ["## Data", "", f"Blend `{b['name']}`: {b['rows']:,} rows, content hash `{b['content_hash']}`.", ""]
     if blend:
         lines += [_composition(blend), ""]
+    lengths = token_lengths_section(manifest.get("tokens"))  # under this stage's tokenizer: what max_length did
+    if lengths:
+        lines += [lengths.strip(), ""]
+    if manifest.get("chat"):  # which template, system prompt and think tokens the stage trained with
+        lines += ["## Chat format", "", templates.describe(manifest["chat"]).strip(), ""]
     lines += ["## Settings", "", "The stage's full config, as tinyreason validated it:", "", "```yaml",
               yaml.safe_dump(manifest.get("config", {}), sort_keys=False, allow_unicode=True).rstrip(), "```", "",
               "Everything else (metrics summary, checkpoints, parent and blend keys) is in "

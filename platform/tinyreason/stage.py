@@ -8,9 +8,12 @@ a sweep's trials and a study's arms all come through `run_stage`, so they share 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyarrow as pa
 import ray.data
@@ -21,9 +24,12 @@ from tinyreason.config.experiment import StageConfig
 from tinyreason.config.sections import CostConfig
 from tinyreason.context import RunContext
 from tinyreason.cost import cluster_node_types, stage_cost, worker_rates
+from tinyreason.data import lengths, schema
 from tinyreason.data import tokenize as T
 from tinyreason.data.blend import Blend
+from tinyreason.data.card import render_card, token_lengths_section
 from tinyreason.lineage import changes, find_stale, summarize
+from tinyreason.model import templates
 from tinyreason.model.tokenizer import load_tokenizer
 from tinyreason.outputs import ENVIRONMENT, METRICS, WORKERS, ModelRef, StageOutput, digest
 from tinyreason.provenance import environment
@@ -33,6 +39,7 @@ from tinyreason.train.checkpoints import best_and_kept, list_saved
 from tinyreason.train.job import StageJob
 
 log = logging.getLogger(__name__)
+CHAT_RECORD = "tinyreason_chat.json"  # in a stage's tokenizer dir: the template, system prompt and tokens it settled
 
 
 @dataclass
@@ -104,8 +111,9 @@ def run_stage(ctx: RunContext, index: int, stage: StageConfig, parent: ModelRef,
     log.debug("%s: blend %s rows%s at %s", prefix, f"{blend.rows:,}", " (cached)" if blend.cached else "",
               blend.path.name)
     trained_by = ctx.trained_by.of(stage.kind)
-    content = stage_key(stage, parent, blend, ctx.cfg.seed)
-    key = stage_key(stage, parent, blend, ctx.cfg.seed, trained_by)
+    keyed = keyed_parent(ctx, stage, parent)
+    content = stage_key(stage, keyed, blend, ctx.cfg.seed)
+    key = stage_key(stage, keyed, blend, ctx.cfg.seed, trained_by)
     out = ctx.outputs.stage(index, stage.name, key)
     with ctx.exclusive(out.rel):  # another run (a study's arm) may be training this very stage
         if out.complete():
@@ -129,7 +137,7 @@ def _train(ctx: RunContext, index: int, stage: StageConfig, parent: ModelRef, bl
            out: StageOutput, prefix: str, lineage: dict, job_overrides, data_hook, callbacks) -> StageOutcome:
     launch.check_resources(stage)
     tok_dir = prepare_tokenizer(ctx, stage, parent, out)
-    rows = training_rows(prefix, stage, blend, ctx.store.located(tok_dir), data_hook)
+    rows, tokens = training_rows(prefix, stage, blend, ctx.store.located(tok_dir), data_hook)
     n_rows = rows.count()
     # Ray Train keeps the run's checkpoints under <storage>/ray/<stage dir name>: an earlier
     # attempt that died after saving left them there, and the new TorchTrainer resumes from the latest.
@@ -153,6 +161,10 @@ def _train(ctx: RunContext, index: int, stage: StageConfig, parent: ModelRef, bl
     out.fetch(METRICS, WORKERS)  # rank 0 wrote them, maybe on another node
     manifest = stage_manifest(stage, key, parent, blend, out, n_rows, end - t0)
     manifest["cost"] = training_cost(ctx.cfg.cost, stage, out, end)
+    manifest["chat"] = read_chat_record(tok_dir)
+    manifest["tokens"] = tokens
+    if tokens:  # the blend's card under this stage's tokenizer: its token lengths and what max_length did
+        out.write_text("data_card.md", render_card(blend.manifest) + token_lengths_section(tokens))
     manifest["checkpoints"] = best_and_kept(ctx.store.filesystem, out.ray_run_fs_path, stage.checkpoints.mode)
     manifest["resumed"] = resumed
     manifest["provenance"] = {**lineage, "git": ctx.trained_by.git,
@@ -179,19 +191,47 @@ def tracked(ctx: RunContext, stage: StageConfig, trained_by: dict) -> dict:
             "seed": stage.trainer.seed, "git": ctx.trained_by.git}
 
 
+def keyed_parent(ctx: RunContext, stage: StageConfig, parent: ModelRef) -> ModelRef:
+    """The parent as a chat stage's cache key sees it: model.chat_template and model.system_prompt
+    join its key (unset, they add nothing), so changing them retrains the chat stages and never a
+    pretrain stage, whose rows no template touches."""
+    chat = ctx.cfg.model.chat_key()
+    if not chat or schema.family(registry.get(stage.kind).schema) == "text":
+        return parent
+    return dataclasses.replace(parent, key=digest({"parent": parent.key, "chat": chat}))
+
+
 def prepare_tokenizer(ctx: RunContext, stage: StageConfig, parent: ModelRef, out: StageOutput) -> str:
     """The parent's tokenizer as this stage's kind prepares it (template, think tokens), saved
-    in the stage dir and published, so every worker reads the same one."""
+    in the stage dir and published, so every worker reads the same one. A chat stage's template
+    and system prompt are settled first (model/templates.py); what was done is kept beside it."""
     kind = registry.get(stage.kind)
-    tok = kind.prepare_tokenizer(load_tokenizer(ctx.store.localize(parent.tokenizer), ctx.cfg.model.trust_remote_code,
-                                                parent.tokenizer_revision), stage)
+    tok = load_tokenizer(ctx.store.localize(parent.tokenizer), ctx.cfg.model.trust_remote_code,
+                         parent.tokenizer_revision)
+    chat = None
+    if schema.family(kind.schema) != "text":
+        m = ctx.cfg.model
+        chat = templates.prepare(tok, m.chat_template, m.chat_template_text(), m.system_prompt,
+                                 where=f"stage {stage.name}: tokenizer {parent.tokenizer}")
+    before = dict(tok.get_vocab())
+    tok = kind.prepare_tokenizer(tok, stage)
     tok.save_pretrained(out.tokenizer_dir)
+    if chat is not None:
+        chat["think"] = templates.think_record(tok, before)
+        chat["added_tokens"] += [t for t in tok.get_vocab() if t not in before]
+        (out.tokenizer_dir / CHAT_RECORD).write_text(json.dumps(chat, indent=2), encoding="utf-8")
     out.publish("tokenizer")
     return str(out.tokenizer_dir)
 
 
+def read_chat_record(tok_dir: str) -> dict | None:
+    path = Path(tok_dir) / CHAT_RECORD
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def training_rows(prefix: str, stage: StageConfig, blend: Blend, tok_dir: str, data_hook=None):
-    """The stage's blend tokenized and packed, materialized as a Ray Dataset.
+    """The stage's blend tokenized and packed, materialized as a Ray Dataset, and its token-length
+    report (data/lengths.py: per-source percentiles, rows over max_length, what data.overlong did).
 
     On Ray Data for real blends; in this process for small ones (`data.tokenize_in_driver_max_rows`),
     where Ray Data's workers would spend longer starting and importing transformers than the
@@ -201,10 +241,17 @@ def training_rows(prefix: str, stage: StageConfig, blend: Blend, tok_dir: str, d
     # has seen by position, so the packed sequences must not be reshuffled by Ray Data.
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     steps = registry.get(stage.kind).tokenize_steps(tok_dir, stage)
+    ledger: list = []
     if blend.rows <= stage.data.tokenize_in_driver_max_rows:
-        ds = ray.data.from_arrow(pa.table(T.in_process(blend.read_local("data"), steps)))
+        ds = ray.data.from_arrow(pa.table(T.in_process(blend.read_local("data"), steps, ledger)))
     else:
-        ds = T.on_ray(blend.dataset(), steps)
+        ds = T.on_ray(blend.dataset(), steps, ledger)
+    tokens = lengths.length_report(ledger, stage.data.max_length, stage.data.overlong)
+    error = lengths.failure(tokens, prefix)
+    if error:
+        raise ValueError(error)
+    for line in lengths.warnings(tokens):
+        log.warning("%s: %s", prefix, line)
     if data_hook is not None:
         ds = data_hook(ds, tok_dir)
     ds = ds.materialize()
@@ -214,7 +261,7 @@ def training_rows(prefix: str, stage: StageConfig, blend: Blend, tok_dir: str, d
             f"{prefix}: only {n_rows} training sequences after tokenizing, fewer than its "
             f"{stage.scaling.num_workers} workers; add data or raise data.max_length"
         )
-    return ds
+    return ds, tokens
 
 
 # --------------------------------------------------------------------------- what a stage leaves

@@ -38,9 +38,11 @@ def test_chat_labels_cover_exactly_the_assistant_reply(tok):
     assert enc["labels"][0] == IGNORE  # the system prompt is context, not target
 
 
-def test_truncation_that_removes_every_target_drops_the_row(tok):
+def test_an_overlong_row_is_dropped_by_default_and_truncating_away_every_target_drops_it_too(tok):
     row = synthetic.chat_rows(1, 0)[0]
-    assert tokenize_chat(tok, row["messages"], max_length=5) is None
+    dropped = tokenize_chat(tok, row["messages"], max_length=5)
+    assert dropped["input_ids"] == [] and dropped["_fate"] == "dropped_overlong" and dropped["_tokens"] > 5
+    assert tokenize_chat(tok, row["messages"], max_length=5, overlong="truncate")["_fate"] == "no_labels"
 
 
 def _examples(lengths):

@@ -140,8 +140,9 @@ class PromptConfig(Strict):
     # A system turn given to every model. Not empty: lm-eval drops an empty one, and then each chat
     # template inserts its own default (SmolLM2's names itself; ours is SYSTEM_PROMPT).
     system_prompt: str = Field(SYSTEM_PROMPT, min_length=1)
-    # platform: tinyreason's ChatML template for every model; model: each model's own (columns may differ)
-    chat_template: Literal["platform", "model"] = "platform"
+    # model: each model's own saved template, the one its stages trained with (model/templates.py), so
+    # base and stages share it; platform: tinyreason's ChatML template for every model of the table
+    chat_template: Literal["platform", "model"] = "model"
 
 
 class ObjectiveConfig(Strict):

@@ -16,6 +16,7 @@ from tinyreason.config.sections import BlendConfig, CostConfig, ModelConfig, Sou
 from tinyreason.cost import check_prices, cluster_node_types
 from tinyreason.data import schema
 from tinyreason.data.sources import SYNTHETIC_SCHEMA, DataError, expand_files
+from tinyreason.model import presets, templates
 from tinyreason.storage import Storage, redact
 from tinyreason.train import registry
 
@@ -98,6 +99,7 @@ def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
     _check_model_path(cfg.model, source)
     _check_cost(cfg.cost, source)
     _check_tokenizer_path(cfg, source)
+    _check_chat_template(cfg, source)
     for i, stage in enumerate(cfg.stages):
         want = registry.get(stage.kind).schema
         for j, src in enumerate(stage.data.blend_config.sources):
@@ -174,11 +176,8 @@ def _check_model_path(model: ModelConfig, source: str) -> None:
 
 
 def _check_tokenizer_path(cfg: ExperimentConfig, source: str) -> None:
-    """The tokenizer dir (tokenizer.path, else a local model dir) must hold a tokenizer.
-
-    A missing chat template is not an error: every chat stage installs tinyreason's ChatML
-    template, which adds the `{% generation %}` markers assistant-only losses need.
-    """
+    """The tokenizer dir (tokenizer.path, else a local model dir) must hold a tokenizer (its chat
+    template is checked by _check_chat_template)."""
     field, ref = ("tokenizer.path", cfg.tokenizer.path) if cfg.tokenizer.path else \
         ("model.name_or_path", cfg.model.name_or_path)
     if not ref or not _looks_local(ref):
@@ -189,6 +188,25 @@ def _check_tokenizer_path(cfg: ExperimentConfig, source: str) -> None:
     if not any((path / f).exists() for f in TOKENIZER_FILES):
         raise ConfigError(f"{source}: {field} = {ref!r} has no tokenizer ({', '.join(TOKENIZER_FILES)}); save one "
                           "with tokenizer.save_pretrained(dir), or set tokenizer.path to a dir or hub id that has one")
+
+
+def _check_chat_template(cfg: ExperimentConfig, source: str) -> None:
+    """A pretrained model's own chat template must be of a family tinyreason knows, unless
+    model.chat_template says otherwise: checked here for local dirs, before Ray starts (a hub
+    model's when its first chat stage prepares its tokenizer)."""
+    chat = [s for s in cfg.stages if schema.family(registry.get(s.kind).schema) != "text"]
+    if not chat or cfg.model.chat_template is not None:
+        return
+    if presets.weights_source(cfg.model.preset, cfg.model.name_or_path) is None:
+        return  # a from-scratch preset is born with tinyreason's ChatML
+    field, ref = ("tokenizer.path", cfg.tokenizer.path) if cfg.tokenizer.path else \
+        ("model.name_or_path", cfg.model.name_or_path)
+    if not ref or not _looks_local(ref) or not Path(ref).expanduser().is_dir():
+        return
+    template = templates.saved_template(Path(ref).expanduser())
+    if templates.family_of(template) is None:
+        raise ConfigError(f"{source}: {field} = {ref!r} (stage {chat[0].name}, a {chat[0].kind} stage): "
+                          f"{templates.unknown_family('the tokenizer', template)}")
 
 
 def check_storage(path: str) -> Storage:

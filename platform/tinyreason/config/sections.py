@@ -8,15 +8,17 @@ Nothing here knows the stage kinds: a stage kind declares its own rules in its m
 from __future__ import annotations
 
 import functools
+import hashlib
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tinyreason.config.base import Strict
+from tinyreason.config.base import Strict, resolve_path
 # The evaluation sections live in config/evaluation.py; importers of this module keep finding them here.
 from tinyreason.config.evaluation import (BenchmarkConfig, DecontamConfig, EvalConfig,  # noqa: F401
                                           ObjectiveConfig, TaskSpec)
 from tinyreason.data.synthetic import GENERATORS
+from tinyreason.model import templates
 from tinyreason.model.presets import HUB_PRESETS, PRESETS
 
 
@@ -33,6 +35,40 @@ class ModelConfig(Strict):
     # sdpa; sdpa_varlen: padding-free packed batches through torch's own varlen flash kernel on
     # GPUs, per-example SDPA elsewhere (model/varlen.py); flash_attention_2 where flash-attn is installed
     attn_implementation: str = "sdpa"
+    # The chat template chat stages train with (docs/models.md). Unset: the model's own, kept with its
+    # special tokens, for the families tinyreason knows (SmolLM2/ChatML, Qwen3, Llama-3, Gemma-3; another
+    # is an error naming this setting); `own`: the model's own whatever its family; `chatml`:
+    # tinyreason's ChatML replaces it; or a .jinja file (as given, or under configs/) that replaces it.
+    chat_template: str | None = None
+    # The system prompt templates insert when a conversation brings none. Unset: the base model's own
+    # (SmolLM2's "You are a helpful AI assistant named SmolLM...", none for Qwen3, Llama-3 and Gemma-3,
+    # tinyreason's SYSTEM_PROMPT for the from-scratch presets). Every card says which was used.
+    system_prompt: str | None = None
+
+    @field_validator("chat_template")
+    @classmethod
+    def _template_source(cls, v):
+        if v is not None and v not in templates.NAMES and not resolve_path(v).is_file():
+            raise ValueError(f"not one of {', '.join(templates.NAMES)} nor a template file (looked in ., configs/); "
+                             "give a .jinja file, or leave it unset for the model's own template")
+        return v
+
+    def chat_template_text(self) -> str | None:
+        """The template file's text when model.chat_template names a file, else None."""
+        if self.chat_template is None or self.chat_template in templates.NAMES:
+            return None
+        return resolve_path(self.chat_template).read_text(encoding="utf-8")
+
+    def chat_key(self) -> dict:
+        """What the chat settings add to the base model's cache key: nothing when unset, so
+        existing keys stay; a template file by its content, not its path."""
+        key = {}
+        if self.chat_template is not None:
+            text = self.chat_template_text()
+            key["chat_template"] = self.chat_template if text is None else hashlib.sha256(text.encode()).hexdigest()
+        if self.system_prompt is not None:
+            key["system_prompt"] = self.system_prompt
+        return key
 
     @field_validator("preset")
     @classmethod
@@ -134,6 +170,11 @@ class DataConfig(Strict):
     # A chat (sft) stage's rows with <think> blocks: rejected and counted (the reference recipe's
     # stage 1 trains "without any chain-of-thought"), or kept when well formed. Other schemas ignore it.
     think_rows: Literal["reject", "keep"] = "reject"
+    # Chat and preference rows longer than max_length tokens under the stage's tokenizer: dropped
+    # (counted on the stage's data card), truncated at max_length (counted, and those cut inside a
+    # <think> block counted apart: such a row teaches the model never to close its thinking), or an
+    # error naming the counts. Only truncation can make a training row whose labels lack the end of turn.
+    overlong: Literal["drop", "truncate", "error"] = "drop"
 
     @property
     def blend_config(self) -> BlendConfig:

@@ -74,3 +74,24 @@ def render_card(manifest: dict) -> str:
         "Every row carries `_source_dataset`, `_source_subset` and `_source_split`. "
         "A sample of rejected rows (3 per source and reason) is in `rejected.jsonl`.\n"
     )
+
+
+def token_lengths_section(tokens: dict | None) -> str:
+    """The card's token-length section under a stage's tokenizer (data/lengths.length_report):
+    per source, the p50/p95/max lengths, the rows over max_length, and what data.overlong did."""
+    if not tokens:
+        return ""
+    policy = {"drop": "dropped", "truncate": "truncated at max_length",
+              "error": "an error"}[tokens["overlong"]]
+    lines = ["| source | rows | p50 | p95 | max | over max_length | dropped | truncated | cut inside <think> "
+             "| refused |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, r in [*tokens["sources"].items(), ("**total**", tokens["total"])]:
+        refused = r["template_mismatch"] + r["no_labels"]
+        lines.append(f"| {name} | {r['rows']:,} | {r['p50']:,} | {r['p95']:,} | {r['max']:,} | {r['over_max_length']:,} "
+                     f"| {r['dropped_overlong']:,} | {r['truncated'] + r['truncated_in_think']:,} "
+                     f"| {r['truncated_in_think']:,} | {refused:,} |")
+    return (f"\n## Token lengths\n\nUnder this stage's tokenizer and chat template (nearest-rank percentiles). "
+            f"Rows over data.max_length={tokens['max_length']:,} tokens are {policy} (`data.overlong: "
+            f"{tokens['overlong']}`). Truncated rows cut inside a <think> block train without </think>, their "
+            "answer and the end of turn. Refused rows: nothing of an assistant turn left, or turns the "
+            "template's rendering did not show whole.\n\n" + "\n".join(lines) + "\n")

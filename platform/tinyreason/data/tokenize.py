@@ -1,7 +1,8 @@
 """Tokenize and pack: pure functions over row batches, run by Ray Data map_batches.
 
-Chat rows become (input_ids, labels) with -100 on everything but assistant
-tokens; text rows are concatenated documents; SFT rows are packed best-fit
+Chat rows become (input_ids, labels) with -100 on everything but the assistant
+turns the model's own chat template renders (model/templates.py finds them); rows over
+`max_length` follow `data.overlong` and every row is accounted for (data/lengths.py); text rows are concatenated documents; SFT rows are packed best-fit
 decreasing into sequences of `max_length` with their boundaries kept
 (`seq_lengths`), so position ids restart per example and attention does not
 cross examples (flash-attention varlen on GPU, a block-causal SDPA mask on CPU).
@@ -10,9 +11,13 @@ cross examples (flash-attention varlen on GPU, a block-causal SDPA mask on CPU).
 from __future__ import annotations
 
 import bisect
+import json
 import random
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from tinyreason.data import lengths as L
+from tinyreason.model import templates
 
 IGNORE = -100
 
@@ -24,16 +29,25 @@ class Step:
 
     fn: Callable[[dict], dict]
     batch_size: int
+    # the step returns every row it saw with data/lengths.py's accounting columns: the pipeline
+    # copies them into its ledger and keeps only the rows that train
+    accounts: bool = False
 
 
-def on_ray(ds, steps: list[Step]):
-    """The pipeline as Ray Data map_batches, for blends worth a cluster's CPUs."""
+def on_ray(ds, steps: list[Step], ledger: list | None = None):
+    """The pipeline as Ray Data map_batches, for blends worth a cluster's CPUs. An accounting
+    step's output is materialized once, to read its accounting columns into `ledger`."""
     for step in steps:
         ds = ds.map_batches(step.fn, batch_size=step.batch_size)
+        if step.accounts:
+            if ledger is not None:
+                ds = ds.materialize()
+                ledger.append(L.accounting(ds.select_columns(list(L.ACCOUNTING)).to_pandas().to_dict("list")))
+            ds = ds.map_batches(L.settle, batch_size=step.batch_size)
     return ds
 
 
-def in_process(batch: dict[str, list], steps: list[Step]) -> dict[str, list]:
+def in_process(batch: dict[str, list], steps: list[Step], ledger: list | None = None) -> dict[str, list]:
     """The same pipeline in this process, over batches of the same sizes. For small blends:
     Ray Data's workers would spend longer importing transformers than the work takes."""
     for step in steps:
@@ -41,6 +55,10 @@ def in_process(batch: dict[str, list], steps: list[Step]) -> dict[str, list]:
         parts = [step.fn({k: v[i:i + step.batch_size] for k, v in batch.items()})
                  for i in range(0, n, step.batch_size)]
         batch = {k: [x for part in parts for x in part[k]] for k in (parts[0] if parts else {})}
+        if step.accounts:
+            if ledger is not None and L.FATE in batch:
+                ledger.append(L.accounting(batch))
+            batch = L.settle(batch)
     return batch
 
 
@@ -66,27 +84,41 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def tokenize_chat(tok, messages: list[dict], max_length: int) -> dict | None:
-    """One conversation -> input_ids + labels (assistant tokens only). None if it
-    would have no trainable token after truncation."""
-    out = tok.apply_chat_template(
-        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
-    )
-    ids = list(out["input_ids"])[:max_length]
-    mask = list(out["assistant_masks"])[:max_length]
+def template_kwargs(row: dict) -> dict:
+    """A row's `chat_template_kwargs` (a JSON string in blend parquet) for its template."""
+    kw = row.get("chat_template_kwargs")
+    if isinstance(kw, str):
+        kw = json.loads(kw) if kw.strip() else {}
+    return dict(kw or {})
+
+
+def tokenize_chat(tok, messages: list[dict], max_length: int, overlong: str = "drop",
+                  kwargs: dict | None = None) -> dict:
+    """One conversation -> input_ids + labels on its assistant turns (each through its end-of-turn
+    token), with its full length (`_tokens`) and fate (`_fate`, data/lengths.py). Rows over
+    max_length are dropped, truncated (fate truncated, or truncated_in_think when the cut falls
+    inside a <think> block) or marked for the stage to fail on, as `overlong` says; a row that
+    does not train comes back with empty input_ids."""
+    enc = templates.encode_chat(tok, messages, kwargs)
+    n, ids, mask, fate = len(enc.ids), enc.ids, enc.mask, L.KEPT
+    if not enc.matched:
+        return L.untrained(n, L.MISMATCH, ("input_ids", "labels"))
+    if n > max_length:
+        if overlong != "truncate":
+            return L.untrained(n, L.DROPPED if overlong == "drop" else L.OVER, ("input_ids", "labels"))
+        ids, mask = ids[:max_length], mask[:max_length]
+        fate = L.CUT_IN_THINK if templates.cut_in_think(enc.text, enc.offsets[max_length - 1][1]) else L.TRUNCATED
     labels = [t if m else IGNORE for t, m in zip(ids, mask)]
     if all(lbl == IGNORE for lbl in labels):
-        return None
-    return {"input_ids": ids, "labels": labels}
+        return L.untrained(n, L.NO_LABELS, ("input_ids", "labels"))
+    return {"input_ids": ids, "labels": labels, L.TOKENS: n, L.FATE: fate}
 
 
-def tokenize_chat_batch(batch: dict, tok, max_length: int) -> dict:
-    rows = []
-    for row in rows_of(batch):
-        enc = tokenize_chat(tok, row["messages"], max_length)
-        if enc is not None:
-            rows.append(enc)
-    return batch_of(rows, ["input_ids", "labels"])
+def tokenize_chat_batch(batch: dict, tok, max_length: int, overlong: str = "drop") -> dict:
+    """Every row, trained or not, with its accounting (`settle` keeps the ones that train)."""
+    rows = [{**tokenize_chat(tok, row["messages"], max_length, overlong, template_kwargs(row)),
+             L.SOURCE: L.source_of(row)} for row in rows_of(batch)]
+    return batch_of(rows, ["input_ids", "labels", *L.ACCOUNTING])
 
 
 def tokenize_text_batch(batch: dict, tok, max_length: int) -> dict:
@@ -124,6 +156,7 @@ def pack_bfd(examples: list[dict], max_length: int) -> list[dict]:
     wastes 10-20%; bins are kept sorted by remaining space so each placement is a
     bisect, O(n log n) overall.
     """
+    examples = [e for e in examples if e["input_ids"]]  # rows that do not train (data/lengths.py) take no slot
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i]["input_ids"]))
     bins: list[list[int]] = []
     space: list[tuple[int, int]] = []  # (remaining, bin index), sorted
@@ -155,14 +188,14 @@ def pack_batch(batch: dict, max_length: int) -> dict:
     a bin is follows that order; each worker trains on a contiguous shard, so unshuffled
     shards differed by 20% in tokens (121 chat bins at 256), and a token-budget stage takes
     as many steps as its lightest shard allows."""
-    bins = pack_bfd(rows_of(batch), max_length)
+    bins = pack_bfd(rows_of(L.settle(batch)), max_length)
     random.Random(len(bins)).shuffle(bins)
     return batch_of(bins, ["input_ids", "labels", "seq_lengths"])
 
 
 def single_batch(batch: dict) -> dict:
     """Unpacked rows still carry seq_lengths so the collator treats both paths alike."""
-    rows = rows_of(batch)
+    rows = rows_of(L.settle(batch))
     return {
         "input_ids": [r["input_ids"] for r in rows],
         "labels": [r["labels"] for r in rows],
@@ -170,34 +203,51 @@ def single_batch(batch: dict) -> dict:
     }
 
 
-def tokenize_preference(tok, row: dict, max_length: int, max_prompt_length: int | None) -> dict | None:
-    """prompt/chosen/rejected message lists -> prompt_ids, chosen_ids, rejected_ids.
+def tokenize_preference(tok, row: dict, max_length: int, max_prompt_length: int | None,
+                        overlong: str = "drop") -> dict:
+    """prompt/chosen/rejected message lists -> prompt_ids, chosen_ids, rejected_ids, with the
+    row's length and fate (data/lengths.py) as `tokenize_chat` gives them.
 
     The prompt is rendered with the generation prompt and cut from the left to
-    max_prompt_length (keeping the question, dropping old context); completions
-    are cut so prompt + completion fits max_length.
+    max_prompt_length (keeping the question, dropping old context). A row whose prompt plus
+    longer completion is over max_length is dropped, truncated (the completions cut to fit)
+    or marked as an error, as `overlong` says; its length is counted after the prompt's cut.
     """
-    prompt = tok.apply_chat_template(row["prompt"], tokenize=True, add_generation_prompt=True, return_dict=True)
+    cols = ("prompt_ids", "chosen_ids", "rejected_ids")
+    kwargs = {**templates.render_kwargs(tok.chat_template), **template_kwargs(row)}
+    end = templates.turns_of(tok).end_id
+    prompt = tok.apply_chat_template(row["prompt"], tokenize=True, add_generation_prompt=True, return_dict=True,
+                                     **kwargs)
     p_ids = list(prompt["input_ids"])
     out = {}
     for side in ("chosen", "rejected"):
-        full = tok.apply_chat_template(row["prompt"] + row[side], tokenize=True, return_dict=True)
+        full = tok.apply_chat_template(row["prompt"] + row[side], tokenize=True, return_dict=True, **kwargs)
         full_ids = list(full["input_ids"])
-        if full_ids[: len(p_ids)] != p_ids:
-            return None  # template renders the prompt differently alone; unsafe to split
+        if full_ids[: len(p_ids)] != p_ids or end not in full_ids[len(p_ids):]:
+            # the template renders the prompt differently alone, or the reply has no end of turn
+            return L.untrained(len(full_ids), L.MISMATCH, cols)
         out[f"{side}_ids"] = full_ids[len(p_ids):]
     if max_prompt_length is not None:
         p_ids = p_ids[-max_prompt_length:]
-    room = max_length - len(p_ids)
-    if room <= 0:
-        return None
-    out = {k: v[:room] for k, v in out.items()}
-    return {"prompt_ids": p_ids, **out}
+    n, fate = len(p_ids) + max(len(v) for v in out.values()), L.KEPT
+    if n > max_length:
+        if overlong != "truncate":
+            return L.untrained(n, L.DROPPED if overlong == "drop" else L.OVER, cols)
+        room = max_length - len(p_ids)
+        if room <= 0:
+            return L.untrained(n, L.NO_LABELS, cols)
+        cut = {k: v[:room] for k, v in out.items()}
+        opened = any(templates.cut_in_think(tok.decode(cut[k]), len(tok.decode(cut[k]))) for k in cut
+                     if len(out[k]) > room)
+        out, fate = cut, (L.CUT_IN_THINK if opened else L.TRUNCATED)
+    return {"prompt_ids": p_ids, **out, L.TOKENS: n, L.FATE: fate}
 
 
-def tokenize_preference_batch(batch: dict, tok, max_length: int, max_prompt_length: int | None) -> dict:
-    rows = [tokenize_preference(tok, r, max_length, max_prompt_length) for r in rows_of(batch)]
-    return batch_of([r for r in rows if r is not None], ["prompt_ids", "chosen_ids", "rejected_ids"])
+def tokenize_preference_batch(batch: dict, tok, max_length: int, max_prompt_length: int | None,
+                              overlong: str = "drop") -> dict:
+    rows = [{**tokenize_preference(tok, r, max_length, max_prompt_length, overlong), L.SOURCE: L.source_of(r)}
+            for r in rows_of(batch)]
+    return batch_of(rows, ["prompt_ids", "chosen_ids", "rejected_ids", *L.ACCOUNTING])
 
 
 def real_token_share(rows: list[dict], max_length: int) -> float:

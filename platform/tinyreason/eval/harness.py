@@ -25,6 +25,7 @@ from tinyreason.eval import reasoning
 from tinyreason.eval import tasks as builtin
 from tinyreason.eval.thinking import Think
 from tinyreason.model.chat import CHAT_TEMPLATE
+from tinyreason.model.templates import render_kwargs, saved_template
 from tinyreason.stats import bootstrap_se
 
 RESULTS_FILE = "lm_eval_results.json"
@@ -149,7 +150,10 @@ def load_lm(model_dir: Path, bench: BenchmarkConfig, trust_remote_code: bool, dt
     else:
         from tinyreason.eval import lm  # heavy: see _task_manager
 
+        # the model's own template renders as in training (Llama-3's fixed date: model/templates.py)
+        fixed = render_kwargs(saved_template(model_dir)) if template is None else {}
         build = functools.partial(lm.ReasoningHFLM, think=think, chat_template=template, **args,
+                                  **({"chat_template_args": fixed} if fixed else {}),
                                   use_safetensors=True,  # as everywhere in tinyreason: a pickle can run code
                                   device="cuda" if torch.cuda.is_available() else "cpu")
     try:

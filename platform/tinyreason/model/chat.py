@@ -1,8 +1,10 @@
-"""The chat format shared by every stage: special tokens, one system prompt, the template.
+"""tinyreason's own chat format: ChatML's special tokens, one system prompt, the template.
 
-One system prompt across stages matters for tiny models: a prompt that changes
-between SFT and DPO is a distribution shift that a 5M-parameter model pays for
-in accuracy. The template inserts it whenever a conversation brings none.
+From-scratch models are born with it, and `model.chat_template: chatml` puts it on a
+pretrained model in place of its own (model/templates.py keeps a family's own template
+otherwise). One system prompt across stages matters for tiny models: a prompt that changes
+between SFT and DPO is a distribution shift that a 5M-parameter model pays for in accuracy.
+The template inserts it whenever a conversation brings none (`model.system_prompt` sets another).
 """
 
 SYSTEM_PROMPT = "You are a helpful assistant that reasons step by step and answers concisely."
@@ -33,6 +35,3 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
 )
 
-
-def has_generation_markers(template: str | None) -> bool:
-    return bool(template) and "{% generation %}" in template

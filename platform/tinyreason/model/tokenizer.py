@@ -18,7 +18,6 @@ from tinyreason.model.chat import (
     PAD,
     THINK_CLOSE,
     THINK_OPEN,
-    has_generation_markers,
 )
 from tinyreason.storage import resolve
 
@@ -64,21 +63,21 @@ def cached_tokenizer(path: str):
     return _CACHE[path]
 
 
-def prepare_chat_tokenizer(tok, enforce_template: bool = True):
-    """Make a tokenizer ready for chat stages: pad token, and our ChatML template.
+def prepare_chat_tokenizer(tok, install_chatml: bool = False):
+    """Make a tokenizer ready for training: a pad token, and with `install_chatml` (a from-scratch
+    base) tinyreason's ChatML template, its tokens added when missing and its end of turn as eos.
 
-    The hub SmolLM2 template has no `{% generation %}` markers, so assistant-only
-    masks cannot be built from it; enforcing ours keeps the same ChatML rendering
-    and adds them (the paper's stage 2 enforces its template for the same reason).
+    Nothing else touches the template: the one a chat stage trains with is settled before its
+    kind runs this (model/templates.prepare: the model's own, or what model.chat_template names).
     """
+    if install_chatml:
+        missing = [t for t in (BOS, EOS) if t not in tok.get_vocab()]
+        if missing:
+            tok.add_special_tokens({"additional_special_tokens": missing})
+        tok.chat_template = CHAT_TEMPLATE
+        tok.eos_token = EOS
     if tok.pad_token is None:
         tok.pad_token = PAD if PAD in tok.get_vocab() else tok.eos_token
-    if enforce_template or not has_generation_markers(tok.chat_template):
-        tok.chat_template = CHAT_TEMPLATE
-    missing = [t for t in (BOS, EOS) if t not in tok.get_vocab()]
-    if missing:
-        tok.add_special_tokens({"additional_special_tokens": missing})
-    tok.eos_token = EOS
     return tok
 
 

@@ -43,11 +43,14 @@ def prepare_tokenizer(tok, stage: StageConfig):
 
 def tokenize_steps(tokenizer_dir: str, stage: StageConfig) -> list[T.Step]:
     return [T.Step(partial(_tokenize_preference, tokenizer_dir=tokenizer_dir, max_length=stage.data.max_length,
-                           max_prompt_length=stage.data.max_prompt_length), 256)]
+                           max_prompt_length=stage.data.max_prompt_length, overlong=stage.data.overlong), 256,
+                   accounts=True)]
 
 
-def _tokenize_preference(batch, tokenizer_dir: str, max_length: int, max_prompt_length: int | None):
-    return T.tokenize_preference_batch(batch, cached_tokenizer(tokenizer_dir), max_length, max_prompt_length)
+def _tokenize_preference(batch, tokenizer_dir: str, max_length: int, max_prompt_length: int | None,
+                         overlong: str = "drop"):
+    return T.tokenize_preference_batch(batch, cached_tokenizer(tokenizer_dir), max_length, max_prompt_length,
+                                       overlong)
 
 
 def reference_logps(model_dir: str, rows: list[dict], pad_token_id: int, max_length: int,

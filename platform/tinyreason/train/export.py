@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from tinyreason.model.plain_jinja import PLAIN_TEMPLATE, write_plain_template
 from tinyreason.train.job import StageJob
 from tinyreason.train.worker import is_rank_zero
 
 
 def export_model(trainer, tok, job: StageJob) -> None:
-    """Save the stage's model as a Hugging Face dir (safetensors + tokenizer + template),
-    then publish it and the logs to storage, where the driver and the next stage read them.
+    """Save the stage's model as a Hugging Face dir (safetensors + tokenizer + template, and the
+    template in plain Jinja2 as `chat_template.plain.jinja` for llama.cpp and servers, checked to
+    render as transformers does), then publish it and the logs to storage, where the driver and the
+    next stage read them.
 
     Every rank calls this: under ZeRO-3 the weights are gathered collectively.
     """
@@ -17,5 +20,7 @@ def export_model(trainer, tok, job: StageJob) -> None:
         # training_args.bin is a pickle; the manifest holds the same settings as JSON
         (job.output.model_dir / "training_args.bin").unlink(missing_ok=True)
         tok.save_pretrained(job.export_dir)
+        if tok.chat_template:
+            write_plain_template(tok, job.output.model_dir / PLAIN_TEMPLATE)
         trainer.model.generation_config.save_pretrained(job.export_dir)
         job.output.publish_training()

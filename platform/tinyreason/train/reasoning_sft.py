@@ -1,10 +1,11 @@
 """Stage kind `reasoning_sft`: SFT on `<think>...</think>` traces (paper stage 2).
 
 Differs from `sft` in its rows and tokenizer only: every final assistant turn opens with
-a well-formed think block (the `reasoning` row schema), `<think>` and `</think>` become
-single special tokens (embeddings grown, new rows at the mean embedding), and our ChatML
-template with `{% generation %}` markers is enforced, so the trace and the answer after
-it are both trained on and nothing else is. The worker loop is sft's.
+a well-formed think block (the `reasoning` row schema), and `<think>` and `</think>` are
+single tokens: the family's own where it has them (Qwen3's ids are reused), else added as
+special tokens (embeddings grown, new rows at the mean embedding). The model's own chat
+template stays (model/templates.py): the whole assistant turn, trace, answer and end of
+turn, is trained on and nothing else is. The worker loop is sft's.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def prepare_tokenizer(tok, stage: StageConfig):
-    tok = prepare_chat_tokenizer(tok, enforce_template=True)
+    tok = prepare_chat_tokenizer(tok)
     if stage.think_tokens:
         add_think_tokens(tok)
     return tok

@@ -46,15 +46,16 @@ def prepare_tokenizer(tok, stage: StageConfig):
 
 def tokenize_steps(tokenizer_dir: str, stage: StageConfig) -> list[T.Step]:
     """messages -> (input_ids, labels) -> packed sequences with boundaries."""
-    steps = [T.Step(partial(_tokenize_chat, tokenizer_dir=tokenizer_dir, max_length=stage.data.max_length), 256)]
+    steps = [T.Step(partial(_tokenize_chat, tokenizer_dir=tokenizer_dir, max_length=stage.data.max_length,
+                            overlong=stage.data.overlong), 256, accounts=True)]
     if stage.data.packing:
         # 2048 rows per packing batch: BFD over that many chat-length rows fills >97% of slots
         return steps + [T.Step(partial(T.pack_batch, max_length=stage.data.max_length), 2048)]
     return steps + [T.Step(T.single_batch, 1024)]
 
 
-def _tokenize_chat(batch, tokenizer_dir: str, max_length: int):
-    return T.tokenize_chat_batch(batch, cached_tokenizer(tokenizer_dir), max_length)
+def _tokenize_chat(batch, tokenizer_dir: str, max_length: int, overlong: str = "drop"):
+    return T.tokenize_chat_batch(batch, cached_tokenizer(tokenizer_dir), max_length, overlong)
 
 
 def train_loop_per_worker(config: dict) -> None:

@@ -18,6 +18,7 @@ from transformers import AutoTokenizer, TrainerCallback
 
 from tinyreason.data.batching import RowBatchSampler, TokenBudgetSampler, token_budget_batches
 from tinyreason.model.presets import fit_embeddings, load_model
+from tinyreason.model.templates import align_generation
 from tinyreason.model.varlen import is_varlen
 from tinyreason.train import elastic
 from tinyreason.train.job import StageJob
@@ -28,11 +29,13 @@ if TYPE_CHECKING:
 
 def load_tokenizer_and_model(job: StageJob):
     """The stage's prepared tokenizer and its parent's weights (safetensors only), the
-    embedding matrix grown to the tokenizer when the stage added tokens (<think>)."""
+    embedding matrix grown to the tokenizer when the stage added tokens (<think>), and its
+    generation config stopping at the tokenizer's end of turn (saved with the export)."""
     tok = AutoTokenizer.from_pretrained(job.local(job.tokenizer_dir))
     model = load_model(job.local(job.parent_model), job.trust_remote_code, job.attn_implementation,
                        revision=job.parent_revision)
     fit_embeddings(model, len(tok))
+    align_generation(model, tok)
     return tok, model
 
 
