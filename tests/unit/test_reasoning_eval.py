@@ -127,7 +127,8 @@ def test_new_settings_change_the_evaluation_cache_key():
 
     base = digest(EvalConfig().model_dump())
     changed = [EvalConfig(thinking={"budget": 8}), EvalConfig(thinking={"mode": "off"}),
-               EvalConfig(decoding={"decoding": "greedy"}), EvalConfig(prompt={"chat_template": "model"}),
+               EvalConfig(decoding={"decoding": "greedy"}), EvalConfig(prompt={"chat_template": "platform"}),
+               EvalConfig(prompt={"system_prompt": "Be exact."}),
                EvalConfig(benchmarks={"tasks": [{"task": "x", "repeats": 2}]})]
     assert base not in {digest(c.model_dump()) for c in changed}
 
@@ -187,6 +188,9 @@ def test_report_section_shows_thinking_on_vs_off_per_reasoning_stage_and_the_con
     assert "| reasoning | heldout/accuracy | 0.400 | 0.100 | +0.300 | 20.0% | 0.0% |" in md
     assert "| reasoning | gsm8k | 0.300 | 0.200 | +0.100 | 20.0% | 0.0% |" in md
     assert "| reasoning | gsm8k | 8 | 0.300 ± 0.050 | 0.400 ± 0.150 |" in md
-    assert 'system prompt "You are a helpful assistant' in md and "tinyreason's ChatML template" in md
+    assert "the system prompt it trained with" in md and "its own saved chat template" in md
+    md = "\n".join(reasoning_section(evals, ev.model_copy(update={"prompt": PromptConfig(
+        system_prompt="Be exact.", chat_template="platform")})))
+    assert 'system prompt "Be exact."' in md and "tinyreason's ChatML template" in md
     assert "- gsm8k: temperature 0.6, top-p 0.95, seed 0, 8 samples per problem" in md
     assert "- ifeval: greedy" in md

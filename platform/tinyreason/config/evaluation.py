@@ -137,11 +137,13 @@ class ThinkingConfig(Strict):
 class PromptConfig(Strict):
     """The prompt conditions every model of the table is scored under, base included."""
 
-    # A system turn given to every model. Not empty: lm-eval drops an empty one, and then each chat
-    # template inserts its own default (SmolLM2's names itself; ours is SYSTEM_PROMPT).
-    system_prompt: str = Field(SYSTEM_PROMPT, min_length=1)
-    # model: each model's own saved template, the one its stages trained with (model/templates.py), so
-    # base and stages share it; platform: tinyreason's ChatML template for every model of the table
+    # None: the prompt each model trained with. Its saved template inserts model.system_prompt (or the
+    # family's default), which base and stages share, since the stages keep the base's template
+    # (model/templates.py). A string: this system turn for every model, overriding that. Not empty:
+    # lm-eval drops an empty one, and then each template would insert its own default.
+    system_prompt: str | None = Field(None, min_length=1)
+    # model: each model's own saved template, the one its stages trained with, so base and stages
+    # share it; platform: tinyreason's ChatML template for every model of the table
     chat_template: Literal["platform", "model"] = "model"
 
 

@@ -319,7 +319,7 @@ def _evaluate(lm, groups: dict[tuple, list], bench: BenchmarkConfig, prompt: Pro
             runs.append(lm_eval.simple_evaluate(
                 model=lm, tasks=objs, num_fewshot=fewshot, limit=limit, batch_size=bench.batch_size,
                 apply_chat_template=bench.apply_chat_template, fewshot_as_multiturn=bench.fewshot_as_multiturn,
-                system_instruction=prompt.system_prompt,  # one system turn for every model: the table compares
+                system_instruction=prompt.system_prompt,  # None: the template inserts the trained one
                 log_samples=True, bootstrap_iters=BOOTSTRAP_ITERS, task_manager=tm, random_seed=seed,
                 numpy_random_seed=1234 + seed, torch_random_seed=1234 + seed, fewshot_random_seed=1234 + seed))
         except Exception as e:

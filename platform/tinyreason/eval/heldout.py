@@ -39,14 +39,15 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: in
 
 
 def chat_prompts(tok, questions: list[str], prompt: PromptConfig | None = None) -> list[str]:
-    """Each question as a user turn after the evaluation's system turn, in the chat template the
+    """Each question as a user turn after the evaluation's system turn (none: the template inserts
+    the one the model trained with), in the chat template the
     evaluation names: tinyreason's, or the model's own rendered as in training (model/templates.py:
     the family's fixed render kwargs such as Llama-3's date)."""
     prompt = prompt or PromptConfig()
     template = CHAT_TEMPLATE if prompt.chat_template == "platform" else None
     kwargs = render_kwargs(tok.chat_template) if template is None else {}
-    return [tok.apply_chat_template([{"role": "system", "content": prompt.system_prompt},
-                                     {"role": "user", "content": q}], chat_template=template, tokenize=False,
+    system = [{"role": "system", "content": prompt.system_prompt}] if prompt.system_prompt else []
+    return [tok.apply_chat_template(system + [{"role": "user", "content": q}], chat_template=template, tokenize=False,
                                     add_generation_prompt=True, **kwargs)
             for q in questions]
 

@@ -77,10 +77,12 @@ def _score(entry: dict | None) -> str:
 def conditions(ev: EvalConfig) -> list[str]:
     """The scoring conditions, named: the same for every column of the benchmark table."""
     template = ("tinyreason's ChatML template" if ev.prompt.chat_template == "platform"
-                else "each model's own chat template (columns may differ in prompt)")
+                else "its own saved chat template, the one its stages trained with")
+    system = (f"the system prompt \"{ev.prompt.system_prompt}\"" if ev.prompt.system_prompt
+              else "the system prompt it trained with (model.system_prompt, or its template's default)")
     budget = f"a budget of {ev.thinking.budget} thinking tokens" if ev.thinking.budget else "no thinking budget"
     lines = ["## Scoring conditions", "",
-             f"Every model, the base included, is scored with the system prompt \"{ev.prompt.system_prompt}\" "
+             f"Every model, the base included, is scored with {system} "
              f"and {template}; thinking mode `{ev.thinking.mode}`, {budget}.", "",
              f"- held-out probe: {_decoding(ev.decoding.sampling())}, seed {ev.decoding.seed}, "
              f"up to {ev.max_new_tokens} new tokens"]
