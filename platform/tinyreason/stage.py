@@ -19,6 +19,7 @@ from tinyreason.config.experiment import StageConfig
 from tinyreason.context import RunContext
 from tinyreason.data import tokenize as T
 from tinyreason.data.blend import Blend
+from tinyreason.model import presets
 from tinyreason.model.tokenizer import load_tokenizer
 from tinyreason.outputs import METRICS, ModelRef, StageOutput, digest
 from tinyreason.train import launch, registry
@@ -100,6 +101,9 @@ def run_stage(ctx: RunContext, index: int, stage: StageConfig, parent: ModelRef,
     manifest = stage_manifest(stage, key, parent, blend, out, n_rows, time.time() - t0)
     manifest["checkpoints"] = best_and_kept(ctx.store.filesystem, out.ray_run_fs_path, stage.checkpoints.mode)
     manifest["resumed"] = resumed
+    origin = presets.weights_origin(ctx.cfg.model.preset, ctx.cfg.model.name_or_path)
+    if origin:  # a de-quantized GGUF base: every card downstream of it says so
+        manifest["base_weights"] = origin
     review = registry.get(stage.kind).review
     manifest["review"] = review(manifest["summary"], out.metrics()) if review else []
     for line in manifest["review"]:
@@ -203,5 +207,7 @@ def write_model_card(out: StageOutput, manifest: dict) -> None:
         f"Loss {s.get('loss_first', float('nan')):.3f} -> {s.get('loss_last', float('nan')):.3f} over "
         f"{s.get('steps', 0)} steps. Full config and metrics: `../manifest.json`.\n"
     )
+    if manifest.get("base_weights"):
+        card += f"\nBase weights: {manifest['base_weights']}.\n"
     out.write_text("model/README.md", card)
     out.write_json("model/tinyreason_manifest.json", manifest)
