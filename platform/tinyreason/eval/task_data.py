@@ -86,10 +86,11 @@ def task_index(names: list[str], include_dirs: list[str]) -> dict:
     if not missing:
         return local
     families = lm_eval_families(missing)
-    if families:
-        narrowed = TaskManager(include_path=[*families, *include_dirs], include_defaults=False).task_index
-        if all(n in narrowed and not unresolved(n, narrowed) for n in names):
-            return narrowed
+    if not families:  # defined nowhere in lm-eval: the card names it, the harness will too
+        return local
+    narrowed = TaskManager(include_path=[*families, *include_dirs], include_defaults=False).task_index
+    if all(n in narrowed and not unresolved(n, narrowed) for n in names):
+        return narrowed
     return TaskManager(include_path=include_dirs or None).task_index  # a group that spans families
 
 
