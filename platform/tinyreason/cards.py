@@ -114,6 +114,8 @@ def model_card(manifest: dict, blend: dict | None = None, evaluation: dict | Non
     else:
         lines += ["Not evaluated yet.", ""]
     lines += ["## Training", "", _training_table(manifest), ""]
+    if manifest.get("base_weights"):  # a de-quantized GGUF base: every card downstream of it says so
+        lines += [f"Base weights: {manifest['base_weights']}.", ""]
     b = manifest["blend"]
     lines += ["## Data", "", f"Blend `{b['name']}`: {b['rows']:,} rows, content hash `{b['content_hash']}`.", ""]
     if blend:

@@ -45,17 +45,18 @@ def sft(ray_local, tmp_path_factory):
 def test_counts_caps_and_reject_reasons_per_source(sft):
     got = [(s["read"], s["kept"], s["rejected"]) for s in sft.manifest["sources"]]
     assert got == [
-        (25, 21, {"bad_json": 1, "bad_turn_order": 1, "empty_content": 1, "last_not_assistant": 1}),
+        (27, 21, {"bad_json": 1, "bad_turn_order": 1, "empty_content": 1, "last_not_assistant": 1,
+                  "think_in_chat": 2}),
         (14, 12, {"empty_content": 1, "unknown_role": 1}),
         (6, 6, {}),
         (13, 12, {"last_not_assistant": 1}),
         (30, 30, {}),
     ]
-    assert sft.rows == 81 == len(rows_of(sft)) and sft.manifest["rejected_total"] == 7
+    assert sft.rows == 81 == len(rows_of(sft)) and sft.manifest["rejected_total"] == 9
     assert sft.manifest["sources"][2]["requested"] == 6
     samples = [json.loads(line) for line in (sft.path / "rejected.jsonl").read_text().splitlines()]
     assert {s["reason"] for s in samples} == {"bad_json", "bad_turn_order", "empty_content", "last_not_assistant",
-                                              "unknown_role"}
+                                              "unknown_role", "think_in_chat"}
 
 
 def test_every_row_is_canonical_and_carries_its_provenance(sft):

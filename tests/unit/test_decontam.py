@@ -122,12 +122,15 @@ def test_decontaminator_for_the_default_config_covers_every_eval_set():
     from tinyreason.eval.tasks import N_HELDOUT
 
     cfg = load_config("configs/default.yaml")
-    d = decontaminator_for(cfg.evaluation)
-    assert (d.n, d.threshold) == (D.SYNTHETIC_N, D.SYNTHETIC_THRESHOLD)
+    suite = decontaminator_for(cfg.evaluation)
+    [d] = suite.sets
+    assert (d.n, d.threshold) == (D.SYNTHETIC_N, D.SYNTHETIC_THRESHOLD) and not suite.unreadable
     # the probe (100) and the built-in lm-eval tasks (200) share one held-out stream
     assert len(d.texts) == max(cfg.evaluation.heldout_problems, N_HELDOUT)
     cfg.evaluation.decontamination.files = [str(F / "benchmark.jsonl")]
     with_files = decontaminator_for(cfg.evaluation)
-    assert with_files.n == D.DEFAULT_N and len(with_files.texts) == len(d.texts) + 4
+    # each set keeps its own n-gram settings: 8-grams for synthetic problems, 13 for benchmark items
+    assert [(s.n, len(s.texts)) for s in with_files.sets] == [(D.SYNTHETIC_N, len(d.texts)), (D.DEFAULT_N, 4)]
+    assert with_files.sets[1].name == f"file {F / 'benchmark.jsonl'}" and with_files.key != suite.key
     cfg.evaluation.decontamination.enabled = False
     assert decontaminator_for(cfg.evaluation) is None

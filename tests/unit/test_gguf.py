@@ -58,9 +58,9 @@ def _write_gguf(path, arch, chat_template=None):
 
 
 @pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
-    source = _real()
-    return source, tg.convert(source, tmp_path_factory.mktemp("smollm2") / "model")
+def smollm2(smollm2_base):
+    """The session's one conversion (tests/conftest.py: the platform's base.convert_gguf)."""
+    return _real(), smollm2_base[1].path
 
 
 def test_smollm2_converts_to_a_safetensors_dir_with_the_gguf_models_logits(smollm2):
@@ -71,7 +71,7 @@ def test_smollm2_converts_to_a_safetensors_dir_with_the_gguf_models_logits(smoll
     # convert reloads the saved dir and compares logits with the GGUF-loaded model before the rename
     assert record["logit_check"]["max_abs_diff"] <= tg.CHECK_TOLERANCE
     assert record["parameters"] == 134_515_008 and record["gguf"]["architecture"] == "llama"
-    assert not out.with_name("model.tmp").exists()
+    assert not out.with_name(out.name + ".tmp").exists()
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == ["LlamaForCausalLM"] and "quantization_config" not in config
     assert (out / "generation_config.json").is_file()

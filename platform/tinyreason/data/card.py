@@ -47,17 +47,36 @@ def revisions_note(manifest: dict) -> str:
     return text.strip()
 
 
+def _matched(d: dict) -> str:
+    return "".join(f"\n- {m['rows']} row(s) matching item {m['item']}: {m['text']!r}" for m in d.get("matched_items", []))
+
+
+def decontamination_section(d: dict, removed: int) -> str:
+    """One evaluation set (a Decontaminator) as a sentence; several (a DecontaminationSuite) as a
+    table of rows removed per set, then the configured sets whose data could not be read here."""
+    if "sets" not in d:
+        how = (f" ({d['items']} items, {d['n']}-word n-grams; a row is removed when it holds {d['threshold']:.0%} of "
+               "one item's n-grams)") if "n" in d else ""
+        return f"Against {d['eval_set']}{how}: {removed} rows removed." + _matched(d)
+    lines = [f"Against {len(d['sets'])} evaluation set(s) with local data: {removed} rows removed. A row is removed "
+             "when it holds the threshold share of one item's word n-grams."]
+    if d["sets"]:
+        lines += ["", "| evaluation set | items | n-gram | threshold | rows removed |", "| --- | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {s['eval_set']} | {s['items']:,} | {s['n']} | {s['threshold']:.0%} | {s['rows_removed']} |"
+                  for s in d["sets"]]
+        lines += [f"\n{s['eval_set']}:{_matched(s)}" for s in d["sets"] if s.get("matched_items")]
+    if d.get("unreadable"):
+        lines += ["", "Not checked, because their data cannot be read on this machine:"]
+        lines += [f"- {u['name']}: {u['why']}" for u in d["unreadable"]]
+    return "\n".join(lines)
+
+
 def render_card(manifest: dict) -> str:
     counts = sum((collections.Counter(s["rejected"]) for s in manifest["sources"]), collections.Counter())
     reasons = "\n".join(f"- `{r}` ({n}): {schema.REASONS.get(r) or EXTRA_REASONS.get(r, r)}"
                         for r, n in sorted(counts.items())) or "- none"
     d = manifest.get("decontamination")
-    decon = "Not run for this blend."
-    if d:
-        how = (f" ({d['items']} items, {d['n']}-word n-grams; a row is removed when it holds {d['threshold']:.0%} of "
-               "one item's n-grams)") if "n" in d else ""
-        decon = (f"Against {d['eval_set']}{how}: {manifest['decontaminated_total']} rows removed." + "".join(
-            f"\n- {m['rows']} row(s) matching item {m['item']}: {m['text']!r}" for m in d.get("matched_items", [])))
+    decon = "Not run for this blend." if not d else decontamination_section(d, manifest["decontaminated_total"])
     pins = revisions_note(manifest) + "\n\n" if revisions_note(manifest) else ""
     held = f" (+{manifest['heldout_rows']:,} held out in `heldout/`)" if manifest.get("heldout_rows") else ""
     think = {"reject": " Assistant turns with a `<think>` block are rejected (`think_in_chat`): this chat stage "

@@ -223,3 +223,30 @@ class Decontaminator:
         self.matched = collections.Counter(h["_decon"] for h in hits)
         counts = collections.Counter(h["_source_id"] for h in hits)
         return marked.filter(expr=col("_decon") < 0).drop_columns(["_decon"]), counts
+
+
+class DecontaminationSuite:
+    """Several named evaluation sets, each matched with its own n-gram settings (8-grams for
+    short synthetic problems, 13-grams for benchmark items), plus the configured sets whose
+    data cannot be read here, named so the card can say so. Same interface as a
+    Decontaminator: `suite(ds) -> (ds, Counter{source index: removed})`, `.key`, `describe()`.
+    A row is counted against the first set it matches, in order."""
+
+    def __init__(self, sets: list[Decontaminator], unreadable: list[dict] | None = None):
+        self.sets, self.unreadable = list(sets), list(unreadable or [])
+        spec = {"v": 1, "sets": [d.key for d in self.sets], "unreadable": sorted(u["name"] for u in self.unreadable)}
+        self.key = hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
+        self.removed: dict[str, int] = {}
+
+    def __call__(self, ds):
+        total: collections.Counter = collections.Counter()
+        for d in self.sets:
+            ds, counts = d(ds)
+            self.removed[d.name] = sum(counts.values())
+            total += counts
+        return ds, total
+
+    def describe(self) -> dict:
+        sets = [{**d.describe(), "rows_removed": self.removed.get(d.name, 0)} for d in self.sets]
+        return {"eval_set": " + ".join(d.name for d in self.sets) or "no evaluation set with local data",
+                "sets": sets, "unreadable": self.unreadable, "key": self.key}

