@@ -88,6 +88,7 @@ def test_a_gguf_without_a_chat_template_fails_for_a_chat_stage_only(tmp_path):
     tok = tmp_path / "tok"
     tok.mkdir()
     (tok / "tokenizer.json").write_text("{}")
+    (tok / "tokenizer_config.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}))
     assert load_config(_config(tmp_path, {"name_or_path": str(path)}, tokenizer={"path": str(tok)}))
 
 
