@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from tinyreason.base import prepare_base
+from tinyreason.base import prepare_base, start_of
 from tinyreason.config.experiment import ExperimentConfig
 from tinyreason.config.loading import dump_config
 from tinyreason.context import RunContext
@@ -46,7 +46,9 @@ def run_curriculum(cfg: ExperimentConfig, run: RunRecord | None = None, ctx: Run
     for stage in cfg.stages:  # before hours of stage 1, not when stage 3 cannot be scheduled
         launch.check_resources(stage)
 
+    ctx.check_references()  # teachers on the hub load here: before stage 1, not after it
     base = prepare_base(ctx)
+    ctx.models["base"] = base
     log.info("base model: %s", _short(ctx, base))
     base_eval = None
     # The base is scored on the first pretrain stage's held-out documents too: the "before" of its perplexity
@@ -55,10 +57,10 @@ def run_curriculum(cfg: ExperimentConfig, run: RunRecord | None = None, ctx: Run
         base_eval = evaluate(ctx, base, ctx.outputs.base_evals(base.key), stage=first_pretrain)
         _log_scores("base", base_eval)
 
-    outcomes, parent = [], base
+    outcomes, previous = [], base
     record = run.stages_record()  # the last run's stages, updated as each one completes
     for i, stage in enumerate(cfg.stages):
-        outcome = run_stage(ctx, i, stage, parent)
+        outcome = run_stage(ctx, i, stage, start_of(ctx, stage, previous))
         outcome.reason = why_trained(record.get(stage.name), outcome)
         log.info("%s: %s", label(ctx, i, stage), "reused (unchanged since its last run)" if outcome.cached
                  else f"trained because {outcome.reason}")
@@ -68,7 +70,7 @@ def run_curriculum(cfg: ExperimentConfig, run: RunRecord | None = None, ctx: Run
             outcome.evaluation = evaluate(ctx, outcome.model, outcome.output, stage=stage)
             _log_scores(label(ctx, i, stage), outcome.evaluation)
         outcomes.append(outcome)
-        parent = outcome.model
+        previous = outcome.model
     return CurriculumResult(cfg, run, base, base_eval, outcomes)
 
 

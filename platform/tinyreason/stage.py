@@ -21,7 +21,7 @@ from tinyreason.data import tokenize as T
 from tinyreason.data.blend import Blend
 from tinyreason.model.tokenizer import load_tokenizer
 from tinyreason.outputs import METRICS, ModelRef, StageOutput, digest
-from tinyreason.train import launch, registry
+from tinyreason.train import launch, lora, registry
 from tinyreason.train.checkpoints import best_and_kept, list_saved
 from tinyreason.train.job import StageJob
 
@@ -49,9 +49,14 @@ class StageOutcome:
         return self.output.model_ref(self.stage.name, self.manifest["key"])
 
 
-def stage_key(stage: StageConfig, parent: ModelRef, blend: Blend, seed: int) -> str:
-    return digest({"stage": stage.model_dump(mode="json"), "parent": parent.key, "blend": blend.manifest["key"],
-                   "seed": seed})
+def stage_key(stage: StageConfig, parent: ModelRef, blend: Blend, seed: int,
+              inputs: dict[str, ModelRef] | None = None) -> str:
+    """The content key of a stage's output; the models it reads besides its parent (a teacher)
+    enter it by their own keys."""
+    spec = {"stage": stage.model_dump(mode="json"), "parent": parent.key, "blend": blend.manifest["key"], "seed": seed}
+    if inputs:
+        spec["inputs"] = {role: ref.key for role, ref in sorted(inputs.items())}
+    return digest(spec)
 
 
 def label(ctx: RunContext, index: int, stage: StageConfig) -> str:
@@ -66,14 +71,19 @@ def run_stage(ctx: RunContext, index: int, stage: StageConfig, parent: ModelRef,
     tokenized rows) and Ray Train `callbacks` (to forward reports to Tune).
     """
     prefix = label(ctx, index, stage)
+    kind = registry.get(stage.kind)
+    inputs = {role: ctx.resolve_model(ref, f"{prefix}: {role}")
+              for role, ref in (kind.inputs(stage) if kind.inputs else {}).items()}
     blend = ctx.blend(stage)
     log.debug("%s: blend %s rows%s at %s", prefix, f"{blend.rows:,}", " (cached)" if blend.cached else "",
               blend.path.name)
-    key = stage_key(stage, parent, blend, ctx.cfg.seed)
+    key = stage_key(stage, parent, blend, ctx.cfg.seed, inputs)
     out = ctx.outputs.stage(index, stage.name, key)
     if out.complete():
         log.debug("%s: already complete, reusing %s", prefix, out.shown())
-        return StageOutcome(index, stage, out, out.manifest(), True, metrics=out.metrics())
+        outcome = StageOutcome(index, stage, out, out.manifest(), True, metrics=out.metrics())
+        ctx.models[stage.name] = outcome.model
+        return outcome
 
     launch.check_resources(stage)
     tok_dir = prepare_tokenizer(ctx, stage, parent, out)
@@ -88,8 +98,12 @@ def run_stage(ctx: RunContext, index: int, stage: StageConfig, parent: ModelRef,
     job_fields = dict(stage=stage, parent_model=parent.path, tokenizer_dir=tok_dir, output=out,
                       trust_remote_code=ctx.cfg.model.trust_remote_code,
                       attn_implementation=ctx.cfg.model.attn_implementation, run_name=f"{ctx.cfg.name}/{stage.name}",
-                      env=ctx.tracking_env(tags=[stage.kind, ctx.cfg.name]))
+                      env=ctx.tracking_env(tags=[stage.kind, ctx.cfg.name]),
+                      inputs={role: ref.path for role, ref in inputs.items()})
     job = StageJob(**{**job_fields, **(job_overrides or {})})
+    if kind.preflight is not None:
+        kind.preflight(job)  # what only the prepared tokenizer and the resolved inputs tell, before any worker
+    lora.preflight(job)  # the adapter's target modules exist in the parent itself
     log.info("%s: training on %d worker(s), %s sequences of <= %d tokens", prefix, stage.scaling.num_workers,
              f"{n_rows:,}", stage.data.max_length)
     t0 = time.time()
@@ -100,6 +114,8 @@ def run_stage(ctx: RunContext, index: int, stage: StageConfig, parent: ModelRef,
     manifest = stage_manifest(stage, key, parent, blend, out, n_rows, time.time() - t0)
     manifest["checkpoints"] = best_and_kept(ctx.store.filesystem, out.ray_run_fs_path, stage.checkpoints.mode)
     manifest["resumed"] = resumed
+    if inputs:
+        manifest["inputs"] = {role: {"name": r.name, "path": r.path, "key": r.key} for role, r in inputs.items()}
     review = registry.get(stage.kind).review
     manifest["review"] = review(manifest["summary"], out.metrics()) if review else []
     for line in manifest["review"]:
@@ -109,7 +125,9 @@ def run_stage(ctx: RunContext, index: int, stage: StageConfig, parent: ModelRef,
     s = manifest["summary"]
     log.info("%s: done in %.0f s; loss %.3f -> %.3f%s", prefix, manifest["train_seconds"], s.get("loss_first", 0),
              s.get("loss_last", 0), f", {s['tokens_per_s']:,.0f} tokens/s" if "tokens_per_s" in s else "")
-    return StageOutcome(index, stage, out, manifest, False, resumed=resumed, metrics=out.metrics())
+    outcome = StageOutcome(index, stage, out, manifest, False, resumed=resumed, metrics=out.metrics())
+    ctx.models[stage.name] = outcome.model
+    return outcome
 
 
 def prepare_tokenizer(ctx: RunContext, stage: StageConfig, parent: ModelRef, out: StageOutput) -> str:

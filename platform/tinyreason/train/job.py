@@ -4,7 +4,7 @@ pickled to each Ray Train worker); a worker's loop starts with `worker.begin_wor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tinyreason.outputs import StageOutput
@@ -28,6 +28,7 @@ class StageJob:
     env: dict | None = None  # tracking environment (wandb group, mode, dir); never secrets
     report_every_log: bool = False  # sweeps: every log goes to Ray Train so Tune schedulers see it
     progress: ProgressBoard | None = None  # where rank 0 posts its step for the driver's progress bar
+    inputs: dict[str, str] = field(default_factory=dict)  # other models the kind reads, by role (StageKind.inputs)
 
     def local(self, path: str) -> str:
         """An input path (parent model, tokenizer) readable on this worker's node."""
