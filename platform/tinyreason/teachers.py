@@ -61,21 +61,24 @@ class TeacherReader:
         start = time.perf_counter()
         ds = teacher.generate(prompts, t.spec, model_dir, self.trust_remote_code).materialize()
         seconds = time.perf_counter() - start
-        stats = ds.select_columns(["_tokens", "_actor"]).to_pandas()
-        tokens = int(stats["_tokens"].sum())
+        stats = ds.select_columns(teacher.STATS).to_pandas()
+        tokens, busy = int(stats["_tokens"].sum()), float(stats["_seconds"].sum())
         self.made[index] = {
             "source": index, "model": t.model.name, "path": t.model.path, "key": t.model.key,
             "prompts": {"blend": t.prompts.path.name, "rows": prompts.num_rows},
             "num_samples": t.spec.num_samples, "temperature": t.spec.temperature, "top_p": t.spec.top_p,
             "max_new_tokens": t.spec.max_new_tokens, "filters": t.spec.filters.model_dump(),
+            # wall clock from the first actor's start to the last sample, model loads included; and
+            # inside generate() alone, summed over actors (what one actor makes per second of work)
             "generated": len(stats), "tokens": tokens, "seconds": round(seconds, 2),
             "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else 0.0,
+            "generate_seconds": round(busy, 2), "tokens_per_actor_s": round(tokens / busy, 1) if busy > 0 else 0.0,
             "actors": {a: int(n) for a, n in stats["_actor"].value_counts().sort_index().items()},
         }
         log.info("teacher %s: %s samples, %s tokens in %.1f s (%s tokens/s) on %d actors", t.model.name,
                  f"{len(stats):,}", f"{tokens:,}", seconds, f"{tokens / max(seconds, 1e-9):,.0f}",
                  len(self.made[index]["actors"]))
-        return ds.drop_columns(["_tokens", "_actor"])
+        return ds.drop_columns(teacher.STATS)
 
     def describe(self) -> dict:
         return {"teachers": [self.made[i] for i in sorted(self.made)]}

@@ -64,15 +64,18 @@ def teacher_section(manifest: dict) -> str:
     if not teachers:
         return ""
     lines = ["## Teacher generation\n",
-             "| source | teacher | key | prompts | samples/prompt | temperature | generated | filtered | kept | "
-             "tokens | tokens/s | actors |", "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
+             "| source | teacher | key | prompts | samples/prompt | temperature | generated | filtered | kept | tokens "
+             "| tokens/s | tokens/s per actor generating | actors |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for t in teachers:
         src = manifest["sources"][t["source"]]
         filtered = ", ".join(f"{k}: {v}" for k, v in sorted(src["rejected"].items()) if k.startswith("teacher_"))
         lines.append(f"| {t['source']} | {t['model']} | `{t['key']}` | {t['prompts']['rows']:,} | {t['num_samples']} "
                      f"| {t['temperature']} | {t['generated']:,} | {filtered or '0'} | {src['kept']:,} "
-                     f"| {t['tokens']:,} | {t['tokens_per_s']:,.0f} | {len(t['actors'])} |")
+                     f"| {t['tokens']:,} | {t['tokens_per_s']:,.0f} | {t.get('tokens_per_actor_s', 0):,.0f} "
+                     f"| {len(t['actors'])} |")
     lines.append("\nKept samples are chat rows: the prompt's messages and the teacher's answer. Samples dropped by a "
-                 "filter are counted above under their reason and sampled in `rejected.jsonl`; `kept` is after "
-                 "validation and decontamination too.\n\n")
+                 "filter are counted under their reason and sampled in `rejected.jsonl`; `kept` is after validation "
+                 "and decontamination too. tokens/s is wall clock from the pool's start (model loads included); per "
+                 "actor generating counts the time inside generate() only.\n\n")
     return "\n".join(lines)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 
 import ray
@@ -24,7 +25,8 @@ from tinyreason.config.sections import TeacherFilters, TeacherSource
 from tinyreason.data.tokenize import batch_of, rows_of
 
 FILTERED = "_filtered"  # why a generated sample was dropped, '' when kept (read by blend.clean_row)
-COLUMNS = ["messages", FILTERED, "_gold", "_answer", "_tokens", "_actor"]
+COLUMNS = ["messages", FILTERED, "_gold", "_answer", "_tokens", "_actor", "_seconds"]
+STATS = ["_tokens", "_actor", "_seconds"]  # per-sample bookkeeping the driver sums, then drops
 # Stable codes: the blend card prints these sentences next to their counts
 FILTER_REASONS = {
     "teacher_wrong": "The teacher's final answer does not match the prompt's gold answer (filters.correct).",
@@ -94,7 +96,9 @@ class TeacherActor:
         rows = rows_of(batch)
         texts = [self.tok.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True,
                                               **_template_kwargs(r)) for r in rows]
+        start = time.perf_counter()
         outs = self._sample(texts)
+        seconds = (time.perf_counter() - start) / max(len(outs), 1)  # the batch's generate time, per sample
         judged = []
         for i, row in enumerate(rows):
             for text, n_tokens, finished in outs[i * self.gen.num_samples:(i + 1) * self.gen.num_samples]:
@@ -102,7 +106,7 @@ class TeacherActor:
                 g = grade(text, row.get("answer") or "")
                 judged.append({"messages": [*row["prompt"], {"role": "assistant", "content": text}],
                                FILTERED: reason, "_gold": row.get("answer") or "", "_answer": g.answer or "",
-                               "_tokens": n_tokens, "_actor": self.pid})
+                               "_tokens": n_tokens, "_actor": self.pid, "_seconds": seconds})
         return batch_of(judged, COLUMNS)
 
     def _sample(self, texts: list[str]) -> list[tuple[str, int, bool]]:
