@@ -93,7 +93,7 @@ def _log_scores(who: str, evaluation: dict | None) -> None:
 def _record_of(outcome: StageOutcome) -> dict:
     m = outcome.manifest
     return {"key": m["key"], "config": m["config"], "blend": m["blend"]["key"], "parent": m["parent"]["key"],
-            "dir": outcome.output.rel}
+            "dir": outcome.output.rel, "inputs": {role: ref["key"] for role, ref in m.get("inputs", {}).items()}}
 
 
 def why_trained(previous: dict | None, outcome: StageOutcome) -> str:
@@ -117,6 +117,11 @@ def why_trained(previous: dict | None, outcome: StageOutcome) -> str:
         reasons.append("its blend changed (sources, filters or file contents)")
     if previous["parent"] != m["parent"]["key"]:
         reasons.append(f"its parent {m['parent']['name']} changed")
+    inputs = {role: ref["key"] for role, ref in m.get("inputs", {}).items()}
+    changed_inputs = sorted(r for r in set(inputs) | set(previous.get("inputs", {}))
+                            if inputs.get(r) != previous.get("inputs", {}).get(r))
+    if changed_inputs:
+        reasons.append(f"its {' and '.join(changed_inputs)} changed")
     if not reasons:
         reasons.append("its output was missing (deleted, or the seed changed)")
     return " and ".join(reasons) + resumed

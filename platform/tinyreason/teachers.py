@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import pyarrow.parquet as pq
 
@@ -39,13 +39,15 @@ class TeacherReader:
     """Serves a blend's teacher sources (the `reader` of data/blend.build_blend)."""
 
     teachers: dict[int, Teacher]
-    local_model: object = None  # storage path -> a path this process's actors read (Storage.localize)
+    # a storage path -> what an actor on any node reads (Storage.located: fetched there from object storage)
+    locate: Callable[[str], str] | None = None
     trust_remote_code: bool = False
     made: dict[int, dict] = field(default_factory=dict)
 
     @property
     def key(self) -> dict:
-        return {str(i): {"teacher": t.model.key, "prompts": t.prompts.manifest["key"]} for i, t in self.teachers.items()}
+        return {str(i): {"teacher": t.model.key, "prompts": t.prompts.manifest["key"]}
+                for i, t in self.teachers.items()}
 
     def serves(self, src: SourceConfig) -> bool:
         return src.teacher is not None
@@ -55,7 +57,7 @@ class TeacherReader:
         prompt is answered, and are gone before the blend's own tasks need them."""
         t = self.teachers[index]
         prompts = pq.read_table(t.prompts.data_dir)
-        model_dir = self.local_model(t.model.path) if self.local_model else t.model.path
+        model_dir = self.locate(t.model.path) if self.locate else t.model.path
         log.info("teacher %s answers %s prompts x %d samples", t.model.name, f"{prompts.num_rows:,}",
                  t.spec.num_samples)
         start = time.perf_counter()
@@ -97,4 +99,4 @@ def reader_for(ctx: RunContext, blend: BlendConfig, stage_name: str) -> TeacherR
                               prompts)
     if not teachers:
         return None
-    return TeacherReader(teachers, ctx.store.localize, ctx.cfg.model.trust_remote_code)
+    return TeacherReader(teachers, ctx.store.located, ctx.cfg.model.trust_remote_code)

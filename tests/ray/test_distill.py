@@ -168,3 +168,25 @@ def test_a_teacher_that_cannot_be_loaded_fails_before_training(ray_local, files,
     with pytest.raises(ValueError, match="student: teacher.model: model 'nobody/no-such-teacher' cannot be loaded"):
         run_curriculum(cfg)
     assert not (files / "runs" / "runs" / "hub" / "stages.json").exists()  # nothing trained
+
+
+def test_a_gguf_teacher_is_converted_and_a_foreign_vocabulary_refused_before_training(ray_local, files, tmp_path):
+    """A GGUF's vocabulary is read only once it is converted: the driver compares it with the
+    student's prepared tokenizer after the conversion and before any worker starts."""
+    from tinyreason.model.gguf_export import export
+
+    other = tmp_path / "other"
+    tok = prepare_chat_tokenizer(train_bpe((r["text"] for r in synthetic.pretrain_rows(500, 1)), 400, other))
+    torch.manual_seed(0)
+    init_model("micro", tok).save_pretrained(other)
+    tok.save_pretrained(other)
+    gguf = export(other, tmp_path / "other.f32.gguf", "f32")
+    stage = _distill_stage(files)
+    stage.update(parent="base", teacher={"model": str(gguf), "heldout_kl_rows": 0})
+    cfg = load_config(_config(tmp_path, files, stage, name="gguf-teacher"))  # a GGUF's vocabulary is not read here
+    with pytest.raises(ValueError, match=r"stage student: teacher '.*other.f32.gguf' and the student do not share a "
+                                         r"tokenizer \(the teacher has"):
+        run_curriculum(cfg)
+    converted = list((files / "runs" / "base").glob("gguf-*/gguf_source.json"))
+    assert converted  # converted once, kept for the next run
+    assert not list((files / "runs" / "stages").glob("00-student-*/model"))  # nothing trained

@@ -224,3 +224,13 @@ def test_token_kl_is_zero_against_itself_and_positive_against_another_model(tok)
     with torch.no_grad():
         assert token_kl(a, a, rows) == pytest.approx(0.0, abs=1e-6)
         assert token_kl(a, b, rows) > 0
+
+
+def test_a_student_retrained_because_its_teacher_changed_says_so():
+    from tinyreason.curriculum import StageOutcome, why_trained
+
+    config = {"trainer": {"learning_rate": 1e-3}}
+    previous = {"config": config, "blend": "b1", "parent": "p1", "inputs": {"teacher": "t1"}}
+    manifest = {"config": config, "blend": {"key": "b1"}, "parent": {"key": "p1", "name": "student-sft"},
+                "inputs": {"teacher": {"name": "reasoning", "path": "x", "key": "t2"}}}
+    assert why_trained(previous, StageOutcome(1, None, None, manifest, False)) == "its teacher changed"

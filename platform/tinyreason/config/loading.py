@@ -100,8 +100,8 @@ def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
     for i, stage in enumerate(cfg.stages):
         want = registry.get(stage.kind).schema
         for j, src in enumerate(stage.data.blend_config.sources):
-            _check_source(src, want, f"stages.{i}.data.blend.sources.{j}", f"a {stage.kind} stage ({stage.name}) trains on",
-                          source)
+            reader = f"a {stage.kind} stage ({stage.name}) trains on"
+            _check_source(src, want, f"stages.{i}.data.blend.sources.{j}", reader, source)
             for k, prompt in enumerate(src.teacher.prompts if src.teacher else []):
                 _check_source(prompt, "prompt", f"stages.{i}.data.blend.sources.{j}.teacher.prompts.{k}",
                               "a teacher source answers", source)

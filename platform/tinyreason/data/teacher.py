@@ -23,6 +23,7 @@ import ray.data
 from tinyreason.answers import grade, split_thinking
 from tinyreason.config.sections import TeacherFilters, TeacherSource
 from tinyreason.data.tokenize import batch_of, rows_of
+from tinyreason.storage import resolve
 
 FILTERED = "_filtered"  # why a generated sample was dropped, '' when kept (read by blend.clean_row)
 COLUMNS = ["messages", FILTERED, "_gold", "_answer", "_tokens", "_actor", "_seconds"]
@@ -84,11 +85,12 @@ class TeacherActor:
         self.device = "cuda" if gen.use_gpu and torch.cuda.is_available() else "cpu"
         if self.device == "cpu":
             torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
-        self.tok = AutoTokenizer.from_pretrained(gen.model_dir, trust_remote_code=gen.trust_remote_code)
+        model_dir = resolve(gen.model_dir)  # on object storage: fetched into this node's mirror
+        self.tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=gen.trust_remote_code)
         self.tok.padding_side = "left"  # decoder-only generation continues from the right edge
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
-        self.model = load_model(gen.model_dir, gen.trust_remote_code).to(self.device).eval()
+        self.model = load_model(model_dir, gen.trust_remote_code).to(self.device).eval()
         self.eos = self.tok.convert_tokens_to_ids(self.tok.eos_token)
         self.pid = f"{os.uname().nodename}:{os.getpid()}"
 
