@@ -231,6 +231,11 @@ class CpuWatcher:
             seen = len(lines)
 
 
+def train_worker_pids() -> list[int]:
+    """This process's Ray Train worker processes (bench_lora reads their peak memory)."""
+    return _train_worker_pids()
+
+
 def _train_worker_pids() -> list[int]:
     pids = []
     for d in Path("/proc").iterdir():

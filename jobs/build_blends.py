@@ -20,9 +20,12 @@ from tinyreason.runtime import fail, init_ray  # noqa: E402
 
 
 def _targets(args):
-    """(label, BlendConfig, row schema, out_dir, seed, decontaminator, think policy) for each blend to build."""
+    """(label, BlendConfig, row schema, out_dir, seed, decontaminator, think policy, reader) for each blend to
+    build. `reader()`, called once Ray runs, makes the reader of a blend's teacher sources (tinyreason/teachers.py)."""
+    from tinyreason import teachers
     from tinyreason.config.base import ConfigError
     from tinyreason.config.loading import load_blend, load_config
+    from tinyreason.context import RunContext
     from tinyreason.data import decontam
     from tinyreason.eval.sets import decontaminator_for
     from tinyreason.train import registry
@@ -37,7 +40,8 @@ def _targets(args):
             texts += decontam.eval_texts_from_synthetic(args.heldout)
         decon = decontam.Decontaminator(texts, n=args.n or decontam.DEFAULT_N) if texts else None
         schema = registry.get(args.kind).schema
-        return [(args.blend, load_blend(args.blend), schema, Path(args.out or "runs/blends"), args.seed, decon, "reject")]
+        out = Path(args.out or "runs/blends")
+        return [(args.blend, load_blend(args.blend), schema, out, args.seed, decon, "reject", None)]
     config = load_config(args.config, args.set)
     dc = config.evaluation.decontamination  # the curriculum's own settings, so the cache keys match
     dc.enabled = dc.enabled and not args.no_decontaminate
@@ -46,8 +50,9 @@ def _targets(args):
     decon = decontaminator_for(config.evaluation)
     stages = [config.stage(args.stage)] if args.stage else config.stages
     out = Path(args.out or Path(config.storage.path) / "blends")
+    ctx = RunContext.of(config)  # teachers named by stage resolve to what the experiment's last run trained
     return [(f"stage {s.name}", s.data.blend_config, registry.get(s.kind).schema, out, config.seed, decon,
-             s.data.think_rows) for s in stages]
+             s.data.think_rows, lambda s=s: teachers.reader_for(ctx, s.data.blend_config, s.name)) for s in stages]
 
 
 def main(argv=None) -> int:
@@ -74,8 +79,9 @@ def main(argv=None) -> int:
     with fail.on_error():
         targets = _targets(args)  # configs validated whole, before Ray starts
         init_ray()
-        for label, blend, schema, out, seed, decon, think in targets:
-            b = build_blend(blend, schema, out, seed=seed, decontaminate=decon, think=think)
+        for label, blend, schema, out, seed, decon, think, reader in targets:
+            b = build_blend(blend, schema, out, seed=seed, decontaminate=decon, think=think,
+                            reader=reader() if reader else None)
             m = b.manifest
             state = "cached" if b.cached else f"built in {m.get('build_seconds', '?')} s"
             console.say(f"\n{label}: {m['name']} ({schema} rows), {b.rows:,} rows, {state}, content "

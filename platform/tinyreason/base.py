@@ -1,6 +1,8 @@
-"""The model stage 1 starts from: a hub id or a local model dir as it is, a GGUF file converted
-once to a safetensors dir, or a fresh preset with a BPE tokenizer trained on the first pretrain
-stage's blend."""
+"""The model each stage starts from. Stage 1's: a hub id or a local model dir as it is, a GGUF
+file converted once to a safetensors dir, or a fresh preset with a BPE tokenizer trained on the
+first pretrain stage's blend. Every other stage's: its parent's export (the stage before it, or
+the one its `parent:` names), or with `init:` fresh weights of a preset's shape holding the
+parent's tokenizer."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from tinyreason.config.experiment import StageConfig
 from tinyreason.context import RunContext
 from tinyreason.data.blend import Blend
 from tinyreason.model import gguf, presets
@@ -89,3 +92,29 @@ def _build_base(ctx: RunContext, blend: Blend, out: Path) -> None:
     (tmp / MANIFEST).write_text(json.dumps({"preset": cfg.model.preset, "parameters": n, "vocab": len(tok)}))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
+
+
+def start_of(ctx: RunContext, stage: StageConfig, previous: ModelRef) -> ModelRef:
+    """The model `stage` starts from; `previous` is the export of the stage before it."""
+    parent = ctx.models[stage.parent] if stage.parent else previous
+    if stage.init is None:
+        return parent
+    cfg = ctx.cfg
+    key = digest({"init": stage.init, "tokenizer": parent.key, "seed": cfg.seed, "attn": cfg.model.attn_implementation})
+    out = ctx.outputs.base(f"{stage.init}-{key}")
+    if not out.complete():
+        tok = load_tokenizer(ctx.store.localize(parent.tokenizer), cfg.model.trust_remote_code)
+        model = presets.init_model(stage.init, tok, cfg.model.attn_implementation, seed=cfg.seed)
+        n = presets.count_parameters(model)
+        log.info("stage %s starts from fresh %s weights: %.2fM parameters, %s's tokenizer", stage.name, stage.init,
+                 n / 1e6, parent.name)
+        tmp = out.path.with_name(out.path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / MANIFEST).write_text(json.dumps({"preset": stage.init, "parameters": n, "vocab": len(tok),
+                                                "tokenizer_of": parent.name}))
+        shutil.rmtree(out.path, ignore_errors=True)
+        tmp.rename(out.path)
+        out.publish(marker=MANIFEST)
+    return ModelRef(f"{stage.init} (fresh)", str(out.path), str(out.path), key)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from tinyreason.base import prepare_base
+from tinyreason.base import prepare_base, start_of
 from tinyreason.cards import write_stage_card
 from tinyreason.config.experiment import ExperimentConfig
 from tinyreason.config.loading import dump_config
@@ -53,7 +53,9 @@ def run_curriculum(cfg: ExperimentConfig, run: RunRecord | None = None, ctx: Run
         launch.check_resources(stage)
     provenance = RunProvenance.start(ctx, run)  # git, environments, cluster: before anything trains
 
+    ctx.check_references()  # teachers on the hub load here: before stage 1, not after it
     base = prepare_base(ctx)
+    ctx.models["base"] = base
     log.info("base model: %s", _short(ctx, base))
     base_eval = None
     # The base is scored on the first pretrain stage's held-out documents too: the "before" of its perplexity
@@ -62,10 +64,10 @@ def run_curriculum(cfg: ExperimentConfig, run: RunRecord | None = None, ctx: Run
         base_eval = evaluate(ctx, base, ctx.outputs.base_evals(base.key), stage=first_pretrain)
         _log_scores("base", base_eval)
 
-    outcomes, parent = [], base
+    outcomes, previous = [], base
     record = run.stages_record()  # the last run's stages, updated as each one completes
     for i, stage in enumerate(cfg.stages):
-        outcome = run_stage(ctx, i, stage, parent)
+        outcome = run_stage(ctx, i, stage, start_of(ctx, stage, previous))
         outcome.reason = why_trained(record.get(stage.name), outcome)
         told = "reused (unchanged since its last run)" if outcome.cached else f"trained because {outcome.reason}"
         log.info("%s: %s", label(ctx, i, stage), outcome.reason if outcome.stale else told)
@@ -76,7 +78,7 @@ def run_curriculum(cfg: ExperimentConfig, run: RunRecord | None = None, ctx: Run
             _log_scores(label(ctx, i, stage), outcome.evaluation)
             write_stage_card(ctx, outcome.output, outcome.manifest, stage, outcome.evaluation)
         outcomes.append(outcome)
-        parent = outcome.model
+        previous = outcome.model
     provenance.finish()
     return CurriculumResult(cfg, run, base, base_eval, outcomes)
 
@@ -101,7 +103,7 @@ def _record_of(outcome: StageOutcome) -> dict:
     m = outcome.manifest
     return {"key": m["key"], "config": m["config"], "blend": m["blend"]["key"], "parent": m["parent"]["key"],
             "dir": outcome.output.rel, "trained_by": (m.get("provenance") or {}).get("trained_by"),
-            "stale": outcome.stale}
+            "stale": outcome.stale, "inputs": {role: ref["key"] for role, ref in m.get("inputs", {}).items()}}
 
 
 def why_trained(previous: dict | None, outcome: StageOutcome) -> str:
@@ -132,6 +134,11 @@ def why_trained(previous: dict | None, outcome: StageOutcome) -> str:
     what = changes(previous.get("trained_by"), trained_by) if trained_by and "trained_by" in previous else []
     if what:
         reasons.append(f"what trains it changed ({summarize(what)})")
+    inputs = {role: ref["key"] for role, ref in m.get("inputs", {}).items()}
+    changed_inputs = sorted(r for r in set(inputs) | set(previous.get("inputs", {}))
+                            if inputs.get(r) != previous.get("inputs", {}).get(r))
+    if changed_inputs:
+        reasons.append(f"its {' and '.join(changed_inputs)} changed")
     if not reasons:
         reasons.append("its output was missing (deleted, or the seed changed)")
     return " and ".join(reasons) + resumed

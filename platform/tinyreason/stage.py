@@ -35,7 +35,7 @@ from tinyreason.model.tokenizer import load_tokenizer
 from tinyreason.outputs import ENVIRONMENT, METRICS, WORKERS, ModelRef, StageOutput, digest
 from tinyreason.provenance import environment
 from tinyreason.run_provenance import machine_summary
-from tinyreason.train import launch, registry
+from tinyreason.train import launch, lora, registry
 from tinyreason.train.checkpoints import best_and_kept, list_saved
 from tinyreason.train.job import StageJob
 
@@ -73,9 +73,11 @@ RUN_ONLY = {"scaling": ("max_failures", "placement_strategy", "cpus_per_worker")
 RUN_ONLY_ADDED = {"scaling": ("min_workers",), "checkpoints": ("every_minutes", "on_notice")}
 
 
-def stage_key(stage: StageConfig, parent: ModelRef, blend: Blend, seed: int, trained_by: dict | None = None) -> str:
+def stage_key(stage: StageConfig, parent: ModelRef, blend: Blend, seed: int, trained_by: dict | None = None,
+              inputs: dict[str, ModelRef] | None = None) -> str:
     """The stage's cache key. Without `trained_by` (lineage.TrainedBy.of) it is the content key:
-    config, parent, blend and seed, what `reuse_stale` matches stages trained by other code on."""
+    config, parent, blend and seed, what `reuse_stale` matches stages trained by other code on.
+    The models it reads besides its parent (a teacher) enter it by their own keys."""
     dumped = stage.model_dump(mode="json")
     for section, names in RUN_ONLY.items():
         fields = type(getattr(stage, section)).model_fields
@@ -83,7 +85,10 @@ def stage_key(stage: StageConfig, parent: ModelRef, blend: Blend, seed: int, tra
     for section, names in RUN_ONLY_ADDED.items():
         for name in names:
             dumped[section].pop(name, None)
-    content = digest({"stage": dumped, "parent": parent.key, "blend": blend.manifest["key"], "seed": seed})
+    spec = {"stage": dumped, "parent": parent.key, "blend": blend.manifest["key"], "seed": seed}
+    if inputs:
+        spec["inputs"] = {role: ref.key for role, ref in sorted(inputs.items())}
+    content = digest(spec)
     return content if trained_by is None else digest({"content": content, "trained_by": trained_by})
 
 
@@ -108,34 +113,45 @@ def run_stage(ctx: RunContext, index: int, stage: StageConfig, parent: ModelRef,
     tokenized rows) and Ray Train `callbacks` (to forward reports to Tune).
     """
     prefix = label(ctx, index, stage)
+    kind = registry.get(stage.kind)
+    inputs = {role: ctx.resolve_model(ref, f"{prefix}: {role}")
+              for role, ref in (kind.inputs(stage) if kind.inputs else {}).items()}
     blend = ctx.blend(stage)
     log.debug("%s: blend %s rows%s at %s", prefix, f"{blend.rows:,}", " (cached)" if blend.cached else "",
               blend.path.name)
     trained_by = ctx.trained_by.of(stage.kind)
     keyed = keyed_parent(ctx, stage, parent)
-    content = stage_key(stage, keyed, blend, ctx.cfg.seed)
-    key = stage_key(stage, keyed, blend, ctx.cfg.seed, trained_by)
+    content = stage_key(stage, keyed, blend, ctx.cfg.seed, inputs=inputs)
+    key = stage_key(stage, keyed, blend, ctx.cfg.seed, trained_by, inputs)
     out = ctx.outputs.stage(index, stage.name, key)
     with ctx.exclusive(out.rel):  # another run (a study's arm) may be training this very stage
         if out.complete():
             log.debug("%s: already complete, reusing %s", prefix, out.shown())
-            return StageOutcome(index, stage, out, out.manifest(), True, metrics=out.metrics())
+            return _known(ctx, StageOutcome(index, stage, out, out.manifest(), True, metrics=out.metrics()))
         stale = find_stale(ctx.store, index, stage.name, content) if ctx.cfg.reuse_stale else None
         if stale is not None:
             manifest = stale.manifest()
             what = changes((manifest.get("provenance") or {}).get("trained_by"), trained_by)
             log.warning("%s: reusing %s although other code or libraries trained it (%s): reuse_stale is on",
                         prefix, stale.shown(), summarize(what))
-            return StageOutcome(index, stage, stale, manifest, True, stale=what, metrics=stale.metrics())
+            return _known(ctx, StageOutcome(index, stage, stale, manifest, True, stale=what,
+                                             metrics=stale.metrics()))
         seed = {"seed": stage.trainer.seed if stage.trainer.seed is not None else ctx.cfg.seed,
                 "from": f"stages.{stage.name}.trainer.seed" if stage.trainer.seed is not None else "seed"}
         lineage = {"content_key": content, "trained_by": trained_by, "seed": seed}
-        return _train(ctx, index, seeded(stage, ctx.cfg.seed), parent, blend, key, out, prefix, lineage,
-                      job_overrides, data_hook, callbacks)
+        return _known(ctx, _train(ctx, index, seeded(stage, ctx.cfg.seed), parent, blend, key, out, prefix, lineage,
+                                  inputs, job_overrides, data_hook, callbacks))
+
+
+def _known(ctx: RunContext, outcome: StageOutcome) -> StageOutcome:
+    """The stage's model joins the run's models by name: what `parent:` and teachers resolve to."""
+    ctx.models[outcome.stage.name] = outcome.model
+    return outcome
 
 
 def _train(ctx: RunContext, index: int, stage: StageConfig, parent: ModelRef, blend: Blend, key: str,
-           out: StageOutput, prefix: str, lineage: dict, job_overrides, data_hook, callbacks) -> StageOutcome:
+           out: StageOutput, prefix: str, lineage: dict, inputs: dict[str, ModelRef], job_overrides, data_hook,
+           callbacks) -> StageOutcome:
     launch.check_resources(stage)
     tok_dir = prepare_tokenizer(ctx, stage, parent, out)
     rows, tokens = training_rows(prefix, stage, blend, ctx.store.located(tok_dir), data_hook)
@@ -150,8 +166,12 @@ def _train(ctx: RunContext, index: int, stage: StageConfig, parent: ModelRef, bl
                       trust_remote_code=ctx.cfg.model.trust_remote_code,
                       attn_implementation=ctx.cfg.model.attn_implementation, run_name=f"{ctx.cfg.name}/{stage.name}",
                       env=ctx.tracking_env(tags=[stage.kind, ctx.cfg.name]), parent_revision=parent.revision,
-                      provenance=tracked(ctx, stage, lineage["trained_by"]), describe=environment)
+                      provenance=tracked(ctx, stage, lineage["trained_by"]), describe=environment,
+                      inputs={role: ref.path for role, ref in inputs.items()})
     job = StageJob(**{**job_fields, **(job_overrides or {})})
+    if kind.preflight is not None:
+        kind.preflight(job)  # what only the prepared tokenizer and the resolved inputs tell, before any worker
+    lora.preflight(job)  # the adapter's target modules exist in the parent itself
     log.info("%s: training on %d worker(s), %s sequences of <= %d tokens", prefix, stage.scaling.num_workers,
              f"{n_rows:,}", stage.data.max_length)
     t0 = time.time()
@@ -173,6 +193,8 @@ def _train(ctx: RunContext, index: int, stage: StageConfig, parent: ModelRef, bl
     origin = presets.weights_origin(ctx.cfg.model.preset, ctx.cfg.model.name_or_path)
     if origin:  # a de-quantized GGUF base: every card downstream of it says so
         manifest["base_weights"] = origin
+    if inputs:
+        manifest["inputs"] = {role: {"name": r.name, "path": r.path, "key": r.key} for role, r in inputs.items()}
     review = registry.get(stage.kind).review
     manifest["review"] = review(manifest["summary"], out.metrics()) if review else []
     for line in manifest["review"]:

@@ -16,13 +16,14 @@ from tinyreason.train import registry
 KINDS = registry.names()
 
 
-SECTIONS = {"rewards": [{"name": "correctness"}]}  # the smallest valid section of each kind-specific kind
+# the smallest valid section of each section a kind needs (peft is optional on every kind that takes it)
+SECTIONS = {"rewards": [{"name": "correctness"}], "teacher": {"model": "base"}}
 
 
 def _stage(kind: str, source: str) -> dict:
     stage = {"name": kind, "kind": kind, "data": {"blend": {"sources": [{"synthetic": source}]}}}
     if kind in registry.names():
-        stage.update({s: SECTIONS[s] for s in registry.get(kind).sections})
+        stage.update({s: SECTIONS[s] for s in registry.get(kind).sections if s in SECTIONS})
     return stage
 
 

@@ -15,14 +15,18 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
+from tinyreason.config import references
 from tinyreason.config.base import ConfigError, Strict
+from tinyreason.config.lora import PeftSection
 from tinyreason.config.sections import (CheckpointPolicy, CostConfig, DataConfig, DeepSpeedConfig, EvalConfig,
                                         ModelConfig, ScalingConfig, StorageConfig, TokenizerConfig, TrackingConfig,
                                         TrainerSettings)
+from tinyreason.config.teacher import TeacherSection
+from tinyreason.model.presets import SHAPES
 from tinyreason.train import registry
 
 # Stage sections that only some kinds read (StageKind.sections): given to another kind, they are an error
-KIND_SECTIONS = ("rewards",)
+KIND_SECTIONS = ("rewards", "teacher", "peft")
 # Settings that the platform owns and sets itself; a config may not override them.
 PLATFORM_OWNED = frozenset({"output_dir", "deepspeed", "report_to", "bf16", "fp16", "use_cpu", "max_length"})
 
@@ -38,11 +42,26 @@ class StageConfig(Strict):
     add_think_tokens: bool | None = None  # default: the kind's (True for reasoning_sft)
     # grpo: the rewards, each {name: <built-in>, weight, ...} or {path: "module:function", weight, name}
     rewards: list[dict[str, Any]] | None = None
+    teacher: TeacherSection | None = None  # distill: the model whose token distributions the student learns
+    peft: PeftSection | None = None  # LoRA on the stage's TRL trainer, merged into the export (config/lora.py)
+    # The stage it starts from: an earlier stage's name, or `base`; default the stage before it.
+    # Stages that name the same parent are arms of one experiment sharing that prefix.
+    parent: str | None = None
+    # Start from freshly initialised weights of this preset's shape instead: the parent gives
+    # only the tokenizer (a smaller student beside its teacher)
+    init: str | None = None
 
     @field_validator("kind")
     @classmethod
     def _registered(cls, v):
         registry.get(v)  # an unknown kind fails here, with the registered ones listed
+        return v
+
+    @field_validator("init")
+    @classmethod
+    def _shape(cls, v):
+        if v is not None and v not in SHAPES:
+            raise ValueError(f"init = {v!r}: fresh weights come from a preset shape: {', '.join(SHAPES)}")
         return v
 
     @model_validator(mode="after")
@@ -141,6 +160,7 @@ class ExperimentConfig(Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"stage names must be unique; repeated: {', '.join(dupes)}")
+        references.check(self)
         return self
 
     def stage(self, name: str) -> StageConfig:

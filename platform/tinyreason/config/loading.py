@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from tinyreason.config import references
 from tinyreason.config.base import CONFIG_DIR, ConfigError, format_errors, read_yaml, resolve_path
 from tinyreason.config.experiment import ExperimentConfig
 from tinyreason.config.sections import BlendConfig, CostConfig, ModelConfig, SourceConfig
@@ -104,19 +105,31 @@ def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
     for i, stage in enumerate(cfg.stages):
         want = registry.get(stage.kind).schema
         for j, src in enumerate(stage.data.blend_config.sources):
-            if src.files:
-                _check_files(src, f"{source}: stages.{i}.data.blend.sources.{j}.files")
+            reader = f"a {stage.kind} stage ({stage.name}) trains on"
+            _check_source(src, want, f"stages.{i}.data.blend.sources.{j}", reader, source)
             if src.revision is not None and src.hub and Path(src.hub).expanduser().is_dir():
                 raise ConfigError(f"{source}: stages.{i}.data.blend.sources.{j}.revision = {src.revision!r}: hub "
                                   f"{src.hub!r} is a local directory, read as it is (by content); remove revision")
-            made = SYNTHETIC_SCHEMA.get(src.synthetic)
-            if made and schema.family(made) != schema.family(want):
-                fits = [g for g, s in SYNTHETIC_SCHEMA.items() if schema.family(s) == schema.family(want)]
-                raise ConfigError(
-                    f"{source} is invalid:\n  stages.{i}.data.blend.sources.{j}.synthetic = {src.synthetic!r}: "
-                    f"a {stage.kind} stage ({stage.name}) trains on {want} rows, but this source makes "
-                    f"{made} rows; use " + " or ".join(repr(g) for g in fits))
+            for k, prompt in enumerate(src.teacher.prompts if src.teacher else []):
+                _check_source(prompt, "prompt", f"stages.{i}.data.blend.sources.{j}.teacher.prompts.{k}",
+                              "a teacher source answers", source)
+    try:
+        references.check_files(cfg)
+    except ValueError as e:
+        raise ConfigError(f"{source} is invalid:\n  {e}") from None
     return cfg
+
+
+def _check_source(src: SourceConfig, want: str, where: str, reader: str, source: str) -> None:
+    """Its files exist, and a synthetic generator or a teacher makes rows of the schema wanted."""
+    if src.files:
+        _check_files(src, f"{source}: {where}.files")
+    made, field = (SYNTHETIC_SCHEMA.get(src.synthetic), f"synthetic = {src.synthetic!r}") if not src.teacher else \
+        ("chat", f"teacher.model = {src.teacher.model!r}")  # a teacher's samples are chat rows
+    if made and schema.family(made) != schema.family(want):
+        fits = [repr(g) for g, s in SYNTHETIC_SCHEMA.items() if schema.family(s) == schema.family(want)]
+        raise ConfigError(f"{source} is invalid:\n  {where}.{field}: {reader} {want} rows, but this "
+                          f"source makes {made} rows; use " + (" or ".join(fits) or "another source"))
 
 
 def _with_blends(raw: dict) -> dict:

@@ -97,7 +97,7 @@ class TokenizerConfig(Strict):
 
 
 class SourceConfig(Strict):
-    """One data source of a blend: exactly one of synthetic / hub / files."""
+    """One data source of a blend: exactly one of synthetic / hub / files / teacher."""
 
     synthetic: str | None = None  # a generator of data/synthetic.py (GENERATORS)
     hub: str | None = None  # e.g. HuggingFaceTB/smoltalk2
@@ -108,6 +108,8 @@ class SourceConfig(Strict):
     split: str = "train"
     streaming: bool = True  # read hub sources as streams: caps apply before download
     files: str | list[str] | None = None  # local jsonl/json/parquet/csv paths or globs
+    # a model that answers prompt rows: sequence-level distillation, rejection sampling (data/teacher.py)
+    teacher: TeacherSource | None = None
     entries: int | None = Field(None, gt=0)  # cap on rows taken from this source
     drop_columns: list[str] = []
     rename_columns: dict[str, str] = {}
@@ -122,22 +124,69 @@ class SourceConfig(Strict):
 
     @model_validator(mode="after")
     def _exactly_one(self):
-        given = [k for k in ("synthetic", "hub", "files") if getattr(self, k)]
+        given = [k for k in ("synthetic", "hub", "files", "teacher") if getattr(self, k)]
         if len(given) != 1:
-            raise ValueError(f"a source needs exactly one of synthetic, hub, files; got {given or 'none'}")
+            raise ValueError(f"a source needs exactly one of synthetic, hub, files, teacher; got {given or 'none'}")
         if self.revision is not None and not self.hub:
-            what = "local files (fingerprinted by content)" if self.files else "a synthetic generator (keyed by its code)"
+            what = ("local files (fingerprinted by content)" if self.files else "a teacher's samples (keyed by the "
+                    "teacher and its prompts)" if self.teacher else "a synthetic generator (keyed by its code)")
             raise ValueError(f"revision={self.revision!r} pins a hub dataset, but this source reads {what}; "
                              "remove revision")
+        if self.teacher is not None and self.entries is not None:
+            raise ValueError("entries caps rows read, and a teacher source makes num_samples rows per prompt; cap its "
+                             "prompts' sources instead (teacher.prompts[i].entries)")
         return self
 
     @property
     def label(self) -> str:
+        if self.teacher:
+            return f"teacher:{self.teacher.model}"
         if self.synthetic:
             return f"synthetic:{self.synthetic}"
         if self.hub:
             return self.hub
         return self.files if isinstance(self.files, str) else ",".join(self.files)
+
+
+class TeacherFilters(Strict):
+    """Which generated samples a teacher source keeps. Each sample dropped is counted under its
+    reason in the blend's card (data/teacher.py FILTER_REASONS) and sampled into rejected.jsonl."""
+
+    correct: bool = False  # only samples whose final answer matches the prompt's gold answer (answers.grade)
+    well_formed: bool = False  # only samples with one <think>...</think> block at the start and an answer after it
+    max_tokens: int | None = Field(None, gt=0)  # only samples of at most this many completion tokens
+    finished: bool = True  # drop samples cut at max_new_tokens: trained on, the cut would end with <|im_end|>
+
+
+class TeacherSource(Strict):
+    """A source that generates: a teacher model answers every prompt row `num_samples` times
+    on Ray Data (a pool of model actors), and the kept samples become chat rows. With the
+    student's own parent as teacher and `filters.correct`, it is rejection-sampling fine-tuning."""
+
+    model: str  # an earlier stage's name, a model dir, a .gguf file, or a hub id (tinyreason/refs.py)
+    prompts: list[SourceConfig] = Field(min_length=1)  # sources of prompt rows: a question and its gold answer
+    num_samples: int = Field(1, ge=1, le=64)  # completions per prompt
+    temperature: float = Field(0.7, ge=0)  # 0: greedy decoding
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(128, gt=0)
+    batch_size: int = Field(16, ge=1)  # prompts per generate call (x num_samples sequences)
+    actors: int | None = Field(None, ge=1)  # model actors; None: one per GPU, else one per CPU of the cluster
+    seed: int = 0
+    filters: TeacherFilters = TeacherFilters()
+
+    @model_validator(mode="after")
+    def _sampling(self):
+        if self.temperature == 0 and self.num_samples > 1:
+            raise ValueError(f"num_samples={self.num_samples} at temperature 0: greedy decoding gives the same "
+                             "completion every time; set temperature > 0 (e.g. 0.7) or num_samples: 1")
+        nested = [i for i, s in enumerate(self.prompts) if s.teacher is not None]
+        if nested:
+            raise ValueError(f"prompts.{nested[0]} is itself a teacher source; prompts come from synthetic, hub or "
+                             "file sources of prompt rows")
+        return self
+
+
+SourceConfig.model_rebuild()  # its `teacher` field names TeacherSource, defined after it
 
 
 class BlendConfig(Strict):

@@ -1,4 +1,8 @@
-"""A Ray Tune sweep over one stage's trainer settings; every point is validated up front."""
+"""A Ray Tune sweep over one stage's settings; every point is validated up front.
+
+A space key is a trainer setting (TRL's name: `learning_rate`), or a stage section and one
+of its fields: `peft.r` sweeps the LoRA rank, together with the learning rate if both are keys.
+"""
 
 from __future__ import annotations
 
@@ -50,7 +54,7 @@ class SweepConfig(Strict):
     overrides: list[str] = []  # --set style overrides applied to the curriculum first
     stage: str  # the stage to sweep; stages before it are trained once and reused
     search: Literal["grid", "random", "optuna"] = "grid"  # optuna: model-based (TPE)
-    space: dict[str, ParamSpace] = Field(min_length=1)  # trainer settings, TRL names
+    space: dict[str, ParamSpace] = Field(min_length=1)  # trainer settings (TRL names), or `peft.<field>`
     num_samples: int = Field(1, ge=1)  # grid: repeats of the grid; random/optuna: trials
     max_concurrent: int = Field(1, ge=1)
     resources: TrialResources = TrialResources()
@@ -71,7 +75,31 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> tuple[Sw
         values = space.grid or space.choice or list(space.uniform or space.loguniform)
         for v in values:
             try:
-                StageConfig.model_validate({**stage.model_dump(), "trainer": {**stage.trainer.model_dump(), key: v}})
+                apply_point(stage, {key: v})
             except ValidationError as e:
                 raise ConfigError(format_errors(e, prefix=f"{path}: space.{key}={v!r}")) from None
+            except ValueError as e:
+                raise ConfigError(f"{path}: space.{key}: {e}") from None
     return sweep, cfg
+
+
+# Stage sections a space key may name before a dot; any other key is a trainer setting
+SECTIONS = ("trainer", "peft")
+
+
+def section_of(key: str) -> tuple[str, str]:
+    """(stage section, field) a space key addresses: `peft.r` -> (peft, r); `beta` -> (trainer, beta)."""
+    head, _, rest = key.partition(".")
+    return (head, rest) if rest and head in SECTIONS else ("trainer", key)
+
+
+def apply_point(stage: StageConfig, params: dict[str, Any]) -> StageConfig:
+    """The stage with one point of the space filled in, validated like any stage config."""
+    raw = stage.model_dump()
+    for key, value in params.items():
+        section, name = section_of(key)
+        if raw.get(section) is None:
+            raise ValueError(f"stage {stage.name} has no {section} section to vary {name} in; give it one "
+                             f"(e.g. {section}: {{r: 8}}) in the curriculum")
+        raw[section] = {**raw[section], name: value}
+    return StageConfig.model_validate(raw)

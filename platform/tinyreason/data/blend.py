@@ -29,6 +29,7 @@ from tinyreason.config.sections import BlendConfig, SourceConfig
 from tinyreason.data import schema
 from tinyreason.data.card import render_card
 from tinyreason.data.sources import BAD_JSON, DataError, decode_json_cells, fingerprint, raw_rows, read_source
+from tinyreason.data.teacher import FILTERED
 
 BLEND_FORMAT = 2  # bump when the output layout changes (validation rules are hashed from schema.py)
 COLUMNS = {  # by schema family (data/schema.py)
@@ -131,6 +132,8 @@ def clean_row(raw, src: SourceConfig, row_schema: str, max_chars: int,
         return None, "bad_json"
     if not isinstance(raw, dict):
         return None, "not_a_dict"
+    if raw.get(FILTERED):  # a teacher's sample its source's filters dropped (data/teacher.py)
+        return None, raw[FILTERED]
     row = {src.rename_columns.get(k, k): v for k, v in raw.items() if k not in src.drop_columns}
     try:
         row = schema.normalize_row(decode_json_cells(row), row_schema)
@@ -232,14 +235,18 @@ def _ordered():
 
 
 def build_blend(blend: BlendConfig, row_schema: str, out_dir: str | Path, seed: int = 0, decontaminate=None,
-                think: str = "reject") -> Blend:
+                think: str = "reject", reader=None) -> Blend:
     """Build (or reuse) a blend of `row_schema` rows under out_dir/<name>-<key>/. `think` is a chat
     schema's policy for assistant turns with <think> blocks (data.think_rows).
 
     `decontaminate(ds) -> (ds, Counter{source index: removed})`, with a `.key` that
     enters the cache key (see tinyreason.data.decontam.Decontaminator).
+    `reader` reads the sources config alone cannot (teacher generation, tinyreason/teachers.py):
+    `serves(src)`, `read(src, index) -> Dataset`, a `key` that enters the cache key (the
+    teachers' identities), and `describe() -> dict`, merged into the manifest.
     """
-    extra = {"decon": getattr(decontaminate, "key", None), **({"think": think} if row_schema == "chat" else {})}
+    extra = {"decon": getattr(decontaminate, "key", None), **({"think": think} if row_schema == "chat" else {}),
+             **({"reader": reader.key} if reader is not None else {})}
     key = blend_key(blend, row_schema, seed, extra=extra)
     name = blend.name or f"{row_schema}-blend"
     path = Path(out_dir) / f"{name}-{key}"
@@ -249,7 +256,7 @@ def build_blend(blend: BlendConfig, row_schema: str, out_dir: str | Path, seed: 
     with _ordered():
         # Materialized once: hub streams and big files are read a single time for
         # the counts, the reject samples and the kept rows.
-        ds = _read_all(blend, row_schema, seed, think).materialize()
+        ds = _read_all(blend, row_schema, seed, think, reader).materialize()
         stats = merge_read_stats(ds.select_columns(["_source_id", "_reject", "_raw", "_columns"])
                                  .map_batches(read_stats_batch, batch_format="pyarrow").take_all(), len(blend.sources))
         shutil.rmtree(tmp, ignore_errors=True)
@@ -267,6 +274,8 @@ def build_blend(blend: BlendConfig, row_schema: str, out_dir: str | Path, seed: 
                             "rows): it holds the evaluation set itself; check the sources and the eval set")
         heldout_rows = _write_rows(kept, row_schema, tmp, blend.heldout_fraction)
     manifest = _manifest(blend, name, row_schema, key, stats, per_source, decon, decontaminate, chash, heldout_rows)
+    if reader is not None:
+        manifest.update(reader.describe())
     if row_schema == "chat":
         manifest["think_rows"] = think
     manifest["build_seconds"] = round(time.time() - started, 1)
@@ -274,12 +283,12 @@ def build_blend(blend: BlendConfig, row_schema: str, out_dir: str | Path, seed: 
     return Blend(path, manifest)
 
 
-def _read_all(blend: BlendConfig, row_schema: str, seed: int, think: str):
+def _read_all(blend: BlendConfig, row_schema: str, seed: int, think: str, reader=None):
     datasets = []
     for i, src in enumerate(blend.sources):
         kwargs = dict(src=src, index=i, row_schema=row_schema, max_chars=blend.max_chars, seed=seed, think=think)
-        datasets.append(read_source(src).map_batches(clean_batch, fn_kwargs=kwargs, batch_size=256,
-                                                     batch_format="pyarrow"))
+        raw = reader.read(src, i) if reader is not None and reader.serves(src) else read_source(src)
+        datasets.append(raw.map_batches(clean_batch, fn_kwargs=kwargs, batch_size=256, batch_format="pyarrow"))
     return datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
 
 
@@ -321,7 +330,9 @@ def _check_sources(blend: BlendConfig, name: str, row_schema: str, stats: list[d
         if sum(s["rejected"].values()) == s["read"]:
             top = s["rejected"].most_common(3)
             fix = ("map its columns to the stage schema with rename_columns (e.g. {conversation: messages})"
-                   if top[0][0].startswith("missing_") else "check its column mapping and that it suits this stage")
+                   if top[0][0].startswith("missing_") else
+                   "loosen teacher.filters, raise num_samples or temperature, or use a stronger teacher"
+                   if top[0][0].startswith("teacher_") else "check its column mapping and that it suits this stage")
             raise DataError(f"{where}: all {s['read']} rows were rejected ({', '.join(f'{r}: {n}' for r, n in top)}); "
                             f"{fix}. Rejected samples: {rejected}")
         unknown = [c for c in [*src.drop_columns, *src.rename_columns] if c not in s["columns"]]

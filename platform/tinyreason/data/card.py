@@ -6,12 +6,14 @@ from __future__ import annotations
 import collections
 
 from tinyreason.data import schema
+from tinyreason.data.teacher import FILTER_REASONS
 from tinyreason.render import md_table
 
 # Reasons found before schema.normalize_row sees a row.
 EXTRA_REASONS = {
     "bad_json": "The line is not valid JSON (truncated, or not JSON at all).",
     "bad_unicode": "The text holds characters that cannot be stored as UTF-8 (lone surrogates).",
+    **FILTER_REASONS,
 }
 
 
@@ -88,7 +90,7 @@ def render_card(manifest: dict) -> str:
         f"Row schema: `{manifest['schema']}`. Training rows: {manifest['rows']:,}{held}.{think} "
         f"Content hash: `{manifest['content_hash']}`. Build key: `{manifest['key']}`.\n\n"
         f"## Composition\n\n{composition_table(manifest)}\n\n{pins}"
-        f"## Reject reasons\n\n{reasons}\n\n"
+        f"## Reject reasons\n\n{reasons}\n\n{teacher_section(manifest)}"
         f"## Decontamination\n\n{decon}\n\n"
         "Every row carries `_source_dataset`, `_source_subset` and `_source_split`. "
         "A sample of rejected rows (3 per source and reason) is in `rejected.jsonl`.\n"
@@ -114,3 +116,26 @@ def token_lengths_section(tokens: dict | None) -> str:
             f"{tokens['overlong']}`). Truncated rows cut inside a <think> block train without </think>, their "
             "answer and the end of turn. Refused rows: nothing of an assistant turn left, or turns the "
             "template's rendering did not show whole.\n\n" + "\n".join(lines) + "\n")
+
+
+def teacher_section(manifest: dict) -> str:
+    """What each teacher source generated and kept (tinyreason/teachers.py writes `teachers`)."""
+    teachers = manifest.get("teachers") or []
+    if not teachers:
+        return ""
+    lines = ["## Teacher generation\n",
+             "| source | teacher | key | prompts | samples/prompt | temperature | generated | filtered | kept | tokens "
+             "| tokens/s | tokens/s per actor generating | actors |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for t in teachers:
+        src = manifest["sources"][t["source"]]
+        filtered = ", ".join(f"{k}: {v}" for k, v in sorted(src["rejected"].items()) if k.startswith("teacher_"))
+        lines.append(f"| {t['source']} | {t['model']} | `{t['key']}` | {t['prompts']['rows']:,} | {t['num_samples']} "
+                     f"| {t['temperature']} | {t['generated']:,} | {filtered or '0'} | {src['kept']:,} "
+                     f"| {t['tokens']:,} | {t['tokens_per_s']:,.0f} | {t.get('tokens_per_actor_s', 0):,.0f} "
+                     f"| {len(t['actors'])} |")
+    lines.append("\nKept samples are chat rows: the prompt's messages and the teacher's answer. Samples dropped by a "
+                 "filter are counted under their reason and sampled in `rejected.jsonl`; `kept` is after validation "
+                 "and decontamination too. tokens/s is wall clock from the pool's start (model loads included); per "
+                 "actor generating counts the time inside generate() only.\n\n")
+    return "\n".join(lines)

@@ -103,6 +103,9 @@ def read_source(src: SourceConfig):
         return ray.data.from_items(rows)
     if src.files:
         return _read_files(src)
+    if src.teacher:
+        raise DataError(f"source {src.label} generates with a model, which the experiment resolves first: build its "
+                        "blend through a curriculum (jobs/curriculum.py) or jobs/build_blends.py --config")
     return _read_hub(src)
 
 

@@ -117,3 +117,20 @@ def fit_embeddings(model, n_tokens: int) -> None:
 
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def module_types(preset: str | None = None, config_dir: str | None = None) -> dict[str, str]:
+    """Every named module of a model and its class name, from a skeleton on the meta device
+    (no weights allocated: a 135M model's skeleton builds in ~0.1 s): a preset's shape, or a
+    model dir's config.json. What a LoRA `target_modules` list is checked against."""
+    # on use: see init_model
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
+
+    if preset is not None:
+        config = LlamaConfig(vocab_size=64, tie_word_embeddings=True, **SHAPES[preset])
+    else:
+        config = AutoConfig.from_pretrained(config_dir)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return {name: type(m).__name__ for name, m in model.named_modules() if name}

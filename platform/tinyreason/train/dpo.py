@@ -86,16 +86,17 @@ def train_loop_per_worker(config: dict) -> None:
     # worker-only imports: torch, TRL and Ray Train take seconds, and the driver imports this module to read configs
     from trl import DPOConfig
     from tinyreason.model.presets import load_model
-    from tinyreason.train import args, checkpoints, compat, export, reporting, shards, worker
+    from tinyreason.train import args, checkpoints, compat, export, lora, reporting, shards, worker
 
     job, timeline, precision = worker.begin_worker(config)
     stage = job.stage
     timeline.mark("imports")
 
-    # model: the policy and a frozen reference, both the parent stage's export
+    # model: the policy and a frozen reference, both the parent stage's export. With LoRA, TRL's
+    # reference is the policy with its adapter switched off: the parent, without a second copy.
     tok, model = shards.load_tokenizer_and_model(job)
     ref_model = None
-    if not stage.trainer.to_trl().get("precompute_ref_log_probs"):
+    if not stage.trainer.to_trl().get("precompute_ref_log_probs") and stage.peft is None:
         ref_model = load_model(job.local(job.parent_model), job.trust_remote_code, job.attn_implementation)
     timeline.mark("model_load")
 
@@ -108,9 +109,10 @@ def train_loop_per_worker(config: dict) -> None:
     trl_args = args.trl_arguments(DPOConfig, job, precision, resume=resume, max_length=stage.data.max_length)
     trainer = compat.pretokenized_dpo_trainer()(
         model=model, ref_model=ref_model, args=trl_args, train_dataset=train, processing_class=tok,
-        callbacks=[reporting.make_report_callback(job, timeline)],
+        callbacks=[reporting.make_report_callback(job, timeline)], peft_config=lora.peft_config(job, tok),
     )
     shards.use_local_shard(trainer)
+    lora.log_size(trainer, job)
 
     # train
     trainer.train(resume_from_checkpoint=resume.path)
@@ -122,7 +124,7 @@ def train_loop_per_worker(config: dict) -> None:
 KIND = StageKind(
     name="dpo", summary="preference alignment on chosen/rejected pairs (paper stage 3)", schema="preference",
     trl_config=trl_config, train_loop=train_loop_per_worker, tokenize_steps=tokenize_steps,
-    prepare_tokenizer=prepare_tokenizer, check=check, rows="pairs",
+    prepare_tokenizer=prepare_tokenizer, check=check, rows="pairs", sections=("peft",),
     curves=(LOSS, Curve("rewards/accuracies", "reward accuracy"), Curve("rewards/chosen", "chosen reward"),
             Curve("rewards/rejected", "rejected reward"), Curve("rewards/margins", "reward margin")),
     summary_metrics=("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"),

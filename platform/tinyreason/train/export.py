@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tinyreason.model.plain_jinja import PLAIN_TEMPLATE, write_plain_template
+from tinyreason.train import lora
 from tinyreason.train.job import StageJob
 from tinyreason.train.worker import is_rank_zero
 
@@ -13,9 +14,13 @@ def export_model(trainer, tok, job: StageJob) -> None:
     render as transformers does), then publish it and the logs to storage, where the driver and the
     next stage read them.
 
-    Every rank calls this: under ZeRO-3 the weights are gathered collectively.
+    Every rank calls this: under ZeRO-3 the weights are gathered collectively. A LoRA stage
+    exports its adapter merged into the weights, and the adapter beside them (train/lora.py).
     """
-    trainer.save_model(job.export_dir)  # safe_serialization is the transformers 5 default
+    if job.stage.peft is not None:
+        lora.export_merged(trainer, tok, job)
+    else:
+        trainer.save_model(job.export_dir)  # safe_serialization is the transformers 5 default
     if is_rank_zero():
         # training_args.bin is a pickle; the manifest holds the same settings as JSON
         (job.output.model_dir / "training_args.bin").unlink(missing_ok=True)

@@ -145,7 +145,7 @@ def train_loop_per_worker(config: dict) -> None:
     """model -> data -> rewards -> trainer -> train -> save, on one Ray Train worker."""
     # worker-only imports: torch, TRL and Ray Train take seconds, and the driver imports this module to read configs
     from trl import GRPOConfig, GRPOTrainer
-    from tinyreason.train import args, checkpoints, export, reporting, shards, worker
+    from tinyreason.train import args, checkpoints, export, lora, reporting, shards, worker
 
     job, timeline, precision = worker.begin_worker(config)
     stage = job.stage
@@ -168,7 +168,9 @@ def train_loop_per_worker(config: dict) -> None:
     resume = checkpoints.resume_plan(job, config.get("resume_from"))  # converted when another worker count wrote it
     trl_args = args.trl_arguments(GRPOConfig, job, precision, resume=resume, reward_weights=weights)
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=trl_args, train_dataset=train, processing_class=tok,
-                          callbacks=[reporting.make_report_callback(job, timeline), _sample_callback(job, keep)])
+                          callbacks=[reporting.make_report_callback(job, timeline), _sample_callback(job, keep)],
+                          peft_config=lora.peft_config(job, tok))
+    lora.log_size(trainer, job)
 
     # train
     trainer.train(resume_from_checkpoint=resume.path)
@@ -181,7 +183,7 @@ def train_loop_per_worker(config: dict) -> None:
 KIND = StageKind(
     name="grpo", summary="RL with verifiable rewards (GRPO)", schema="prompt",
     trl_config=trl_config, train_loop=train_loop_per_worker, tokenize_steps=tokenize_steps,
-    prepare_tokenizer=prepare_tokenizer, check=check, rows="prompts", shards="whole", sections=("rewards",),
+    prepare_tokenizer=prepare_tokenizer, check=check, rows="prompts", shards="whole", sections=("rewards", "peft"),
     review=review,
     curves=(Curve("reward", "reward (weighted sum)"), Curve("rewards/*/mean", "reward by component"),
             Curve("frac_reward_zero_std", "groups without reward spread"),

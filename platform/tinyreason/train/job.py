@@ -4,7 +4,7 @@ pickled to each Ray Train worker); a worker's loop starts with `worker.begin_wor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 from tinyreason.outputs import StageOutput
@@ -34,6 +34,7 @@ class StageJob:
     # returns to environment.json. Passed, not imported, so the recording code stays out of the
     # training code's fingerprint: describing machines better must not retrain every stage.
     describe: Callable[[], dict] | None = None
+    inputs: dict[str, str] = field(default_factory=dict)  # other models the kind reads, by role (StageKind.inputs)
 
     def local(self, path: str) -> str:
         """An input path (parent model, tokenizer) readable on this worker's node."""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable, Literal
 if TYPE_CHECKING:
     from tinyreason.config.experiment import StageConfig
     from tinyreason.data.tokenize import Step
+    from tinyreason.train.job import StageJob
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,11 @@ class StageKind:
     # trainer's own sampler must see them all, as GRPO's groups do)
     shards: Literal["split", "whole"] = "split"
     sections: tuple[str, ...] = ()  # the optional stage sections it reads (config/experiment.py KIND_SECTIONS)
+    # Models it reads besides its parent, by role (distill: {"teacher": stage.teacher.model}). The driver
+    # resolves each reference (tinyreason/refs.py), adds its key to the stage key and its path to StageJob.inputs.
+    inputs: Callable[["StageConfig"], dict[str, str]] | None = None
+    # Driver-side checks once its tokenizer and inputs exist, before any worker starts (a shared vocabulary)
+    preflight: Callable[["StageJob"], None] | None = None
     think_tokens: bool = False  # adds <think> and </think> to the tokenizer unless the stage says otherwise
     curves: tuple[Curve, ...] = (LOSS,)
     # logged metrics whose last value goes into the stage summary; "prefix/" takes every key under it

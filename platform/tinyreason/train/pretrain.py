@@ -39,7 +39,7 @@ def _tokenize_text(batch, tokenizer_dir: str, max_length: int):
 KIND = StageKind(
     name="pretrain", summary="next-token training from scratch on text", schema="text",
     trl_config=sft.trl_config, train_loop=sft.train_loop_per_worker, tokenize_steps=tokenize_steps,
-    prepare_tokenizer=prepare_tokenizer, check=sft.check, packing="documents", rows="blocks",
+    prepare_tokenizer=prepare_tokenizer, check=sft.check, packing="documents", rows="blocks", sections=("peft",),
     # validation perplexity is measured once, after training (eval/pretrain.py): a star at the
     # stage's last step beside the training perplexity, exp of the logged loss
     curves=(LOSS, Curve("loss", "perplexity: training (line), held-out (star)", transform=math.exp,

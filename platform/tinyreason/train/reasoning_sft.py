@@ -31,5 +31,6 @@ KIND = StageKind(
     name="reasoning_sft", summary="SFT on <think> traces (paper stage 2)", schema="reasoning",
     trl_config=sft.trl_config, train_loop=sft.train_loop_per_worker, tokenize_steps=sft.tokenize_steps,
     prepare_tokenizer=prepare_tokenizer, check=sft.check, packing="chat", rows="packed bins", think_tokens=True,
+    sections=("peft",),
     curves=sft.SFT_CURVES, summary_metrics=("mean_token_accuracy", "entropy"),
 )

@@ -4,10 +4,10 @@ reports consult. Built from the kind modules; tests and plug-ins may `register` 
 
 from __future__ import annotations
 
-from tinyreason.train import dpo, grpo, pretrain, reasoning_sft, sft
+from tinyreason.train import distill, dpo, grpo, pretrain, reasoning_sft, sft
 from tinyreason.train.kind import StageKind
 
-_KINDS: dict[str, StageKind] = {m.KIND.name: m.KIND for m in (pretrain, sft, reasoning_sft, dpo, grpo)}
+_KINDS: dict[str, StageKind] = {m.KIND.name: m.KIND for m in (pretrain, sft, reasoning_sft, dpo, grpo, distill)}
 
 
 def names() -> tuple[str, ...]:

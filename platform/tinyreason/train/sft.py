@@ -62,7 +62,7 @@ def train_loop_per_worker(config: dict) -> None:
     """model -> data -> trainer -> train -> save, on one Ray Train worker."""
     # worker-only imports: torch, TRL and Ray Train take seconds, and the driver imports this module to read configs
     from trl import SFTConfig, SFTTrainer
-    from tinyreason.train import args, checkpoints, export, reporting, shards, worker
+    from tinyreason.train import args, checkpoints, export, lora, reporting, shards, worker
 
     job, timeline, precision = worker.begin_worker(config)
     timeline.mark("imports")
@@ -94,8 +94,9 @@ def train_loop_per_worker(config: dict) -> None:
     collator = None if joined else partial(T.collate_packed_rows, pad_token_id=tok.pad_token_id)
     report = reporting.make_report_callback(job, timeline, layout={"padding_free": joined})
     trainer = SFTTrainer(model=model, args=trl_args, train_dataset=train, processing_class=tok,
-                         data_collator=collator, callbacks=[report])
+                         data_collator=collator, callbacks=[report], peft_config=lora.peft_config(job, tok))
     shards.use_local_shard(trainer, batches)
+    lora.log_size(trainer, job)
 
     # train
     trainer.train(resume_from_checkpoint=resume.path)
@@ -107,6 +108,6 @@ def train_loop_per_worker(config: dict) -> None:
 KIND = StageKind(
     name="sft", summary="chat SFT without chain-of-thought (paper stage 1)", schema="chat",
     trl_config=trl_config, train_loop=train_loop_per_worker, tokenize_steps=tokenize_steps,
-    prepare_tokenizer=prepare_tokenizer, check=check, packing="chat", rows="packed bins",
+    prepare_tokenizer=prepare_tokenizer, check=check, packing="chat", rows="packed bins", sections=("peft",),
     curves=SFT_CURVES, summary_metrics=("mean_token_accuracy", "entropy"),
 )

@@ -18,6 +18,7 @@ import yaml
 
 from tinyreason.config.base import read_yaml, resolve_path
 from tinyreason.config.loading import apply_override
+from tinyreason.config.sweeps import section_of
 from tinyreason.cost import trial_cost_section
 from tinyreason.eval.scores import primary_with_errors
 from tinyreason.outputs import StageOutput
@@ -175,7 +176,8 @@ def best_config(result: SweepResult) -> dict:
     for assignment in result.sweep.overrides:
         apply_override(raw, assignment)
     for key, value in result.best.params.items():
-        apply_override(raw, f"stages.{result.sweep.stage}.trainer.{key}={json.dumps(value)}")
+        section, name = section_of(key)
+        apply_override(raw, f"stages.{result.sweep.stage}.{section}.{name}={json.dumps(value)}")
     raw["name"] = f"{raw.get('name', 'experiment')}-best-{result.sweep.name}"
     return raw
 

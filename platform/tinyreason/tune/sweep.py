@@ -24,10 +24,10 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from tinyreason.base import prepare_base
+from tinyreason.base import prepare_base, start_of
 from tinyreason.config.experiment import ExperimentConfig, StageConfig
 from tinyreason.config.sections import TrainerSettings
-from tinyreason.config.sweeps import SweepConfig
+from tinyreason.config.sweeps import SweepConfig, apply_point
 from tinyreason.context import RunContext
 from tinyreason.cards import write_stage_card
 from tinyreason.cost import COST_PREFIX, as_metrics
@@ -134,9 +134,9 @@ def trial_resources(sweep: SweepConfig) -> dict:
 
 
 def trial_stage(stage: StageConfig, params: dict) -> StageConfig:
-    """The swept stage with one point of the space filled in, validated like any config."""
-    trainer = TrainerSettings.model_validate({**stage.trainer.model_dump(), **params})
-    return StageConfig.model_validate({**stage.model_dump(), "trainer": trainer.model_dump()})
+    """The swept stage with one point of the space filled in (trainer settings, `peft.r`),
+    validated like any config."""
+    return apply_point(stage, params)
 
 
 def trial_config(sweep: SweepConfig, stage: StageConfig, params: dict) -> StageConfig:
@@ -246,15 +246,18 @@ def run_sweep(sweep: SweepConfig, cfg: ExperimentConfig, ctx: RunContext | None 
     out.path.mkdir(parents=True, exist_ok=True)
 
     # the parent stages: trained once for the whole sweep (or reused from the cache)
-    parent = prepare_base(ctx)
+    ctx.check_references()
+    previous = ctx.models["base"] = prepare_base(ctx)
     for i in range(index):
-        parent = run_stage(ctx, i, cfg.stages[i], parent).model
+        previous = run_stage(ctx, i, cfg.stages[i], start_of(ctx, cfg.stages[i], previous)).model
+    parent = start_of(ctx, cfg.stages[index], previous)
     parent_eval = evaluate(ctx, parent, ctx.outputs.base_evals(parent.key)) if index > 0 else None
     stage = cfg.stages[index]
     uses_reference = stage.kind == "dpo" and stage.trainer.model_extra.get("precompute_ref_log_probs", True)
     ref_cache = reference_cache(ctx, index, parent).rel if uses_reference else None
     if ref_cache:
-        ctx = RunContext(_with_precomputed_reference(cfg, index), ctx.store, ctx.group, ctx.trained_by)
+        ctx = RunContext(_with_precomputed_reference(cfg, index), ctx.store, ctx.group, locks=ctx.locks,
+                         trained_by=ctx.trained_by, models=ctx.models)
 
     trial_ctx = SweepContext(sweep, ctx, index, parent, ref_cache)
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=trial_ctx), trial_resources(sweep))
