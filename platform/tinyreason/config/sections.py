@@ -392,8 +392,6 @@ class CostConfig(Strict):
         return self
 
 
-
-
 @functools.cache
 def _scheduler_names() -> frozenset[str]:
     from transformers.trainer_utils import SchedulerType  # heavy: transformers (~3 s), only when a config is read

@@ -194,8 +194,8 @@ def _kl_callback(job: StageJob, rows: list[dict], holder: dict):
 
 def train_loop_per_worker(config: dict) -> None:
     """model -> teacher -> data -> trainer -> train -> save, on one Ray Train worker."""
-    # worker-only imports: torch, TRL and Ray Train take seconds, and the driver imports this module to read configs
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # as in trl_config
+    # worker-only imports: torch, TRL and Ray Train take seconds, and the driver imports this module to read configs
     from trl.experimental.gkd import GKDConfig, GKDTrainer
     from tinyreason.model.presets import load_model
     from tinyreason.train import args, checkpoints, export, lora, reporting, shards, worker
