@@ -73,6 +73,10 @@ def _heldout(cfg, model_dir: Path, out: Path) -> None:
           f"well-formed <think> {f['well_formed']:.1%}, "
           f"answer after it {f['has_answer']:.1%}, truncated {f['truncated']:.1%}, repetition {f['repetition']:.3f}, "
           f"think words p50/p90 {f['think_tokens_p50']:.0f}/{f['think_tokens_p90']:.0f}")
+    if "new_templates" in res:
+        new = res["new_templates"]
+        print(f"held-out template family: accuracy {new['accuracy']:.1%}, "
+              f"well-formed <think> {new['format']['well_formed']:.1%}")
 
 
 if __name__ == "__main__":

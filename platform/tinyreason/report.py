@@ -31,6 +31,7 @@ def stage_rows(result: CurriculumResult) -> list[dict]:
             "tokens_per_s": s.get("tokens_per_s"), "train_seconds": o.manifest.get("train_seconds"),
             "heldout_accuracy": scores.get("heldout/accuracy"),
             "well_formed_think": scores.get("heldout/well_formed"),
+            "new_templates_accuracy": scores.get("heldout_new/accuracy"),
             "reward_margin": s.get("rewards/margins"),
             "perplexity": pretrain_scores(o.evaluation).get(PERPLEXITY),
             "why": o.reason, "best_checkpoint": (o.manifest.get("checkpoints") or {}).get("best"),
@@ -46,14 +47,15 @@ def _fmt(v, spec: str = ".3f") -> str:
 
 
 def summary_table(rows: list[dict]) -> str:
-    head = "| stage | kind | status | steps | loss first -> last | tokens/s | held-out acc | well-formed | margin |"
-    lines = [head, "| --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: |"]
+    head = ("| stage | kind | status | steps | loss first -> last | tokens/s | held-out acc | new templates | "
+            "well-formed | margin | seconds |")
+    lines = [head, "| --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         lines.append(
             f"| {r['stage']} | {r['kind']} | {r['status']} | {_fmt(r['steps'])} | "
             f"{_fmt(r['loss_first'])} -> {_fmt(r['loss_last'])} | {_fmt(r['tokens_per_s'], '.0f')} | "
-            f"{_fmt(r['heldout_accuracy'], '.1%')} | {_fmt(r['well_formed_think'], '.1%')} | "
-            f"{_fmt(r['reward_margin'])} |"
+            f"{_fmt(r['heldout_accuracy'], '.1%')} | {_fmt(r['new_templates_accuracy'], '.1%')} | "
+            f"{_fmt(r['well_formed_think'], '.1%')} | {_fmt(r['reward_margin'])} | {_fmt(r['train_seconds'], '.0f')} |"
         )
     return "\n".join(lines)
 

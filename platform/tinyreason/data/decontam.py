@@ -133,11 +133,13 @@ def eval_texts_from_rows(rows: list[dict], min_words: int = DEFAULT_MIN_WORDS) -
 
 
 def eval_texts_from_synthetic(n: int) -> list[str]:
-    """The held-out problems the curriculum scores (the first n of the fixed eval seed)."""
+    """The held-out problems the curriculum scores (the first n of the fixed eval seed), in
+    the training templates and in the held-out template family."""
     from tinyreason.data import synthetic
+    from tinyreason.data.phrasings import PHRASINGS
     from tinyreason.eval.heldout import EVAL_SEED
 
-    return eval_texts_from_rows(synthetic.eval_rows(n, EVAL_SEED))
+    return [t for ph in PHRASINGS for t in eval_texts_from_rows(synthetic.eval_rows(n, EVAL_SEED, ph))]
 
 
 def eval_texts_from_files(spec: str | list[str]) -> list[str]:
@@ -245,7 +247,7 @@ def decontaminator_for(config) -> Decontaminator | None:
     texts, names = [], []
     if n_synthetic:
         texts += eval_texts_from_synthetic(n_synthetic)
-        names.append(f"{n_synthetic} held-out synthetic problems")
+        names.append(f"{n_synthetic} held-out synthetic problems in each phrasing")
     if dc.files:
         texts += eval_texts_from_files(dc.files)
         names.append(f"files {dc.files}")

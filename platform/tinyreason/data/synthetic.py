@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Iterator
 
+from tinyreason.data import phrasings
 from tinyreason.model.chat import SYSTEM_PROMPT, THINK_CLOSE, THINK_OPEN
 
 TASKS: tuple[str, ...] = ("add_sub", "compare", "count", "list_op")
 SPLITS = ("train", "heldout")
 
-# 12% of keys are held out. The smallest family (add_sub, 5.5k keys) still leaves
-# 672 unseen problems, so up to ~2.6k mixed held-out rows; training keeps 88%.
+# 12% of keys are held out. The smallest family (compare, 4 kinds x 9,900 pairs) still
+# leaves ~4.7k unseen problems, so up to ~19k mixed held-out rows; training keeps 88%.
 HELDOUT_PER_MILLE = 120
 # Drawing a held-out problem succeeds ~12% of the time; 20000 straight failures
 # means the family's unseen pool is exhausted, which must fail loudly, not hang.
@@ -64,33 +65,29 @@ def _join(xs) -> str:
 
 
 # ---------------------------------------------------------------- task families
+# Each family is a difficulty ladder whose direct answer composes 2-5 easy steps
+# (add or subtract a digit, compare two numbers, match one word): a model that
+# writes the steps out does one easy thing per line, one that answers at once must
+# do them all in a single forward pass. Compare is the one-step control family.
 
 _ADD = ("buys {n} more", "finds {n} more", "gets {n} more")
 _SUB = ("gives away {n}", "loses {n}", "sells {n}")
 
 
-def _add_sub_text(form: int, name: str, p: str, start: int, obj: str, verbs: list[str]) -> str:
-    P = p.capitalize()
-    if form == 0:
-        rest = "".join(f" Then {p} {v}." for v in verbs[1:])
-        body, ask = f"{name} has {start} {obj}. {P} {verbs[0]}.{rest}", f"does {name} have now"
-    elif form == 1:
-        rest = "".join(f" Next {p} {v}." for v in verbs[1:])
-        body = f"{name} starts with {start} {obj}. First {p} {verbs[0]}.{rest}"
-        ask = f"does {p} have at the end"
-    else:
-        rest = "".join(f", and then {p} {v}" for v in verbs[1:])
-        body = f"{name} has {start} {obj} in a bag. {P} {verbs[0]}{rest}."
-        ask = "are in the bag now"
-    return f"{body} How many {obj} {ask}?"
+def _add_sub_text(frame: tuple, name: str, p: str, start: int, obj: str, verbs: list[str]) -> str:
+    opening, first, later, ask = frame
+    f = dict(name=name, p=p, P=p.capitalize(), start=start, obj=obj)
+    parts = [opening.format(**f), first.format(v=verbs[0], **f)]
+    parts += [later.format(v=v, **f) for v in verbs[1:]]
+    return "".join(parts) + ask.format(**f)
 
 
-def _add_sub(rng: random.Random) -> Problem:
-    # Start 2..20 and steps of 1..9 keep every running total within 0..38: numbers a
-    # 2k-token BPE holds as one or two tokens. Never below zero, so no negatives.
-    start = total = rng.randint(2, 20)
+def _add_sub(rng: random.Random, phrasing: str = "train") -> Problem:
+    # 2..4 operations of 1..9 from a start of 2..30: every written step adds or takes
+    # one digit, while the direct answer needs all of them composed. Never below zero.
+    start = total = rng.randint(2, 30)
     ops, steps = [], []
-    for _ in range(rng.randint(1, 2)):
+    for _ in range(rng.randint(2, 4)):
         if total == 0 or rng.random() < 0.5:
             sign, n = "+", rng.randint(1, 9)
         else:
@@ -101,97 +98,69 @@ def _add_sub(rng: random.Random) -> Problem:
         total = new
     name, obj = rng.choice(list(WORLD)), rng.choice(OBJECTS)
     verbs = [rng.choice(_ADD if s == "+" else _SUB).format(n=n) for s, n in ops]
-    question = _add_sub_text(rng.randrange(3), name, WORLD[name][0], start, obj, verbs)
+    frame = rng.choice(phrasings.ADD_SUB[phrasing])
+    question = _add_sub_text(frame, name, WORLD[name][0], start, obj, verbs)
     key = f"add_sub:{start}" + "".join(f"{s}{n}" for s, n in ops)
     return Problem("add_sub", question, tuple(steps), str(total), key)
 
 
-_COMPARE = {
-    "max": ("Which is larger, {a} or {b}?", "Which number is bigger: {a} or {b}?"),
-    "min": ("Which is smaller, {a} or {b}?", "Which number is less: {a} or {b}?"),
-    "gt": ("Is {a} bigger than {b}?", "Is {a} larger than {b}?"),
-    "lt": ("Is {a} smaller than {b}?", "Is {a} less than {b}?"),
-}
-
-
-def _compare(rng: random.Random) -> Problem:
-    # 0..60 gives 61*60 ordered pairs per kind (~14.6k keys): one- and two-digit
-    # numbers, so the model must compare digits, not just memorise a few pairs.
-    kind = rng.choice(tuple(_COMPARE))
-    a, b = rng.sample(range(61), 2)
+def _compare(rng: random.Random, phrasing: str = "train") -> Problem:
+    # 0..99 gives 100*99 ordered pairs per kind (~40k keys): with digits as single
+    # tokens the model compares tens, then units, rather than memorising pairs.
+    kind = rng.choice(tuple(phrasings.COMPARE[phrasing]))
+    a, b = rng.sample(range(100), 2)
     hi, lo = max(a, b), min(a, b)
+    # The first line keeps the question's order: copy a, compare, copy b.
+    rel = f"{a} > {b}" if a > b else f"{a} < {b}"
     if kind == "max":
-        steps, answer = (f"{hi} > {lo}", f"so the larger is {hi}"), str(hi)
+        steps, answer = (rel, f"so the larger is {hi}"), str(hi)
     elif kind == "min":
-        steps, answer = (f"{lo} < {hi}", f"so the smaller is {lo}"), str(lo)
+        steps, answer = (rel, f"so the smaller is {lo}"), str(lo)
     else:
         answer = "yes" if (a > b) == (kind == "gt") else "no"
-        steps = (f"{a} > {b}" if a > b else f"{a} < {b}", f"so {answer}")
-    question = rng.choice(_COMPARE[kind]).format(a=a, b=b)
+        steps = (rel, f"so {answer}")
+    question = rng.choice(phrasings.COMPARE[phrasing][kind]).format(a=a, b=b)
     return Problem("compare", question, steps, answer, f"compare:{kind}:{a},{b}")
 
 
-_COUNT = (
-    "How many times does '{t}' appear in: {items}?",
-    "Count how many times '{t}' is in this list: {items}.",
-    "In the list {items}, how many times do you see '{t}'?",
-)
-
-
-def _count(rng: random.Random) -> Problem:
-    # Lists of 3..6 words from 6 animals; 15% of targets are absent so "0" is a
-    # real answer the model has to produce rather than a count it never sees.
-    items = [rng.choice(WORDS) for _ in range(rng.randint(3, 6))]
+def _count(rng: random.Random, phrasing: str = "train") -> Problem:
+    # Lists of 4..7 words from 6 animals; 15% of targets are absent so "0" is a real
+    # answer. The trace walks the list keeping a running tally ("dog 1, cat, dog 2"):
+    # one word compared per item instead of counting the whole list at a glance.
+    items = [rng.choice(WORDS) for _ in range(rng.randint(4, 7))]
     absent = [w for w in WORDS if w not in items]
     target = rng.choice(absent) if absent and rng.random() < 0.15 else rng.choice(items)
-    pos = [str(i + 1) for i, w in enumerate(items) if w == target]
-    if not pos:
-        where = f"{target} is not in the list"
-    elif len(pos) == 1:
-        where = f"{target} is item {pos[0]}"
-    else:
-        where = f"{target} is items {', '.join(pos[:-1])} and {pos[-1]}"
-    question = rng.choice(_COUNT).format(t=target, items=_join(items))
+    tally, k = [], 0
+    for w in items:
+        k += w == target
+        tally.append(f"{w} {k}" if w == target else w)
+    question = rng.choice(phrasings.COUNT[phrasing]).format(t=target, items=_join(items))
     key = f"count:{target}:{','.join(items)}"
-    return Problem("count", question, (where, f"so the count is {len(pos)}"), str(len(pos)), key)
+    return Problem("count", question, (_join(tally), f"so the count is {k}"), str(k), key)
 
 
-_LIST = {
-    "max": ("What is the largest number in {l}?", "Find the biggest number: {l}."),
-    "min": ("What is the smallest number in {l}?", "Find the smallest number: {l}."),
-    "sum": ("What is the sum of {l}?", "Add up these numbers: {l}."),
-    "last": ("What is the last number in {l}?", "Which number comes last: {l}?"),
-}
-
-
-def _list_op(rng: random.Random) -> Problem:
-    # Items 0..20; sums take exactly 3 items so results stay within 0..60 and the
-    # trace is two additions, the other ops take 3-4 items.
-    op = rng.choice(tuple(_LIST))
-    xs = [rng.randint(0, 20) for _ in range(3 if op == "sum" else rng.randint(3, 4))]
-    if op in ("max", "min"):
-        ans = max(xs) if op == "max" else min(xs)
-        word = "largest" if op == "max" else "smallest"
-        steps = (f"sorted: {_join(sorted(xs))}", f"the {word} is {ans}")
-    elif op == "sum":
-        ans, parts = xs[0], []
-        for x in xs[1:]:
-            parts.append(f"{ans} + {x} = {ans + x}")
-            ans += x
-        steps = tuple(parts)
-    else:
-        ans, steps = xs[-1], (f"the list has {len(xs)} items", f"item {len(xs)} is {xs[-1]}")
-    question = rng.choice(_LIST[op]).format(l=_join(xs))
-    return Problem("list_op", question, steps, str(ans), f"list_op:{op}:{','.join(map(str, xs))}")
+def _list_op(rng: random.Random, phrasing: str = "train") -> Problem:
+    # 3..5 items of 1..20 (sums of 3..4, so at most 80): the trace folds the list left
+    # to right, one two-number max, min or addition per line.
+    op = rng.choice(tuple(phrasings.LIST_OP[phrasing]))
+    xs = [rng.randint(1, 20) for _ in range(rng.randint(3, 4) if op == "sum" else rng.randint(3, 5))]
+    acc, steps = xs[0], []
+    for x in xs[1:]:
+        new = acc + x if op == "sum" else (max if op == "max" else min)(acc, x)
+        steps.append(f"{acc} + {x} = {new}" if op == "sum" else f"{op}({acc}, {x}) = {new}")
+        acc = new
+    question = rng.choice(phrasings.LIST_OP[phrasing][op]).format(l=_join(xs))
+    return Problem("list_op", question, tuple(steps), str(acc), f"list_op:{op}:{','.join(map(str, xs))}")
 
 
 _MAKERS = {"add_sub": _add_sub, "compare": _compare, "count": _count, "list_op": _list_op}
 
 
-def make_problem(rng: random.Random, task: str) -> Problem:
+def make_problem(rng: random.Random, task: str, phrasing: str = "train") -> Problem:
+    """One problem of a family, worded with a training or a held-out template."""
     if task not in _MAKERS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
-    return _MAKERS[task](rng)
+    return _MAKERS[task](rng, phrasings.check(phrasing))
 
 
 def is_heldout(problem: Problem) -> bool:
@@ -200,7 +169,7 @@ def is_heldout(problem: Problem) -> bool:
     return int(digest[:8], 16) % 1000 < HELDOUT_PER_MILLE
 
 
-def _stream(rng: random.Random, split: str = "train") -> Iterator[Problem]:
+def _stream(rng: random.Random, split: str = "train", phrasing: str = "train") -> Iterator[Problem]:
     """Endless problems of one split; tasks in shuffled blocks of four, so any 4k rows
     hold exactly k of each family. Held-out problems never repeat a key."""
     if split not in SPLITS:
@@ -211,7 +180,7 @@ def _stream(rng: random.Random, split: str = "train") -> Iterator[Problem]:
         rng.shuffle(order)
         for task in order:
             for _ in range(MAX_DRAWS):
-                p = make_problem(rng, task)
+                p = make_problem(rng, task, phrasing)
                 if is_heldout(p) == want and p.key not in seen:
                     break
             else:
@@ -222,8 +191,12 @@ def _stream(rng: random.Random, split: str = "train") -> Iterator[Problem]:
             yield p
 
 
-def problems(n: int, seed: int, split: str = "train") -> list[Problem]:
-    return list(islice(_stream(random.Random(_derive(seed, f"problems/{split}")), split), n))
+def problems(n: int, seed: int, split: str = "train", phrasing: str = "train") -> list[Problem]:
+    """Training problems are only ever worded with training templates."""
+    if split == "train" and phrasing != "train":
+        raise ValueError("the held-out phrasing is for held-out problems only; use split='heldout'")
+    name = f"problems/{split}" + ("" if phrasing == "train" else f"/{phrasing}")
+    return list(islice(_stream(random.Random(_derive(seed, name)), split, phrasing), n))
 
 
 def format_answer(problem: Problem) -> str:
@@ -278,14 +251,40 @@ def _paragraph(p: Problem, rng: random.Random) -> str:
     return f"Question: {p.question}\nAnswer: {lead} {'. '.join(p.steps)}. {format_answer(p)}"
 
 
+def _drill(rng: random.Random) -> str:
+    """8..12 lines of the single steps every trace is made of: add or take a digit,
+    add two numbers, compare, max/min. Dense practice of the easy step is what lets a
+    ~2M-parameter model do one per line; composing them is left to the <think> block."""
+    lines = []
+    for _ in range(rng.randint(8, 12)):
+        kind, a = rng.random(), rng.randint(0, 70)
+        if kind < 0.4:
+            n = rng.randint(1, 9)
+            lines.append(f"{a} + {n} = {a + n}" if a < n or rng.random() < 0.5 else f"{a} - {n} = {a - n}")
+        elif kind < 0.6:
+            b = rng.randint(1, 20)
+            lines.append(f"{a} + {b} = {a + b}")
+        elif kind < 0.8:
+            a, b = rng.sample(range(100), 2)
+            lines.append(f"{a} > {b}" if a > b else f"{a} < {b}")
+        else:
+            b, op = rng.randint(0, 30), rng.choice((max, min))
+            a = a % 31
+            lines.append(f"{op.__name__}({a}, {b}) = {op(a, b)}")
+    return "\n".join(lines)
+
+
 def pretrain_rows(n: int, seed: int) -> list[dict]:
     rng = random.Random(_derive(seed, "pretrain"))
     stream, rows = _stream(rng), []
     for i in range(n):
-        # 3 rows in 5 are stories (60%): language first, but 40% reasoning text
-        # teaches the digits and "The answer is" pattern before chat SFT starts.
-        if i % 5 < 3:
+        # 1 row in 5 is a story (language and the world's facts for chat), 1 a drill of
+        # single steps, 3 worked problems: reasoning text is ~85% of the tokens, since
+        # at 8k rows the step arithmetic, not the prose, is what the model runs short of.
+        if i % 5 == 0:
             text = _story(rng)
+        elif i % 5 == 1:
+            text = _drill(rng)
         else:
             text = "\n\n".join(_paragraph(next(stream), rng) for _ in range(rng.randint(1, 2)))
         rows.append({"text": text})
@@ -389,14 +388,26 @@ def preference_rows(n: int, seed: int) -> list[dict]:
     return rows
 
 
-def eval_rows(n: int, seed: int) -> list[dict]:
-    rng = random.Random(_derive(seed, "eval"))
+def prompt_rows(n: int, seed: int) -> list[dict]:
+    """GRPO rows from the training split: the prompt (system + user) and the gold answer
+    that a verifiable reward compares with the text after </think>."""
+    stream = _stream(random.Random(_derive(seed, "prompt")))
+    return [{"prompt": _messages(p.question, "")[:2], "answer": p.answer} for p in islice(stream, n)]
+
+
+def eval_rows(n: int, seed: int, phrasing: str = "train") -> list[dict]:
+    """Held-out problems as benchmark rows. phrasing="heldout" words them with the held-out
+    template family, which no training row uses: the score on those says whether a gain
+    holds on questions phrased in ways training never showed."""
+    name = "eval" if phrasing == "train" else f"eval/{phrasing}"
+    rng = random.Random(_derive(seed, name))
+    tag = "" if phrasing == "train" else f"-{phrasing}"
     rows = []
-    for p in islice(_stream(rng, "heldout"), n):
+    for p in islice(_stream(rng, "heldout", phrasing), n):
         choices = [p.answer, *_distractors(p)[:3]]
         rng.shuffle(choices)
         rows.append({
-            "id": f"{p.task}-{hashlib.sha256(p.key.encode()).hexdigest()[:12]}",
+            "id": f"{p.task}{tag}-{hashlib.sha256(p.key.encode()).hexdigest()[:12]}",
             "task": p.task,
             "question": p.question,
             "answer": p.answer,

@@ -3,7 +3,8 @@
 Greedy decoding with the chat template applied, the final answer extracted
 after `</think>`, exact match against the gold answer; the same generations
 give the reasoning-format health numbers. The problems' number combinations
-never occur in any training blend (see `synthetic.is_heldout`).
+never occur in any training blend (see `synthetic.is_heldout`); a second set words
+held-out problems with templates no training row uses (`data/phrasings.py`).
 """
 
 from __future__ import annotations
@@ -41,18 +42,8 @@ def chat_prompts(tok, questions: list[str]) -> list[str]:
     ]
 
 
-def evaluate_heldout(model_dir: str, n: int, max_new_tokens: int = 96, batch_size: int = 16,
-                     trust_remote_code: bool = False) -> dict:
-    """Accuracy and format health on n held-out problems; samples kept for inspection."""
-    import torch
-    from transformers import AutoTokenizer
-
-    from tinyreason.model.presets import load_model
-
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
-    model = load_model(model_dir, trust_remote_code).eval()
-    rows = synthetic.eval_rows(n, EVAL_SEED)
+def score(model, tok, rows: list[dict], max_new_tokens: int, batch_size: int) -> dict:
+    """Exact-match accuracy, per-family accuracy and <think> health of greedy answers to rows."""
     gens = generate(model, tok, chat_prompts(tok, [r["question"] for r in rows]), max_new_tokens, batch_size)
     samples, checks, correct = [], [], 0
     for row, (text, hit_limit) in zip(rows, gens):
@@ -72,3 +63,24 @@ def evaluate_heldout(model_dir: str, n: int, max_new_tokens: int = 96, batch_siz
         "n": len(rows),
         "samples": samples,
     }
+
+
+def evaluate_heldout(model_dir: str, n: int, max_new_tokens: int = 96, batch_size: int = 16,
+                     trust_remote_code: bool = False, new_templates: bool = True) -> dict:
+    """Accuracy and format health on n held-out problems; samples kept for inspection.
+
+    With `new_templates`, the same number of held-out problems worded with the held-out
+    template family (phrasings no training row uses) is scored too, under "new_templates"."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from tinyreason.model.presets import load_model
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    model = load_model(model_dir, trust_remote_code).eval()
+    result = score(model, tok, synthetic.eval_rows(n, EVAL_SEED), max_new_tokens, batch_size)
+    if new_templates:
+        result["new_templates"] = score(model, tok, synthetic.eval_rows(n, EVAL_SEED, "heldout"),
+                                        max_new_tokens, batch_size)
+    return result

@@ -1,7 +1,9 @@
 """One evaluation per model: the held-out probe plus the lm-eval suite, flattened.
 
 Keys are "task/metric" for lm-eval tasks plus "heldout/accuracy" and
-"heldout/well_formed" (the built-in held-out problems and their <think> health),
+"heldout/well_formed" (the built-in held-out problems and their <think> health) and
+"heldout_new/accuracy", "heldout_new/well_formed" (the same, worded with the held-out
+template family that no training row uses),
 so a sweep objective and the results table can name any of them. A pretrain stage
 also has "pretrain/perplexity": a row of the results table, but never part of the
 objective or the score plot (lower is better, and it is not on a 0-1 scale).
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 from tinyreason.eval.harness import objective
 
-HELDOUT = ("heldout/accuracy", "heldout/well_formed")
+HELDOUT = ("heldout/accuracy", "heldout/well_formed", "heldout_new/accuracy", "heldout_new/well_formed")
 PERPLEXITY = "pretrain/perplexity"
 
 
@@ -23,6 +25,9 @@ def primary_scores(evaluation: dict | None) -> dict[str, float]:
     if "accuracy" in evaluation:
         out["heldout/accuracy"] = float(evaluation["accuracy"])
         out["heldout/well_formed"] = float(evaluation["format"]["well_formed"])
+    if "new_templates" in evaluation:
+        out["heldout_new/accuracy"] = float(evaluation["new_templates"]["accuracy"])
+        out["heldout_new/well_formed"] = float(evaluation["new_templates"]["format"]["well_formed"])
     out.update((evaluation.get("benchmarks") or {}).get("primary", {}))
     return out
 
