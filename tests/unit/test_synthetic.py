@@ -26,11 +26,12 @@ def key_from_question(q: str) -> str | None:
     """Independent parser: question text (either phrasing) -> canonical key, None for small talk."""
     big = {"larger": "max", "bigger": "max", "smaller": "min", "less": "min"}
     for pat, order in ((r"Which (?:number )?is (larger|bigger|smaller|less)[,:] (\d+) or (\d+)\?", (1, 2, 3)),
+                       (r"Tell me the (larger|smaller) number: (\d+) or (\d+)\.", (1, 2, 3)),
                        (r"Of (\d+) and (\d+), which one is (larger|smaller)\?", (3, 1, 2)),
                        (r"Pick the (bigger|smaller) number out of (\d+) and (\d+)\.", (1, 2, 3))):
         if m := re.fullmatch(pat, q):
             return f"compare:{big[m[order[0]]]}:{m[order[1]]},{m[order[2]]}"
-    for pat, order in ((r"Is (\d+) (bigger|larger|smaller|less) than (\d+)\?", (2, 1, 3)),
+    for pat, order in ((r"Is (?:the number )?(\d+) (bigger|larger|smaller|less) than (\d+)\?", (2, 1, 3)),
                        (r"(\d+) is (bigger|smaller) than (\d+): yes or no\?", (2, 1, 3)),
                        (r"Of (\d+) and (\d+), is the first one (larger|smaller)\?", (3, 1, 2))):
         if m := re.fullmatch(pat, q):
@@ -43,7 +44,7 @@ def key_from_question(q: str) -> str | None:
     for op, words in list_ops.items():
         if re.search(rf"\b(?:{words})\b", q):
             return f"list_op:{op}:" + ",".join(re.findall(r"\d+", q))
-    if m := re.search(r"(?:has|starts with|owns|holds) (\d+) \w+", q):
+    if m := re.search(r"(?:has|starts with|owns|holds|had|There are) (\d+) \w+", q):
         ops = re.findall(r"(buys|finds|gets|gives away|loses|sells) (\d+)", q)
         signs = "".join(("+" if verb in ("buys", "finds", "gets") else "-") + n for verb, n in ops)
         return f"add_sub:{m[1]}{signs}"
@@ -304,7 +305,9 @@ def test_pretrain_rows_mix_stories_drills_and_reasoning():
             continue
         assert 3 <= len(re.findall(r"[.!?](?:\s|$)", r["text"])) <= 6, r["text"]
     for r in reasoning:
-        for q, ans in re.findall(r"^Question: (.*)\n.*The answer is (\S+)\.$", r["text"], re.M):
+        found = re.findall(r"^Question: (.*)\nAnswer: .*\n(?:.*\n)*?The answer is (\S+)\.$", r["text"], re.M)
+        assert len(found) == r["text"].count("Question: ")
+        for q, ans in found:
             assert ans == answer_from_key(key_from_question(q))
 
 

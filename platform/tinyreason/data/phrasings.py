@@ -21,6 +21,9 @@ ADD_SUB = {
         ("{name} starts with {start} {obj}.", " First {p} {v}.", " Next {p} {v}.",
          " How many {obj} does {p} have at the end?"),
         ("{name} has {start} {obj} in a bag.", " {P} {v}", ", and then {p} {v}", ". How many {obj} are in the bag now?"),
+        ("{name} had {start} {obj} this morning.", " Later {p} {v}.", " Later {p} {v}.",
+         " How many {obj} does {name} have left?"),
+        ("There are {start} {obj} in {name}'s box.", " {name} {v}.", " Then {name} {v}.", " How many {obj} are in the box now?"),
     ),
     "heldout": (
         ("At first, {name} owns {start} {obj}.", " After that, {p} {v}.", " After that, {p} {v}.",
@@ -31,10 +34,10 @@ ADD_SUB = {
 
 COMPARE = {
     "train": {
-        "max": ("Which is larger, {a} or {b}?", "Which number is bigger: {a} or {b}?"),
-        "min": ("Which is smaller, {a} or {b}?", "Which number is less: {a} or {b}?"),
-        "gt": ("Is {a} bigger than {b}?", "Is {a} larger than {b}?"),
-        "lt": ("Is {a} smaller than {b}?", "Is {a} less than {b}?"),
+        "max": ("Which is larger, {a} or {b}?", "Which number is bigger: {a} or {b}?", "Tell me the larger number: {a} or {b}."),
+        "min": ("Which is smaller, {a} or {b}?", "Which number is less: {a} or {b}?", "Tell me the smaller number: {a} or {b}."),
+        "gt": ("Is {a} bigger than {b}?", "Is {a} larger than {b}?", "Is the number {a} bigger than {b}?"),
+        "lt": ("Is {a} smaller than {b}?", "Is {a} less than {b}?", "Is the number {a} smaller than {b}?"),
     },
     "heldout": {
         "max": ("Of {a} and {b}, which one is larger?", "Pick the bigger number out of {a} and {b}."),
@@ -49,6 +52,7 @@ COUNT = {
         "How many times does '{t}' appear in: {items}?",
         "Count how many times '{t}' is in this list: {items}.",
         "In the list {items}, how many times do you see '{t}'?",
+        "The animals are {items}. How many are '{t}'?",
     ),
     "heldout": (
         "Here is a list: {items}. How often is '{t}' in it?",
@@ -58,9 +62,11 @@ COUNT = {
 
 LIST_OP = {
     "train": {
-        "max": ("What is the largest number in {l}?", "Find the biggest number: {l}."),
-        "min": ("What is the smallest number in {l}?", "Find the smallest number: {l}."),
-        "sum": ("What is the sum of {l}?", "Add up these numbers: {l}."),
+        "max": ("What is the largest number in {l}?", "Find the biggest number: {l}.",
+                "The numbers are {l}. What is the largest?"),
+        "min": ("What is the smallest number in {l}?", "Find the smallest number: {l}.",
+                "The numbers are {l}. What is the smallest?"),
+        "sum": ("What is the sum of {l}?", "Add up these numbers: {l}.", "The numbers are {l}. What is the sum?"),
     },
     "heldout": {
         "max": ("Here are some numbers: {l}. Which one is the largest?", "Look at {l}. Which one is the biggest?"),

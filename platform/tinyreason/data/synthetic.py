@@ -65,10 +65,10 @@ def _join(xs) -> str:
 
 
 # ---------------------------------------------------------------- task families
-# Each family is a difficulty ladder whose direct answer composes 2-5 easy steps
-# (add or subtract a digit, compare two numbers, match one word): a model that
-# writes the steps out does one easy thing per line, one that answers at once must
-# do them all in a single forward pass. Compare is the one-step control family.
+# add_sub and list_op are ladders whose direct answer composes 2-3 easy steps (add or
+# take a digit, compare two numbers): a model that writes the steps out does one easy
+# thing per line, one that answers at once must do them all in one forward pass.
+# compare is a one-step family and count a control whose trace carries no work.
 
 _ADD = ("buys {n} more", "finds {n} more", "gets {n} more")
 _SUB = ("gives away {n}", "loses {n}", "sells {n}")
@@ -83,11 +83,12 @@ def _add_sub_text(frame: tuple, name: str, p: str, start: int, obj: str, verbs: 
 
 
 def _add_sub(rng: random.Random, phrasing: str = "train") -> Problem:
-    # 2..4 operations of 1..9 from a start of 2..30: every written step adds or takes
+    # 2..3 operations of 1..9 from a start of 2..25: every written step adds or takes
     # one digit, while the direct answer needs all of them composed. Never below zero.
-    start = total = rng.randint(2, 30)
+    # (4 operations: a step right 80% of the time leaves a chain right 41% of the time.)
+    start = total = rng.randint(2, 25)
     ops, steps = [], []
-    for _ in range(rng.randint(2, 4)):
+    for _ in range(rng.randint(2, 3)):
         if total == 0 or rng.random() < 0.5:
             sign, n = "+", rng.randint(1, 9)
         else:
@@ -124,26 +125,25 @@ def _compare(rng: random.Random, phrasing: str = "train") -> Problem:
 
 
 def _count(rng: random.Random, phrasing: str = "train") -> Problem:
-    # Lists of 4..7 words from 6 animals; 15% of targets are absent so "0" is a real
-    # answer. The trace walks the list keeping a running tally ("dog 1, cat, dog 2"):
-    # one word compared per item instead of counting the whole list at a glance.
-    items = [rng.choice(WORDS) for _ in range(rng.randint(4, 7))]
+    # Lists of 3..6 words from 6 animals; 15% of targets are absent so "0" is a real
+    # answer. The control family: its trace only names the target. A running tally
+    # ("dog 1, cat, dog 2") needs the whole list copied word by word, which the tiny
+    # model could not learn in budget (14% against 52% answering at once).
+    items = [rng.choice(WORDS) for _ in range(rng.randint(3, 6))]
     absent = [w for w in WORDS if w not in items]
     target = rng.choice(absent) if absent and rng.random() < 0.15 else rng.choice(items)
-    tally, k = [], 0
-    for w in items:
-        k += w == target
-        tally.append(f"{w} {k}" if w == target else w)
+    k = items.count(target)
     question = rng.choice(phrasings.COUNT[phrasing]).format(t=target, items=_join(items))
     key = f"count:{target}:{','.join(items)}"
-    return Problem("count", question, (_join(tally), f"so the count is {k}"), str(k), key)
+    return Problem("count", question, (f"looking for {target}", f"so the count is {k}"), str(k), key)
 
 
 def _list_op(rng: random.Random, phrasing: str = "train") -> Problem:
-    # 3..5 items of 1..20 (sums of 3..4, so at most 80): the trace folds the list left
-    # to right, one two-number max, min or addition per line.
+    # 3..4 items, folded left to right one pair per line: sums of digits 1..9 (each line
+    # adds one digit, as in add_sub), max/min of 1..30 (each line one comparison).
     op = rng.choice(tuple(phrasings.LIST_OP[phrasing]))
-    xs = [rng.randint(1, 20) for _ in range(rng.randint(3, 4) if op == "sum" else rng.randint(3, 5))]
+    hi = 9 if op == "sum" else 30
+    xs = [rng.randint(1, hi) for _ in range(rng.randint(3, 4))]
     acc, steps = xs[0], []
     for x in xs[1:]:
         new = acc + x if op == "sum" else (max if op == "max" else min)(acc, x)
@@ -247,29 +247,28 @@ def _story(rng: random.Random) -> str:
 
 
 def _paragraph(p: Problem, rng: random.Random) -> str:
+    # One step per line, as inside <think>: the worked problems a model reads in
+    # pre-training are the traces it will later write, in the same layout.
     lead = rng.choice(("Let's think.", "Step by step."))
-    return f"Question: {p.question}\nAnswer: {lead} {'. '.join(p.steps)}. {format_answer(p)}"
+    steps = "\n".join(p.steps)
+    return f"Question: {p.question}\nAnswer: {lead}\n{steps}\n{format_answer(p)}"
 
 
 def _drill(rng: random.Random) -> str:
-    """8..12 lines of the single steps every trace is made of: add or take a digit,
-    add two numbers, compare, max/min. Dense practice of the easy step is what lets a
+    """8..12 lines of the single steps every trace is made of: add or take one digit,
+    compare two numbers, max/min of two. Dense practice of the easy step is what lets a
     ~2M-parameter model do one per line; composing them is left to the <think> block."""
     lines = []
     for _ in range(rng.randint(8, 12)):
-        kind, a = rng.random(), rng.randint(0, 70)
-        if kind < 0.4:
-            n = rng.randint(1, 9)
+        kind = rng.random()
+        if kind < 0.5:
+            a, n = rng.randint(0, 60), rng.randint(1, 9)
             lines.append(f"{a} + {n} = {a + n}" if a < n or rng.random() < 0.5 else f"{a} - {n} = {a - n}")
-        elif kind < 0.6:
-            b = rng.randint(1, 20)
-            lines.append(f"{a} + {b} = {a + b}")
-        elif kind < 0.8:
+        elif kind < 0.75:
             a, b = rng.sample(range(100), 2)
             lines.append(f"{a} > {b}" if a > b else f"{a} < {b}")
         else:
-            b, op = rng.randint(0, 30), rng.choice((max, min))
-            a = a % 31
+            a, b, op = rng.randint(1, 30), rng.randint(1, 30), rng.choice((max, min))
             lines.append(f"{op.__name__}({a}, {b}) = {op(a, b)}")
     return "\n".join(lines)
 
@@ -352,11 +351,50 @@ def _distractors(p: Problem) -> list[str]:
     return out
 
 
+_ARITH = re.compile(r"(\d+) ([+-]) (\d+) = (\d+)")
+_FOLD = re.compile(r"(max|min)\((\d+), (\d+)\) = (\d+)")
+
+
+def _slip(p: Problem, rng: random.Random) -> tuple[list[str], str] | None:
+    """The trace with one step gone wrong, anywhere in the chain, and the error carried
+    through every later line, as a model's own slips are: off by 1, 2 or 10 in an
+    addition, the wrong one of two numbers in a max/min. None when that leaves the
+    final answer right (a later max can hide an early slip) or goes below zero."""
+    j = rng.randrange(len(p.steps))
+    adds = [_ARITH.fullmatch(s) for s in p.steps]
+    folds = [_FOLD.fullmatch(s) for s in p.steps]
+    out: list[str] = []
+    if all(adds):
+        acc = int(adds[0][1])
+        for k, m in enumerate(adds):
+            n = int(m[3])
+            new = acc + n if m[2] == "+" else acc - n
+            if k == j:
+                new += rng.choice((1, -1, 2, 10, -10))
+            if new < 0:
+                return None
+            out.append(f"{acc} {m[2]} {n} = {new}")
+            acc = new
+    elif all(folds):
+        acc = int(folds[0][2])
+        for k, m in enumerate(folds):
+            x, pick = int(m[3]), max if m[1] == "max" else min
+            new = pick(acc, x) if k != j else (x if pick(acc, x) == acc else acc)
+            out.append(f"{m[1]}({acc}, {x}) = {new}")
+            acc = new
+    else:
+        return None
+    answer = out[-1].rsplit(" ", 1)[1]
+    return (out, answer) if answer != p.answer else None
+
+
 def _rejected(p: Problem, i: int, rng: random.Random) -> str:
     # Rotation by row index, so any 9 consecutive rows hold every failure mode and
     # every malformed variant: DPO sees each error type at a steady 1-in-3 rate.
     mode, body, answer = i % 3, "\n".join(p.steps), format_answer(p)
-    if mode == 0:  # arithmetic slip in the last step, carried into the final answer
+    if mode == 0 and (slipped := _slip(p, rng)):  # a slip mid-chain, carried into the answer
+        return _trace(*slipped)
+    if mode == 0:  # a slip in the last step (compare, count, or a chain where none carries)
         if p.task == "compare":
             wrong = _distractors(p)[0]
         else:
