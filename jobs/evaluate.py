@@ -88,6 +88,10 @@ def _heldout(cfg, model_dir: Path, out: Path) -> None:
           f"think words p50/p90 {f['think_tokens_p50']:.0f}/{f['think_tokens_p90']:.0f}; "
           f"no answer {res['thinking']['no_answer']} of {res['n']}"
           + (f"; thinking off: {res['think_off']['accuracy']:.1%}" if res.get("think_off") else ""))
+    if "new_templates" in res:
+        new = res["new_templates"]
+        console.say(f"held-out template family: accuracy {new['accuracy']:.1%}, "
+                    f"well-formed <think> {new['format']['well_formed']:.1%}")
 
 
 if __name__ == "__main__":

@@ -50,11 +50,13 @@ def stage_rows(result: CurriculumResult) -> list[dict]:
         s = o.manifest.get("summary", {})
         scores = primary_with_errors(o.evaluation)
         acc, wf = scores.get("heldout/accuracy"), scores.get("heldout/well_formed")
+        new = scores.get("heldout_new/accuracy")  # the held-out template family: no training row is worded so
         rows.append({
             "stage": o.stage.name, "kind": o.stage.kind, "status": "cached" if o.cached else "trained",
             "steps": s.get("steps"), "loss_first": s.get("loss_first"), "loss_last": s.get("loss_last"),
             "tokens_per_s": s.get("tokens_per_s"), "train_seconds": o.manifest.get("train_seconds"),
             "heldout_accuracy": acc.value if acc else None, "heldout_accuracy_se": acc.se if acc else None,
+            "new_templates_accuracy": new.value if new else None, "new_templates_accuracy_se": new.se if new else None,
             "well_formed_think": wf.value if wf else None, "well_formed_think_se": wf.se if wf else None,
             "reward_margin": s.get("rewards/margins"), "perplexity": table_scores(o.evaluation).get(PERPLEXITY),
             "why": o.reason, "best_checkpoint": (o.manifest.get("checkpoints") or {}).get("best"),
@@ -74,11 +76,11 @@ def _row_pct(r: dict, key: str) -> str | None:
 def summary_table(rows: list[dict]) -> str:
     body = [[r["stage"], r["kind"], r["status"], r["steps"],
              f"{_num(r['loss_first'])} -> {_num(r['loss_last'])}" if r["loss_first"] is not None else None,
-             _num(r["tokens_per_s"], ",.0f"), _row_pct(r, "heldout_accuracy"), _row_pct(r, "well_formed_think"),
-             _num(r["reward_margin"])] for r in rows]
-    return md_table(["stage", "kind", "status", "steps", "loss", "tokens/s", "held-out acc", "well-formed",
-                     "margin"], body,
-                    align=["left", "left", "left", "right", "right", "right", "right", "right", "right"])
+             _num(r["tokens_per_s"], ",.0f"), _row_pct(r, "heldout_accuracy"), _row_pct(r, "new_templates_accuracy"),
+             _row_pct(r, "well_formed_think"), _num(r["reward_margin"])] for r in rows]
+    return md_table(["stage", "kind", "status", "steps", "loss", "tokens/s", "held-out acc", "new templates",
+                     "well-formed", "margin"], body,
+                    align=["left", "left", "left", "right", "right", "right", "right", "right", "right", "right"])
 
 
 def _models(result: CurriculumResult) -> dict[str, dict | None]:

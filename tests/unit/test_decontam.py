@@ -68,15 +68,17 @@ def test_synthetic_heldout_problems_match_only_when_planted():
     # and a planted held-out question must be caught at the n=8, threshold=1.0 setting.
     heldout = D.eval_texts_from_synthetic(100)
     idx = D.build_index(heldout, D.SYNTHETIC_N)
-    rows = synthetic.reasoning_rows(2000, 0)
-    assert sum(D.match(D.row_texts(r), idx, D.SYNTHETIC_THRESHOLD) >= 0 for r in rows) == 0
+    for make in (synthetic.reasoning_rows, synthetic.chat_rows, synthetic.pretrain_rows, synthetic.preference_rows,
+                 synthetic.prompt_rows):
+        rows = make(2000, 0)
+        assert sum(D.match(D.row_texts(r), idx, D.SYNTHETIC_THRESHOLD) >= 0 for r in rows) == 0, make.__name__
     planted = chat(heldout[42], "The answer is 3.")
     assert D.match(D.row_texts(planted), idx, D.SYNTHETIC_THRESHOLD) == 42
 
 
 def test_eval_texts_from_synthetic_are_the_scored_questions():
-    rows = synthetic.eval_rows(5, 20261122)
-    assert D.eval_texts_from_synthetic(5) == [r["question"] for r in rows]
+    rows = synthetic.eval_rows(5, 20261122) + synthetic.eval_rows(5, 20261122, "heldout")
+    assert D.eval_texts_from_synthetic(5) == [r["question"] for r in rows]  # both phrasings are scored
 
 
 def test_eval_texts_from_files_reads_questions_and_long_answers(tmp_path):
@@ -125,8 +127,9 @@ def test_decontaminator_for_the_default_config_covers_every_eval_set():
     suite = decontaminator_for(cfg.evaluation)
     [d] = suite.sets
     assert (d.n, d.threshold) == (D.SYNTHETIC_N, D.SYNTHETIC_THRESHOLD) and not suite.unreadable
-    # the probe (100) and the built-in lm-eval tasks (200) share one held-out stream
-    assert len(d.texts) == max(cfg.evaluation.heldout_problems, N_HELDOUT)
+    # the probe (100) and the built-in lm-eval tasks (200) share one held-out stream,
+    # scored in the training templates and in the held-out template family
+    assert len(d.texts) == 2 * max(cfg.evaluation.heldout_problems, N_HELDOUT)
     cfg.evaluation.decontamination.files = [str(F / "benchmark.jsonl")]
     with_files = decontaminator_for(cfg.evaluation)
     # each set keeps its own n-gram settings: 8-grams for synthetic problems, 13 for benchmark items

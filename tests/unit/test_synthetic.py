@@ -12,32 +12,54 @@ import pytest
 from tinyreason.data import synthetic as syn
 from tinyreason.model.chat import SYSTEM_PROMPT, THINK_CLOSE, THINK_OPEN
 
-TRAIN_FUNCS = [syn.pretrain_rows, syn.chat_rows, syn.reasoning_rows, syn.preference_rows]
+TRAIN_FUNCS = [syn.pretrain_rows, syn.chat_rows, syn.reasoning_rows, syn.preference_rows, syn.prompt_rows]
 ROW_FUNCS = [*TRAIN_FUNCS, syn.eval_rows]
 N_LEAK = 3000  # rows per generator scanned for held-out leaks
+ANIMALS = "cat|dog|bird|fish|frog|duck"
+# Phrases only the held-out template family uses (written here, not imported: the test
+# checks the generator, so it must not read its answers off the generator's own tables).
+HELDOUT_MARKERS = ("At first", "After that", "end up with", "Of ", "Pick the", "yes or no", "Here is a list",
+                   "How often", "Look at", "Here are some numbers", "which one", "Which one")
 
 
 def key_from_question(q: str) -> str | None:
-    """Independent parser: question text -> canonical key, None for small talk."""
-    which = r"Which (?:number )?is (larger|bigger|smaller|less)[,:] (\d+) or (\d+)\?"
-    if m := re.fullmatch(which, q):
-        kind = "max" if m[1] in ("larger", "bigger") else "min"
-        return f"compare:{kind}:{m[2]},{m[3]}"
-    if m := re.fullmatch(r"Is (\d+) (bigger|larger|smaller|less) than (\d+)\?", q):
-        kind = "gt" if m[2] in ("bigger", "larger") else "lt"
-        return f"compare:{kind}:{m[1]},{m[3]}"
+    """Independent parser: question text (either phrasing) -> canonical key, None for small talk."""
+    big = {"larger": "max", "bigger": "max", "smaller": "min", "less": "min"}
+    for pat, order in ((r"Which (?:number )?is (larger|bigger|smaller|less)[,:] (\d+) or (\d+)\?", (1, 2, 3)),
+                       (r"Tell me the (larger|smaller) number: (\d+) or (\d+)\.", (1, 2, 3)),
+                       (r"Of (\d+) and (\d+), which one is (larger|smaller)\?", (3, 1, 2)),
+                       (r"Pick the (bigger|smaller) number out of (\d+) and (\d+)\.", (1, 2, 3))):
+        if m := re.fullmatch(pat, q):
+            return f"compare:{big[m[order[0]]]}:{m[order[1]]},{m[order[2]]}"
+    for pat, order in ((r"Is (?:the number )?(\d+) (bigger|larger|smaller|less) than (\d+)\?", (2, 1, 3)),
+                       (r"(\d+) is (bigger|smaller) than (\d+): yes or no\?", (2, 1, 3)),
+                       (r"Of (\d+) and (\d+), is the first one (larger|smaller)\?", (3, 1, 2))):
+        if m := re.fullmatch(pat, q):
+            kind = "gt" if big[m[order[0]]] == "max" else "lt"
+            return f"compare:{kind}:{m[order[1]]},{m[order[2]]}"
     if m := re.search(r"'(\w+)'", q):
-        items = re.search(r"(?:in: |list: |In the list )([a-z, ]+?)(?:[?.]$|, how)", q)[1]
+        items = re.search(rf"((?:{ANIMALS})(?:, (?:{ANIMALS}))+)", q)[1]
         return f"count:{m[1]}:{items.replace(', ', ',')}"
-    list_ops = {"max": "largest|biggest", "min": "smallest", "sum": "sum|Add up", "last": "last"}
+    list_ops = {"max": "largest|biggest", "min": "smallest", "sum": "sum|Add up|add up"}
     for op, words in list_ops.items():
         if re.search(rf"\b(?:{words})\b", q):
             return f"list_op:{op}:" + ",".join(re.findall(r"\d+", q))
-    if m := re.search(r"(?:has|starts with) (\d+) \w+", q):
+    if m := re.search(r"(?:has|starts with|owns|holds|had|There are) (\d+) \w+", q):
         ops = re.findall(r"(buys|finds|gets|gives away|loses|sells) (\d+)", q)
         signs = "".join(("+" if verb in ("buys", "finds", "gets") else "-") + n for verb, n in ops)
         return f"add_sub:{m[1]}{signs}"
     return None
+
+
+def shape(q: str) -> str:
+    """A question's template: its numbers, names, objects, animals and verbs blanked out."""
+    names = "|".join(syn.WORLD)
+    q = re.sub(r"(buys|finds|gets|gives away|loses|sells) \d+( more)?", "<op>", q)
+    q = re.sub(rf"\b(?:{names})\b", "<name>", q)
+    q = re.sub(rf"\b(?:{'|'.join(syn.OBJECTS)})\b", "<obj>", q)
+    q = re.sub(rf"'(?:{ANIMALS})'", "<t>", q)
+    q = re.sub(rf"(?:\d+|{ANIMALS})(?:, (?:\d+|{ANIMALS}))+", "<list>", q)
+    return re.sub(r"\d+", "<n>", q)
 
 
 def answer_from_key(key: str) -> str:
@@ -58,7 +80,7 @@ def answer_from_key(key: str) -> str:
         a, b = nums
         return {"max": str(max(a, b)), "min": str(min(a, b)),
                 "gt": "yes" if a > b else "no", "lt": "yes" if a < b else "no"}[kind]
-    return str({"max": max, "min": min, "sum": sum, "last": lambda xs: xs[-1]}[kind](nums))
+    return str({"max": max, "min": min, "sum": sum}[kind](nums))
 
 
 def heldout(key: str) -> bool:
@@ -90,15 +112,15 @@ def test_stages_draw_different_streams():
     assert chat != reasoning
 
 
-def test_problems_are_correct_and_parse_back_to_their_key():
-    for split in ("train", "heldout"):
-        ps = syn.problems(800, 3, split)
-        assert {p.task for p in ps} == set(syn.TASKS)
-        for p in ps:
-            assert key_from_question(p.question) == p.key, p
-            assert p.answer == answer_from_key(p.key), p
-            assert 1 <= len(p.steps) <= 3 and p.steps[-1].endswith(p.answer), p
-            assert syn.is_heldout(p) == (split == "heldout")
+@pytest.mark.parametrize("split,phrasing", [("train", "train"), ("heldout", "train"), ("heldout", "heldout")])
+def test_problems_are_correct_and_parse_back_to_their_key(split, phrasing):
+    ps = syn.problems(800, 3, split, phrasing)
+    assert {p.task for p in ps} == set(syn.TASKS)
+    for p in ps:
+        assert key_from_question(p.question) == p.key, p
+        assert p.answer == answer_from_key(p.key), p
+        assert 1 <= len(p.steps) <= 4 and p.steps[-1].endswith(p.answer), p
+        assert syn.is_heldout(p) == (split == "heldout")
     assert syn.problems(50, 3) == syn.problems(50, 3)
     assert syn.problems(50, 3) != syn.problems(50, 4)
 
@@ -131,17 +153,65 @@ def test_no_heldout_key_in_training_rows(fn):
     assert not set(keys) & {p.key for p in syn.problems(2000, 11, "heldout")}
 
 
-def test_eval_rows_are_heldout_unique_and_gold_is_right():
-    rows = syn.eval_rows(500, 5)
+@pytest.mark.parametrize("phrasing", ["train", "heldout"])
+def test_eval_rows_are_heldout_unique_and_gold_is_right(phrasing):
+    rows = syn.eval_rows(500, 5, phrasing)
     assert len({r["id"] for r in rows}) == len(rows)
     keys = [key_from_question(r["question"]) for r in rows]
     assert len(set(keys)) == len(rows) and all(heldout(k) for k in keys)
     for r, k in zip(rows, keys):
         assert r["answer"] == answer_from_key(k)
         assert r["task"] == k.split(":")[0] and r["id"].startswith(r["task"])
+        assert ("-heldout-" in r["id"]) == (phrasing == "heldout")  # ids never collide across phrasings
         assert len(r["choices"]) == 4 == len(set(r["choices"]))
         assert r["choices"][r["gold"]] == r["answer"]
     assert len({r["gold"] for r in rows}) == 4  # the right answer is not always first
+
+
+def training_texts(fn, n: int, seed: int) -> list[str]:
+    """Every string a training generator emits: documents and every message of every turn."""
+    out = []
+    for r in fn(n, seed):
+        out += [r["text"]] if "text" in r else []
+        for col in ("messages", "prompt", "chosen", "rejected"):
+            out += [m["content"] for m in r.get(col) or []]
+    return out
+
+
+@pytest.mark.parametrize("fn", TRAIN_FUNCS, ids=lambda f: f.__name__)
+def test_no_training_row_uses_a_heldout_template(fn):
+    texts = training_texts(fn, N_LEAK, 11)
+    leaks = [(m, t) for t in texts for m in HELDOUT_MARKERS if m in t]
+    assert not leaks, leaks[:3]
+    heldout_shapes = {shape(r["question"]) for r in syn.eval_rows(1000, 11, "heldout")}
+    train_shapes = {shape(q) for q in user_questions(fn(N_LEAK, 11))}
+    assert len(train_shapes) >= 10 and not train_shapes & heldout_shapes
+
+
+def test_heldout_templates_are_new_wordings_of_every_family():
+    train_shapes = {shape(q) for fn in TRAIN_FUNCS for q in user_questions(fn(N_LEAK, 11))}
+    rows = syn.eval_rows(1000, 11, "heldout")
+    assert {r["task"] for r in rows} == set(syn.TASKS)
+    for r in rows:
+        assert any(m in r["question"] for m in HELDOUT_MARKERS), r["question"]
+        assert shape(r["question"]) not in train_shapes, r["question"]
+    # the same held-out problems stay disjoint from every training key, in either wording
+    train_keys = {key_from_question(q) for fn in TRAIN_FUNCS for q in user_questions(fn(N_LEAK, 11))}
+    assert not {key_from_question(r["question"]) for r in rows} & train_keys
+    with pytest.raises(ValueError, match="held-out problems only"):
+        syn.problems(3, 0, "train", "heldout")
+    with pytest.raises(ValueError, match="phrasing"):
+        syn.eval_rows(3, 0, "new")
+
+
+def test_prompt_rows_are_training_problems_with_their_gold_answer():
+    rows = syn.prompt_rows(400, 2)
+    assert {len(r) for r in rows} == {2}
+    for r in rows:
+        assert [m["role"] for m in r["prompt"]] == ["system", "user"] and r["prompt"][0]["content"] == SYSTEM_PROMPT
+        key = key_from_question(r["prompt"][1]["content"])
+        assert not heldout(key) and r["answer"] == answer_from_key(key)
+    assert len({r["prompt"][1]["content"].split(" ")[0] for r in rows}) > 5  # every family, varied wording
 
 
 def check_messages(msgs):
@@ -207,18 +277,37 @@ def test_preference_rows_schema_and_failure_modes():
     assert malformed == {(False, 1, True), (True, 2, True), (True, 1, False)}
 
 
-def test_pretrain_rows_mix_stories_and_reasoning():
+DRILL_RE = re.compile(r"(\d+) ([+-]) (\d+) = (\d+)|(\d+) ([<>]) (\d+)|(max|min)\((\d+), (\d+)\) = (\d+)")
+
+
+def drill_line_is_right(line: str) -> bool:
+    m = DRILL_RE.fullmatch(line)
+    if m[1]:
+        a, b, c = int(m[1]), int(m[3]), int(m[4])
+        return c == (a + b if m[2] == "+" else a - b) and c >= 0
+    if m[5]:
+        return (int(m[5]) > int(m[7])) == (m[6] == ">") and m[5] != m[7]
+    return int(m[11]) == (max if m[8] == "max" else min)(int(m[9]), int(m[10]))
+
+
+def test_pretrain_rows_mix_stories_drills_and_reasoning():
     rows = syn.pretrain_rows(500, 3)
     reasoning = [r for r in rows if r["text"].startswith("Question: ")]
-    assert 0.35 < len(reasoning) / len(rows) < 0.45
+    drills = [r for r in rows if DRILL_RE.fullmatch(r["text"].split("\n")[0])]
+    assert len(reasoning) == 300 and len(drills) == 100  # 3 in 5 worked problems, 1 in 5 drills
     for r in rows:
         text = r["text"]
         assert isinstance(text, str) and text.strip() and THINK_OPEN not in text
         if r in reasoning:
             continue
+        if r in drills:
+            assert 8 <= len(text.split("\n")) <= 12 and all(drill_line_is_right(x) for x in text.split("\n")), text
+            continue
         assert 3 <= len(re.findall(r"[.!?](?:\s|$)", r["text"])) <= 6, r["text"]
     for r in reasoning:
-        for q, ans in re.findall(r"^Question: (.*)\n.*The answer is (\S+)\.$", r["text"], re.M):
+        found = re.findall(r"^Question: (.*)\nAnswer: .*\n(?:.*\n)*?The answer is (\S+)\.$", r["text"], re.M)
+        assert len(found) == r["text"].count("Question: ")
+        for q, ans in found:
             assert ans == answer_from_key(key_from_question(q))
 
 

@@ -20,7 +20,7 @@ import ray
 import ray.data
 
 from tinyreason.config.sections import SourceConfig
-from tinyreason.data import synthetic
+from tinyreason.data import phrasings, synthetic, world
 from tinyreason.data.tokenize import rows_of
 
 DEFAULT_SYNTHETIC_ROWS = 2000
@@ -194,14 +194,16 @@ def fingerprint(src: SourceConfig) -> dict:
     """What identifies a source's content, for the blend cache key.
 
     Files (and hub sources that are local dirs) by content; synthetic sources by
-    the generator's code, so editing synthetic.py rebuilds their blends. Remote hub
+    the generator's code, so editing synthetic.py, world.py or phrasings.py rebuilds
+    their blends. Remote hub
     sources by name/subset/split (in the config) and their `revision`: only a pinned one
     (a commit sha) freezes their content.
     """
     if src.files:
         return {"files": [(p, file_digest(p)) for p in expand_files(src.files)]}
     if src.synthetic:
-        return {"generator": hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()[:16]}
+        code = b"".join(Path(m.__file__).read_bytes() for m in (synthetic, world, phrasings))
+        return {"generator": hashlib.sha256(code).hexdigest()[:16]}
     if src.hub and os.path.isdir(src.hub):
         files = sorted(p for p in glob.glob(os.path.join(src.hub, "**", "*"), recursive=True) if os.path.isfile(p))
         return {"files": [(os.path.relpath(p, src.hub), file_digest(p)) for p in files]}

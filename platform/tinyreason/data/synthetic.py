@@ -1,4 +1,4 @@
-"""The synthetic world: a seeded, offline data generator for every curriculum stage.
+"""The synthetic world's rows: a seeded, offline data generator for every curriculum stage.
 
 One small world (eight children with their pets, places and colours, plus four
 task families) feeds pre-training stories, chat SFT, <think> traces, DPO pairs and
@@ -11,232 +11,13 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from dataclasses import dataclass
 from itertools import islice
-from typing import Iterator
 
+# The world's names are read through this module too (eval/, data/sources.py, tests).
+from tinyreason.data.world import (EVAL_SEED, FEELINGS, TASKS, THINGS, WORLD, Problem, derive_seed,  # noqa: F401
+                                   format_answer, format_reasoning, is_heldout, make_problem, problem_stream,
+                                   problems, trace)
 from tinyreason.model.chat import SYSTEM_PROMPT, THINK_CLOSE, THINK_OPEN
-
-TASKS: tuple[str, ...] = ("add_sub", "compare", "count", "list_op")
-EVAL_SEED = 20261122  # fixed: every stage and every run is scored on the same held-out problems
-SPLITS = ("train", "heldout")
-
-# 12% of keys are held out. The smallest family (add_sub, 5.5k keys) still leaves
-# 672 unseen problems, so up to ~2.6k mixed held-out rows; training keeps 88%.
-HELDOUT_PER_MILLE = 120
-# Drawing a held-out problem succeeds ~12% of the time; 20000 straight failures
-# means the family's unseen pool is exhausted, which must fail loudly, not hang.
-MAX_DRAWS = 20_000
-
-# name -> (pronoun, pet, favourite place, favourite colour). Stories state these
-# facts and chat small talk asks about them, so chat answers are learnable.
-WORLD = {
-    "Mia": ("she", "cat", "park", "red"),
-    "Tom": ("he", "dog", "beach", "blue"),
-    "Lily": ("she", "bird", "garden", "green"),
-    "Ben": ("he", "fish", "forest", "yellow"),
-    "Anna": ("she", "frog", "lake", "pink"),
-    "Sam": ("he", "duck", "farm", "orange"),
-    "Zoe": ("she", "dog", "school", "purple"),
-    "Max": ("he", "cat", "hill", "brown"),
-}
-OBJECTS = ("apples", "balls", "books", "cookies", "stickers", "shells", "pens", "cars")
-WORDS = ("cat", "dog", "bird", "fish", "frog", "duck")
-FEELINGS = ("happy", "sad", "scared", "proud", "tired", "excited")
-THINGS = ("ball", "kite", "box", "boat", "flower", "hat")
-
-
-@dataclass(frozen=True)
-class Problem:
-    task: str  # family name, one of TASKS
-    question: str  # user-facing text
-    steps: tuple[str, ...]  # short reasoning steps; the last one ends with the answer
-    answer: str  # final answer, e.g. "5", "52", "yes"
-    key: str  # task + numbers/items, independent of phrasing: "add_sub:4+3-2"
-
-
-def _derive(seed: int, name: str) -> int:
-    """A per-stage seed, so chat and reasoning rows are not the same problems in order."""
-    return int(hashlib.sha256(f"{seed}/{name}".encode()).hexdigest()[:16], 16)
-
-
-def _join(xs) -> str:
-    return ", ".join(str(x) for x in xs)
-
-
-# ---------------------------------------------------------------- task families
-
-_ADD = ("buys {n} more", "finds {n} more", "gets {n} more")
-_SUB = ("gives away {n}", "loses {n}", "sells {n}")
-
-
-def _add_sub_text(form: int, name: str, p: str, start: int, obj: str, verbs: list[str]) -> str:
-    P = p.capitalize()
-    if form == 0:
-        rest = "".join(f" Then {p} {v}." for v in verbs[1:])
-        body, ask = f"{name} has {start} {obj}. {P} {verbs[0]}.{rest}", f"does {name} have now"
-    elif form == 1:
-        rest = "".join(f" Next {p} {v}." for v in verbs[1:])
-        body = f"{name} starts with {start} {obj}. First {p} {verbs[0]}.{rest}"
-        ask = f"does {p} have at the end"
-    else:
-        rest = "".join(f", and then {p} {v}" for v in verbs[1:])
-        body = f"{name} has {start} {obj} in a bag. {P} {verbs[0]}{rest}."
-        ask = "are in the bag now"
-    return f"{body} How many {obj} {ask}?"
-
-
-def _add_sub(rng: random.Random) -> Problem:
-    # Start 2..20 and steps of 1..9 keep every running total within 0..38: numbers a
-    # 2k-token BPE holds as one or two tokens. Never below zero, so no negatives.
-    start = total = rng.randint(2, 20)
-    ops, steps = [], []
-    for _ in range(rng.randint(1, 2)):
-        if total == 0 or rng.random() < 0.5:
-            sign, n = "+", rng.randint(1, 9)
-        else:
-            sign, n = "-", rng.randint(1, min(9, total))
-        new = total + n if sign == "+" else total - n
-        steps.append(f"{total} {sign} {n} = {new}")
-        ops.append((sign, n))
-        total = new
-    name, obj = rng.choice(list(WORLD)), rng.choice(OBJECTS)
-    verbs = [rng.choice(_ADD if s == "+" else _SUB).format(n=n) for s, n in ops]
-    question = _add_sub_text(rng.randrange(3), name, WORLD[name][0], start, obj, verbs)
-    key = f"add_sub:{start}" + "".join(f"{s}{n}" for s, n in ops)
-    return Problem("add_sub", question, tuple(steps), str(total), key)
-
-
-_COMPARE = {
-    "max": ("Which is larger, {a} or {b}?", "Which number is bigger: {a} or {b}?"),
-    "min": ("Which is smaller, {a} or {b}?", "Which number is less: {a} or {b}?"),
-    "gt": ("Is {a} bigger than {b}?", "Is {a} larger than {b}?"),
-    "lt": ("Is {a} smaller than {b}?", "Is {a} less than {b}?"),
-}
-
-
-def _compare(rng: random.Random) -> Problem:
-    # 0..60 gives 61*60 ordered pairs per kind (~14.6k keys): one- and two-digit
-    # numbers, so the model must compare digits, not just memorise a few pairs.
-    kind = rng.choice(tuple(_COMPARE))
-    a, b = rng.sample(range(61), 2)
-    hi, lo = max(a, b), min(a, b)
-    if kind == "max":
-        steps, answer = (f"{hi} > {lo}", f"so the larger is {hi}"), str(hi)
-    elif kind == "min":
-        steps, answer = (f"{lo} < {hi}", f"so the smaller is {lo}"), str(lo)
-    else:
-        answer = "yes" if (a > b) == (kind == "gt") else "no"
-        steps = (f"{a} > {b}" if a > b else f"{a} < {b}", f"so {answer}")
-    question = rng.choice(_COMPARE[kind]).format(a=a, b=b)
-    return Problem("compare", question, steps, answer, f"compare:{kind}:{a},{b}")
-
-
-_COUNT = (
-    "How many times does '{t}' appear in: {items}?",
-    "Count how many times '{t}' is in this list: {items}.",
-    "In the list {items}, how many times do you see '{t}'?",
-)
-
-
-def _count(rng: random.Random) -> Problem:
-    # Lists of 3..6 words from 6 animals; 15% of targets are absent so "0" is a
-    # real answer the model has to produce rather than a count it never sees.
-    items = [rng.choice(WORDS) for _ in range(rng.randint(3, 6))]
-    absent = [w for w in WORDS if w not in items]
-    target = rng.choice(absent) if absent and rng.random() < 0.15 else rng.choice(items)
-    pos = [str(i + 1) for i, w in enumerate(items) if w == target]
-    if not pos:
-        where = f"{target} is not in the list"
-    elif len(pos) == 1:
-        where = f"{target} is item {pos[0]}"
-    else:
-        where = f"{target} is items {', '.join(pos[:-1])} and {pos[-1]}"
-    question = rng.choice(_COUNT).format(t=target, items=_join(items))
-    key = f"count:{target}:{','.join(items)}"
-    return Problem("count", question, (where, f"so the count is {len(pos)}"), str(len(pos)), key)
-
-
-_LIST = {
-    "max": ("What is the largest number in {l}?", "Find the biggest number: {l}."),
-    "min": ("What is the smallest number in {l}?", "Find the smallest number: {l}."),
-    "sum": ("What is the sum of {l}?", "Add up these numbers: {l}."),
-    "last": ("What is the last number in {l}?", "Which number comes last: {l}?"),
-}
-
-
-def _list_op(rng: random.Random) -> Problem:
-    # Items 0..20; sums take exactly 3 items so results stay within 0..60 and the
-    # trace is two additions, the other ops take 3-4 items.
-    op = rng.choice(tuple(_LIST))
-    xs = [rng.randint(0, 20) for _ in range(3 if op == "sum" else rng.randint(3, 4))]
-    if op in ("max", "min"):
-        ans = max(xs) if op == "max" else min(xs)
-        word = "largest" if op == "max" else "smallest"
-        steps = (f"sorted: {_join(sorted(xs))}", f"the {word} is {ans}")
-    elif op == "sum":
-        ans, parts = xs[0], []
-        for x in xs[1:]:
-            parts.append(f"{ans} + {x} = {ans + x}")
-            ans += x
-        steps = tuple(parts)
-    else:
-        ans, steps = xs[-1], (f"the list has {len(xs)} items", f"item {len(xs)} is {xs[-1]}")
-    question = rng.choice(_LIST[op]).format(l=_join(xs))
-    return Problem("list_op", question, steps, str(ans), f"list_op:{op}:{','.join(map(str, xs))}")
-
-
-_MAKERS = {"add_sub": _add_sub, "compare": _compare, "count": _count, "list_op": _list_op}
-
-
-def make_problem(rng: random.Random, task: str) -> Problem:
-    if task not in _MAKERS:
-        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
-    return _MAKERS[task](rng)
-
-
-def is_heldout(problem: Problem) -> bool:
-    """Split on a hash of the key, so a phrasing change never moves a problem across."""
-    digest = hashlib.sha256(problem.key.encode()).hexdigest()
-    return int(digest[:8], 16) % 1000 < HELDOUT_PER_MILLE
-
-
-def _stream(rng: random.Random, split: str = "train") -> Iterator[Problem]:
-    """Endless problems of one split; tasks in shuffled blocks of four, so any 4k rows
-    hold exactly k of each family. Held-out problems never repeat a key."""
-    if split not in SPLITS:
-        raise ValueError(f"split={split!r}; expected one of {SPLITS}")
-    want, seen = split == "heldout", set()
-    while True:
-        order = list(TASKS)
-        rng.shuffle(order)
-        for task in order:
-            for _ in range(MAX_DRAWS):
-                p = make_problem(rng, task)
-                if is_heldout(p) == want and p.key not in seen:
-                    break
-            else:
-                raise RuntimeError(f"{task}: no new {split} problem in {MAX_DRAWS} draws "
-                                   f"({len(seen)} unique so far); ask for fewer rows")
-            if want:
-                seen.add(p.key)
-            yield p
-
-
-def problems(n: int, seed: int, split: str = "train") -> list[Problem]:
-    return list(islice(_stream(random.Random(_derive(seed, f"problems/{split}")), split), n))
-
-
-def format_answer(problem: Problem) -> str:
-    return f"The answer is {problem.answer}."
-
-
-def _trace(steps, answer: str) -> str:
-    return f"{THINK_OPEN}\n" + "\n".join(steps) + f"\n{THINK_CLOSE}\nThe answer is {answer}."
-
-
-def format_reasoning(problem: Problem) -> str:
-    return _trace(problem.steps, problem.answer)
 
 
 # ---------------------------------------------------------------- stage rows
@@ -275,18 +56,43 @@ def _story(rng: random.Random) -> str:
 
 
 def _paragraph(p: Problem, rng: random.Random) -> str:
+    # One step per line, as inside <think>: the worked problems a model reads in
+    # pre-training are the traces it will later write, in the same layout.
     lead = rng.choice(("Let's think.", "Step by step."))
-    return f"Question: {p.question}\nAnswer: {lead} {'. '.join(p.steps)}. {format_answer(p)}"
+    steps = "\n".join(p.steps)
+    return f"Question: {p.question}\nAnswer: {lead}\n{steps}\n{format_answer(p)}"
+
+
+def _drill(rng: random.Random) -> str:
+    """8..12 lines of the single steps every trace is made of: add or take one digit,
+    compare two numbers, max/min of two. Dense practice of the easy step is what lets a
+    ~2M-parameter model do one per line; composing them is left to the <think> block."""
+    lines = []
+    for _ in range(rng.randint(8, 12)):
+        kind = rng.random()
+        if kind < 0.5:
+            a, n = rng.randint(0, 60), rng.randint(1, 9)
+            lines.append(f"{a} + {n} = {a + n}" if a < n or rng.random() < 0.5 else f"{a} - {n} = {a - n}")
+        elif kind < 0.75:
+            a, b = rng.sample(range(100), 2)
+            lines.append(f"{a} > {b}" if a > b else f"{a} < {b}")
+        else:
+            a, b, op = rng.randint(1, 30), rng.randint(1, 30), rng.choice((max, min))
+            lines.append(f"{op.__name__}({a}, {b}) = {op(a, b)}")
+    return "\n".join(lines)
 
 
 def pretrain_rows(n: int, seed: int) -> list[dict]:
-    rng = random.Random(_derive(seed, "pretrain"))
-    stream, rows = _stream(rng), []
+    rng = random.Random(derive_seed(seed, "pretrain"))
+    stream, rows = problem_stream(rng), []
     for i in range(n):
-        # 3 rows in 5 are stories (60%): language first, but 40% reasoning text
-        # teaches the digits and "The answer is" pattern before chat SFT starts.
-        if i % 5 < 3:
+        # 1 row in 5 is a story (language and the world's facts for chat), 1 a drill of
+        # single steps, 3 worked problems: reasoning text is ~85% of the tokens, since
+        # at 8k rows the step arithmetic, not the prose, is what the model runs short of.
+        if i % 5 == 0:
             text = _story(rng)
+        elif i % 5 == 1:
+            text = _drill(rng)
         else:
             text = "\n\n".join(_paragraph(next(stream), rng) for _ in range(rng.randint(1, 2)))
         rows.append({"text": text})
@@ -317,8 +123,8 @@ def _small_talk(rng: random.Random) -> tuple[str, str]:
 
 
 def chat_rows(n: int, seed: int) -> list[dict]:
-    rng = random.Random(_derive(seed, "chat"))
-    stream, rows = _stream(rng), []
+    rng = random.Random(derive_seed(seed, "chat"))
+    stream, rows = problem_stream(rng), []
     for _ in range(n):
         # 20% small talk keeps it a chat model (greetings, world facts) while 80%
         # of the rows still teach the concise "The answer is N." format.
@@ -332,7 +138,7 @@ def chat_rows(n: int, seed: int) -> list[dict]:
 
 
 def reasoning_rows(n: int, seed: int) -> list[dict]:
-    stream = _stream(random.Random(_derive(seed, "reasoning")))
+    stream = problem_stream(random.Random(derive_seed(seed, "reasoning")))
     return [{"messages": _messages(p.question, format_reasoning(p))} for p in islice(stream, n)]
 
 
@@ -354,18 +160,57 @@ def _distractors(p: Problem) -> list[str]:
     return out
 
 
+_ARITH = re.compile(r"(\d+) ([+-]) (\d+) = (\d+)")
+_FOLD = re.compile(r"(max|min)\((\d+), (\d+)\) = (\d+)")
+
+
+def _slip(p: Problem, rng: random.Random) -> tuple[list[str], str] | None:
+    """The trace with one step gone wrong, anywhere in the chain, and the error carried
+    through every later line, as a model's own slips are: off by 1, 2 or 10 in an
+    addition, the wrong one of two numbers in a max/min. None when that leaves the
+    final answer right (a later max can hide an early slip) or goes below zero."""
+    j = rng.randrange(len(p.steps))
+    adds = [_ARITH.fullmatch(s) for s in p.steps]
+    folds = [_FOLD.fullmatch(s) for s in p.steps]
+    out: list[str] = []
+    if all(adds):
+        acc = int(adds[0][1])
+        for k, m in enumerate(adds):
+            n = int(m[3])
+            new = acc + n if m[2] == "+" else acc - n
+            if k == j:
+                new += rng.choice((1, -1, 2, 10, -10))
+            if new < 0:
+                return None
+            out.append(f"{acc} {m[2]} {n} = {new}")
+            acc = new
+    elif all(folds):
+        acc = int(folds[0][2])
+        for k, m in enumerate(folds):
+            x, pick = int(m[3]), max if m[1] == "max" else min
+            new = pick(acc, x) if k != j else (x if pick(acc, x) == acc else acc)
+            out.append(f"{m[1]}({acc}, {x}) = {new}")
+            acc = new
+    else:
+        return None
+    answer = out[-1].rsplit(" ", 1)[1]
+    return (out, answer) if answer != p.answer else None
+
+
 def _rejected(p: Problem, i: int, rng: random.Random) -> str:
     # Rotation by row index, so any 9 consecutive rows hold every failure mode and
     # every malformed variant: DPO sees each error type at a steady 1-in-3 rate.
     mode, body, answer = i % 3, "\n".join(p.steps), format_answer(p)
-    if mode == 0:  # arithmetic slip in the last step, carried into the final answer
+    if mode == 0 and (slipped := _slip(p, rng)):  # a slip mid-chain, carried into the answer
+        return trace(*slipped)
+    if mode == 0:  # a slip in the last step (compare, count, or a chain where none carries)
         if p.task == "compare":
             wrong = _distractors(p)[0]
         else:
             a = int(p.answer)
             wrong = str(rng.choice([x for x in (a + 1, a + 2, a - 1, a - 2) if x >= 0]))
         last = p.steps[-1][: -len(p.answer)] + wrong
-        return _trace((*p.steps[:-1], last), wrong)
+        return trace((*p.steps[:-1], last), wrong)
     if mode == 1:  # malformed: no </think>, two think blocks, or answer first
         variant = (i // 3) % 3
         if variant == 0:
@@ -374,12 +219,12 @@ def _rejected(p: Problem, i: int, rng: random.Random) -> str:
             block = f"{THINK_OPEN}\n{body}\n{THINK_CLOSE}\n"
             return f"{block}{block}{answer}"
         return f"{answer}\n{THINK_OPEN}\n{body}\n{THINK_CLOSE}"
-    return _trace(p.steps * rng.randint(3, 4), p.answer)  # rambling: right, but 3-4x long
+    return trace(p.steps * rng.randint(3, 4), p.answer)  # rambling: right, but 3-4x long
 
 
 def preference_rows(n: int, seed: int) -> list[dict]:
-    rng = random.Random(_derive(seed, "preference"))
-    stream, rows = _stream(rng), []
+    rng = random.Random(derive_seed(seed, "preference"))
+    stream, rows = problem_stream(rng), []
     for i in range(n):
         p = next(stream)
         rows.append({
@@ -391,20 +236,25 @@ def preference_rows(n: int, seed: int) -> list[dict]:
 
 
 def prompt_rows(n: int, seed: int) -> list[dict]:
-    """GRPO prompts from the training split: the question as the reasoning stages see it, and
-    the gold answer the correctness reward checks."""
-    stream = _stream(random.Random(_derive(seed, "prompts")))
+    """GRPO rows from the training split: the prompt (system + user) and the gold answer
+    that a verifiable reward compares with the text after </think>."""
+    stream = problem_stream(random.Random(derive_seed(seed, "prompt")))
     return [{"prompt": _messages(p.question, "")[:2], "answer": p.answer} for p in islice(stream, n)]
 
 
-def eval_rows(n: int, seed: int) -> list[dict]:
-    rng = random.Random(_derive(seed, "eval"))
+def eval_rows(n: int, seed: int, phrasing: str = "train") -> list[dict]:
+    """Held-out problems as benchmark rows. phrasing="heldout" words them with the held-out
+    template family, which no training row uses: the score on those says whether a gain
+    holds on questions phrased in ways training never showed."""
+    name = "eval" if phrasing == "train" else f"eval/{phrasing}"
+    rng = random.Random(derive_seed(seed, name))
+    tag = "" if phrasing == "train" else f"-{phrasing}"
     rows = []
-    for p in islice(_stream(rng, "heldout"), n):
+    for p in islice(problem_stream(rng, "heldout", phrasing), n):
         choices = [p.answer, *_distractors(p)[:3]]
         rng.shuffle(choices)
         rows.append({
-            "id": f"{p.task}-{hashlib.sha256(p.key.encode()).hexdigest()[:12]}",
+            "id": f"{p.task}{tag}-{hashlib.sha256(p.key.encode()).hexdigest()[:12]}",
             "task": p.task,
             "question": p.question,
             "answer": p.answer,

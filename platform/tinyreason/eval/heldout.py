@@ -7,7 +7,8 @@ the answer after `</think>` is graded by `answers.grade`, a trace that never clo
 answer, and a thinking budget applies. The same generations give the reasoning-format health
 numbers. A model that thinks is also scored with thinking off (`result["think_off"]`) when
 `evaluation.thinking.compare_off` is on. The problems' number combinations never occur in any
-training blend (see `synthetic.is_heldout`).
+training blend (see `synthetic.is_heldout`); a second set words the held-out problems with
+templates no training row uses (`data/phrasings.py`), reported as `new_templates`.
 """
 
 from __future__ import annotations
@@ -76,9 +77,11 @@ def score(rows: list[dict], gens: list[thinking.Generation]) -> dict:
 
 
 def evaluate_heldout(model_dir: str, ev: EvalConfig, trust_remote_code: bool = False, revision: str | None = None,
-                     seed: int = 0) -> dict:
+                     seed: int = 0, new_templates: bool = True) -> dict:
     """Accuracy and format health on `ev.heldout_problems` held-out problems; samples kept.
-    `seed` (the experiment's) offsets the probe's decoding seed: seed 0 keeps it."""
+    `seed` (the experiment's) offsets the probe's decoding seed: seed 0 keeps it. With
+    `new_templates`, as many held-out problems worded with the held-out template family
+    (phrasings no training row uses) are scored too, under "new_templates"."""
     tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code, revision=revision)
     model = load_model(model_dir, trust_remote_code, revision=revision).eval()
     rows = synthetic.eval_rows(ev.heldout_problems, synthetic.EVAL_SEED)
@@ -86,6 +89,11 @@ def evaluate_heldout(model_dir: str, ev: EvalConfig, trust_remote_code: bool = F
     sampling, seed = ev.decoding.sampling(), ev.decoding.seed + seed
     think = thinking.Think(ev.thinking.mode, ev.thinking.budget)
     result = score(rows, generate(model, tok, prompts, ev.max_new_tokens, ev.batch_size, sampling, think, seed))
+    if new_templates:
+        new = synthetic.eval_rows(ev.heldout_problems, synthetic.EVAL_SEED, "heldout")
+        new_prompts = chat_prompts(tok, [r["question"] for r in new], ev.prompt)
+        result["new_templates"] = score(new, generate(model, tok, new_prompts, ev.max_new_tokens, ev.batch_size,
+                                                      sampling, think, seed))
     result["settings"] = {"decoding": sampling, "seed": seed, "thinking": ev.thinking.mode,
                           "budget": ev.thinking.budget, "system_prompt": ev.prompt.system_prompt,
                           "chat_template": ev.prompt.chat_template}

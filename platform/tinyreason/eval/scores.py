@@ -1,7 +1,9 @@
 """One evaluation per model: the held-out probe plus the lm-eval suite, flattened.
 
 Keys are "task/metric" for lm-eval tasks plus "heldout/accuracy" and
-"heldout/well_formed" (the built-in held-out problems and their <think> health),
+"heldout/well_formed" (the built-in held-out problems and their <think> health) and
+"heldout_new/accuracy", "heldout_new/well_formed" (the same, worded with the held-out
+template family that no training row uses),
 so a sweep objective and the results table can name any of them. A pretrain stage
 also has "pretrain/perplexity": a row of the results table, but never part of the
 objective or the score plot (lower is better, and it is not on a 0-1 scale).
@@ -17,7 +19,7 @@ from tinyreason.eval.harness import EvalError, pick_metric
 from tinyreason.eval.tables import objective
 from tinyreason.stats import Score, proportion_score, score_with_error
 
-HELDOUT = ("heldout/accuracy", "heldout/well_formed")
+HELDOUT = ("heldout/accuracy", "heldout/well_formed", "heldout_new/accuracy", "heldout_new/well_formed")
 PERPLEXITY = "pretrain/perplexity"
 
 
@@ -29,6 +31,9 @@ def primary_scores(evaluation: dict | None) -> dict[str, float]:
     if "accuracy" in evaluation:
         out["heldout/accuracy"] = float(evaluation["accuracy"])
         out["heldout/well_formed"] = float(evaluation["format"]["well_formed"])
+    if "new_templates" in evaluation:
+        out["heldout_new/accuracy"] = float(evaluation["new_templates"]["accuracy"])
+        out["heldout_new/well_formed"] = float(evaluation["new_templates"]["format"]["well_formed"])
     out.update((evaluation.get("benchmarks") or {}).get("primary", {}))
     return out
 
@@ -85,6 +90,11 @@ def primary_with_errors(evaluation: dict | None) -> dict[str, Score]:
         for key, value in (("heldout/accuracy", evaluation["accuracy"]),
                            ("heldout/well_formed", evaluation["format"]["well_formed"])):
             out[key] = proportion_score(float(value), n) if n else Score(float(value))
+    new = evaluation.get("new_templates")
+    if new:  # the held-out template family: its own n problems
+        for key, value in (("heldout_new/accuracy", new["accuracy"]),
+                           ("heldout_new/well_formed", new["format"]["well_formed"])):
+            out[key] = proportion_score(float(value), new["n"]) if new.get("n") else Score(float(value))
     bench = evaluation.get("benchmarks") or {}
     ses, counts = bench.get("primary_stderr") or {}, bench.get("n") or {}
     for task, value in (bench.get("primary") or {}).items():

@@ -39,8 +39,8 @@ def decontaminator_for(ev: EvalConfig) -> DecontaminationSuite | None:
     builtin = any(t.task in (*TASKS, GROUP) for t in ev.benchmarks.tasks)
     n_synthetic = max(ev.heldout_problems, N_HELDOUT if builtin else 0)
     if n_synthetic:
-        add(eval_texts_from_synthetic(n_synthetic), f"{n_synthetic} held-out synthetic problems (the probe and the "
-            "built-in tinyreason tasks)", SYNTHETIC_N, SYNTHETIC_THRESHOLD)
+        add(eval_texts_from_synthetic(n_synthetic), f"{n_synthetic} held-out synthetic problems in each phrasing "
+            "(the probe and the built-in tinyreason tasks)", SYNTHETIC_N, SYNTHETIC_THRESHOLD)
     for path in expand_files(dc.files) if dc.files else []:
         add(eval_texts_from_files(path), f"file {path}", DEFAULT_N, DEFAULT_THRESHOLD)
     others = [t.task for t in ev.benchmarks.tasks if t.task not in (*TASKS, GROUP)]

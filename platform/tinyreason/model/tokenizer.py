@@ -29,7 +29,13 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: str | Path):
     from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Every digit its own token, as SmolLM2's tokenizer does: merged on the corpus, "38"
+    # and "83" become unrelated ids and a tiny model must memorise every sum as a fact;
+    # split, "29 + 4 = 33" is digit-wise arithmetic it can learn from a few thousand traces.
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
