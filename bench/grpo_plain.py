@@ -32,6 +32,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 from tinyreason.data import synthetic  # noqa: E402
 from tinyreason.eval import health  # noqa: E402
+from tinyreason.config.evaluation import EvalConfig  # noqa: E402
 from tinyreason.eval.heldout import evaluate_heldout  # noqa: E402
 
 PROMPT_SEED = 0  # synthetic.prompt_rows draws from the training split only
@@ -145,12 +146,14 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    before = None if args.skip_before else summarize_eval(
-        evaluate_heldout(args.model, args.eval_n, args.eval_max_new_tokens, 50))
+    # the curriculum's probe settings, greedy so before and after differ by the weights only
+    ev = EvalConfig(heldout_problems=args.eval_n, max_new_tokens=args.eval_max_new_tokens, batch_size=50,
+                    decoding={"decoding": "greedy"}, thinking={"compare_off": False})
+    before = None if args.skip_before else summarize_eval(evaluate_heldout(args.model, ev))
     t_train = time.perf_counter()
     settings, logs, step_seconds = train(args, out)
     train_seconds = time.perf_counter() - t_train
-    after = summarize_eval(evaluate_heldout(str(out / "model"), args.eval_n, args.eval_max_new_tokens, 50))
+    after = summarize_eval(evaluate_heldout(str(out / "model"), ev))
     rewards = [h["reward"] for h in logs]
     zero_std = [h.get("frac_reward_zero_std") for h in logs]
     result = {

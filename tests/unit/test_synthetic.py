@@ -10,6 +10,7 @@ import re
 import pytest
 
 from tinyreason.data import synthetic as syn
+from tinyreason.data import world
 from tinyreason.model.chat import SYSTEM_PROMPT, THINK_CLOSE, THINK_OPEN
 
 TRAIN_FUNCS = [syn.pretrain_rows, syn.chat_rows, syn.reasoning_rows, syn.preference_rows, syn.prompt_rows]
@@ -53,10 +54,10 @@ def key_from_question(q: str) -> str | None:
 
 def shape(q: str) -> str:
     """A question's template: its numbers, names, objects, animals and verbs blanked out."""
-    names = "|".join(syn.WORLD)
+    names = "|".join(world.WORLD)
     q = re.sub(r"(buys|finds|gets|gives away|loses|sells) \d+( more)?", "<op>", q)
     q = re.sub(rf"\b(?:{names})\b", "<name>", q)
-    q = re.sub(rf"\b(?:{'|'.join(syn.OBJECTS)})\b", "<obj>", q)
+    q = re.sub(rf"\b(?:{'|'.join(world.OBJECTS)})\b", "<obj>", q)
     q = re.sub(rf"'(?:{ANIMALS})'", "<t>", q)
     q = re.sub(rf"(?:\d+|{ANIMALS})(?:, (?:\d+|{ANIMALS}))+", "<list>", q)
     return re.sub(r"\d+", "<n>", q)
@@ -84,7 +85,7 @@ def answer_from_key(key: str) -> str:
 
 
 def heldout(key: str) -> bool:
-    return syn.is_heldout(syn.Problem(key.split(":")[0], "", (), "", key))
+    return world.is_heldout(world.Problem(key.split(":")[0], "", (), "", key))
 
 
 def user_questions(rows):
@@ -114,32 +115,32 @@ def test_stages_draw_different_streams():
 
 @pytest.mark.parametrize("split,phrasing", [("train", "train"), ("heldout", "train"), ("heldout", "heldout")])
 def test_problems_are_correct_and_parse_back_to_their_key(split, phrasing):
-    ps = syn.problems(800, 3, split, phrasing)
-    assert {p.task for p in ps} == set(syn.TASKS)
+    ps = world.problems(800, 3, split, phrasing)
+    assert {p.task for p in ps} == set(world.TASKS)
     for p in ps:
         assert key_from_question(p.question) == p.key, p
         assert p.answer == answer_from_key(p.key), p
         assert 1 <= len(p.steps) <= 4 and p.steps[-1].endswith(p.answer), p
-        assert syn.is_heldout(p) == (split == "heldout")
-    assert syn.problems(50, 3) == syn.problems(50, 3)
-    assert syn.problems(50, 3) != syn.problems(50, 4)
+        assert world.is_heldout(p) == (split == "heldout")
+    assert world.problems(50, 3) == world.problems(50, 3)
+    assert world.problems(50, 3) != world.problems(50, 4)
 
 
 def test_task_families_are_balanced_and_vary_phrasing():
-    ps = syn.problems(400, 0)
-    assert all(sum(p.task == t for p in ps) == 100 for t in syn.TASKS)
-    for t in syn.TASKS:
+    ps = world.problems(400, 0)
+    assert all(sum(p.task == t for p in ps) == 100 for t in world.TASKS)
+    for t in world.TASKS:
         shapes = {re.sub(r"\d+|'\w+'", "#", p.question)[:20] for p in ps if p.task == t}
         assert len(shapes) >= 2, t
 
 
 def test_heldout_fraction_and_uniqueness():
-    keys = [p.key for p in syn.problems(4000, 1)]
+    keys = [p.key for p in world.problems(4000, 1)]
     assert not any(heldout(k) for k in keys)
     rng = random.Random(0)
-    drawn = [syn.make_problem(rng, t) for _ in range(2000) for t in syn.TASKS]
-    assert 0.08 < sum(map(syn.is_heldout, drawn)) / len(drawn) < 0.16
-    ho = syn.problems(1200, 1, "heldout")
+    drawn = [world.make_problem(rng, t) for _ in range(2000) for t in world.TASKS]
+    assert 0.08 < sum(map(world.is_heldout, drawn)) / len(drawn) < 0.16
+    ho = world.problems(1200, 1, "heldout")
     assert len({p.key for p in ho}) == len(ho)
     assert not {p.key for p in ho} & set(keys)
 
@@ -150,7 +151,7 @@ def test_no_heldout_key_in_training_rows(fn):
     keys = [k for k in keys if k is not None]
     assert len(keys) > N_LEAK * 0.3  # the scan is not vacuous
     assert not [k for k in keys if heldout(k)]
-    assert not set(keys) & {p.key for p in syn.problems(2000, 11, "heldout")}
+    assert not set(keys) & {p.key for p in world.problems(2000, 11, "heldout")}
 
 
 @pytest.mark.parametrize("phrasing", ["train", "heldout"])
@@ -191,7 +192,7 @@ def test_no_training_row_uses_a_heldout_template(fn):
 def test_heldout_templates_are_new_wordings_of_every_family():
     train_shapes = {shape(q) for fn in TRAIN_FUNCS for q in user_questions(fn(N_LEAK, 11))}
     rows = syn.eval_rows(1000, 11, "heldout")
-    assert {r["task"] for r in rows} == set(syn.TASKS)
+    assert {r["task"] for r in rows} == set(world.TASKS)
     for r in rows:
         assert any(m in r["question"] for m in HELDOUT_MARKERS), r["question"]
         assert shape(r["question"]) not in train_shapes, r["question"]
@@ -199,7 +200,7 @@ def test_heldout_templates_are_new_wordings_of_every_family():
     train_keys = {key_from_question(q) for fn in TRAIN_FUNCS for q in user_questions(fn(N_LEAK, 11))}
     assert not {key_from_question(r["question"]) for r in rows} & train_keys
     with pytest.raises(ValueError, match="held-out problems only"):
-        syn.problems(3, 0, "train", "heldout")
+        world.problems(3, 0, "train", "heldout")
     with pytest.raises(ValueError, match="phrasing"):
         syn.eval_rows(3, 0, "new")
 
@@ -313,6 +314,6 @@ def test_pretrain_rows_mix_stories_drills_and_reasoning():
 
 def test_unknown_task_and_split_fail_with_the_valid_names():
     with pytest.raises(ValueError, match="add_sub"):
-        syn.make_problem(random.Random(0), "algebra")
+        world.make_problem(random.Random(0), "algebra")
     with pytest.raises(ValueError, match="heldout"):
-        syn.problems(3, 0, "test")
+        world.problems(3, 0, "test")
