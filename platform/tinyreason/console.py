@@ -93,6 +93,11 @@ class _ConsoleFormat(logging.Formatter):
         return f"[{stamp}] {level}{record.getMessage()}"
 
 
+def log_file() -> Path | None:
+    """The driver log of this process, once `setup` has run."""
+    return _state.logs_dir / LOG_FILE if _state.logs_dir else None
+
+
 def is_setup() -> bool:
     return _state.stream is not None
 

@@ -40,7 +40,10 @@ class _Fail:
         except Exception as e:  # Ray wraps worker errors; unwrap to the cause the user can act on
             if type(e).__module__.startswith("ray"):
                 self._report(e)
-            else:
+            else:  # a bug: one line on the console, the traceback in the log (stderr goes there)
+                if console.is_setup():
+                    console.error(f"{type(e).__name__}: {e} (an internal error, not your config; the traceback "
+                                  f"is in {console.log_file()}; please report it)")
                 raise
 
     def _report(self, e: BaseException) -> None:

@@ -169,6 +169,7 @@ def _train(ctx: RunContext, index: int, stage: StageConfig, parent: ModelRef, bl
                       provenance=tracked(ctx, stage, lineage["trained_by"]), describe=environment,
                       inputs={role: ref.path for role, ref in inputs.items()})
     job = StageJob(**{**job_fields, **(job_overrides or {})})
+    kind = registry.get(stage.kind)
     if kind.preflight is not None:
         kind.preflight(job)  # what only the prepared tokenizer and the resolved inputs tell, before any worker
     lora.preflight(job)  # the adapter's target modules exist in the parent itself
@@ -195,7 +196,7 @@ def _train(ctx: RunContext, index: int, stage: StageConfig, parent: ModelRef, bl
         manifest["base_weights"] = origin
     if inputs:
         manifest["inputs"] = {role: {"name": r.name, "path": r.path, "key": r.key} for role, r in inputs.items()}
-    review = registry.get(stage.kind).review
+    review = kind.review
     manifest["review"] = review(manifest["summary"], out.metrics()) if review else []
     for line in manifest["review"]:
         log.warning("%s: %s", prefix, line)

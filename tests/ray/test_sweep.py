@@ -89,6 +89,9 @@ def test_report_and_best_yaml_validate(beta_sweep):
     assert len(marks) == 3 and sum(" best " in m for m in marks) == 1
     assert all("within noise" in m or " best " in m or "beyond noise" in m for m in marks)
     assert str(result.ctx.store.local_root) not in text  # paths relative to the storage root
+    best = report.parent / "best.yaml"
+    cfg = load_config(best)
+    assert cfg.stage("dpo").trainer.beta == result.best.params["beta"]
 
 
 def test_the_sweep_report_reads_cleanly_in_chromium(beta_sweep):
@@ -99,9 +102,6 @@ def test_the_sweep_report_reads_cleanly_in_chromium(beta_sweep):
     page = beta_sweep[1].with_suffix(".html")
     assert browser.check_report(page, Path(__file__).resolve().parents[2] / "test-artifacts" / "reports" / "sweep.png"
                                 ) == []
-    best = report.parent / "best.yaml"
-    cfg = load_config(best)
-    assert cfg.stage("dpo").trainer.beta == result.best.params["beta"]
 
 
 def _logged_steps(storage: Path, stage_dir: str) -> list[int]:
