@@ -24,7 +24,7 @@ max_completion_length 32, temperature 1.0, beta 0.0 (no reference model), learni
               and GRPOConfig knobs, no Ray, no DeepSpeed; torch threads = the worker's (1)
 
 A GRPO step generates 8 completions (prompt + up to 32 new tokens, sampled), scores them and
-takes one optimizer step on them; generation is most of it. steps/s is the median over
+takes one optimizer step on them. steps/s is the median over
 logged steps after the first 3 (logging_steps 1, wall time between two log lines, the rule
 the other benches use for tokens/s); completions/s is steps/s x 8. tokens/s counts prompt
 and completion tokens (TRL's num_input_tokens_seen) and says whether both sides generated
