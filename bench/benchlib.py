@@ -94,10 +94,12 @@ def chat_rows(n: int, seed: int = 0) -> list[dict]:
 def stage_config(kind: str, *, max_length: int, batch: int | None, steps: int, packing: bool = True, workers: int = 1,
                  cpus_per_worker: float = 1.0, logging_steps: int = 1, deepspeed: bool = True,
                  trainer: dict | None = None, data: dict | None = None, precision: str = "fp32",
-                 zero_stage: int = 2, use_gpu: bool = False):
+                 zero_stage: int = 2, use_gpu: bool = False, sections: dict | None = None):
+    """A stage of `kind` on its synthetic source. `sections`: more of the stage's own sections
+    (a grpo stage's `rewards`)."""
     from tinyreason.config.experiment import StageConfig
 
-    source = {"sft": "chat", "reasoning_sft": "reasoning", "dpo": "preference"}[kind]
+    source = {"sft": "chat", "reasoning_sft": "reasoning", "dpo": "preference", "grpo": "prompts"}[kind]
     return StageConfig.model_validate({
         "name": kind, "kind": kind,
         "data": {"blend": {"sources": [{"synthetic": source}]}, "max_length": max_length, "packing": packing,
@@ -107,6 +109,7 @@ def stage_config(kind: str, *, max_length: int, batch: int | None, steps: int, p
                     "seed": 0, **(trainer or {})},
         "deepspeed": {"enabled": deepspeed, "precision": precision, "zero_stage": zero_stage},
         "scaling": {"num_workers": workers, "cpus_per_worker": cpus_per_worker, "use_gpu": use_gpu},
+        **(sections or {}),
     })
 
 
@@ -123,11 +126,16 @@ def set_niceness(n: int) -> int:
 
 
 def init_ray(num_cpus: int = 2) -> None:
+    """A local Ray whose workers import the platform from this checkout (ROOT/platform, first
+    on PYTHONPATH), as this process does: in a git worktree the installed package may be
+    another checkout's, and the figures must belong to the code the fingerprint names."""
     import ray
 
     if not ray.is_initialized():
+        path = os.pathsep.join(p for p in (str(ROOT / "platform"), os.environ.get("PYTHONPATH")) if p)
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled"}})
+                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled",
+                                           "PYTHONPATH": path}})
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False
