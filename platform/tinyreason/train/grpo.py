@@ -110,6 +110,37 @@ def review(summary: dict, metrics: list[dict]) -> list[str]:
     return []
 
 
+def completion_texts(tok, completion_ids: list, conversational: bool) -> list:
+    """The completions as rewards must see them: <think> and </think> kept. TRL decodes with
+    skip_special_tokens=True, and the reasoning stage adds the think tags as special tokens, so
+    TRL's own text has no think block at all (think_format then scored 0 on every completion of
+    the default's GRPO stage). Decoded here with special tokens, cut at the end of turn (EOS)
+    and without padding."""
+    ends = {t for t in (tok.eos_token, tok.pad_token) if t}
+    texts = []
+    for ids in completion_ids:
+        text = tok.decode(ids, skip_special_tokens=False)
+        if tok.eos_token and tok.eos_token in text:
+            text = text.split(tok.eos_token, 1)[0]
+        for t in ends:
+            text = text.replace(t, "")
+        texts.append(text)
+    return [[{"role": "assistant", "content": t}] for t in texts] if conversational else texts
+
+
+class _WithThinkTags:
+    """A reward that sees the completions with their think tags (`completion_texts`)."""
+
+    def __init__(self, reward, tok):
+        self.reward, self.tok, self.__name__ = reward, tok, reward.__name__
+
+    def __call__(self, prompts=None, completions=None, completion_ids=None, **kwargs):
+        if completion_ids is not None and completions is not None:
+            conversational = bool(completions) and isinstance(completions[0], list)
+            completions = completion_texts(self.tok, completion_ids, conversational)
+        return self.reward(prompts=prompts, completions=completions, completion_ids=completion_ids, **kwargs)
+
+
 class _Recorded:
     """A reward that also keeps the latest batch it scored, for samples.jsonl."""
 
@@ -159,10 +190,11 @@ def train_loop_per_worker(config: dict) -> None:
     train = shards.load_shard()
     timeline.mark("data_shard")
 
-    # rewards: the first one also keeps its latest batch, for the samples the report shows
+    # rewards: each sees the think tags; the first also keeps its latest batch, for the report's samples
     funcs, weights, _ = rewards.reward_components(stage.rewards, columns=train.column_names)
     keep: dict = {}
     funcs[0] = _Recorded(funcs[0], keep)
+    funcs = [_WithThinkTags(f, tok) for f in funcs]
 
     # trainer
     resume = checkpoints.resume_plan(job, config.get("resume_from"))  # converted when another worker count wrote it
