@@ -14,6 +14,7 @@ from tinyreason.data import synthetic
 from tinyreason.model import gguf as tg
 from tinyreason.model.chat import CHAT_TEMPLATE
 from tinyreason.model.gguf_export import export, plain_template
+from gguf_files import write_gguf  # tests/: a header and one tensor, as a test wants
 
 PROMPTS = ["Once upon a time", "Tom has 3 shells. He finds 4 more.", "The answer is", "Mia liked to go to the park",
            "<|im_start|>user\nWhat is 7 plus 5?<|im_end|>\n<|im_start|>assistant\n<think>"]
@@ -39,19 +40,6 @@ def _one_line_error(call, path, *phrases):
     return message
 
 
-def _write_gguf(path, arch, chat_template=None):
-    import gguf
-
-    writer = gguf.GGUFWriter(path, arch)
-    writer.add_block_count(1)
-    if chat_template:
-        writer.add_chat_template(chat_template)
-    writer.add_tensor("token_embd.weight", np.ones((8, 32), np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
 
 
 # ---------------------------------------------------------------- SmolLM2 GGUF -> safetensors
@@ -132,7 +120,7 @@ def test_the_first_megabyte_of_smollm2_is_a_truncated_header(tmp_path):
 
 
 def test_a_file_cut_inside_its_tensor_data_is_truncated(tmp_path):
-    path = _write_gguf(tmp_path / "cut.gguf", "llama")
+    path = write_gguf(tmp_path / "cut.gguf", "llama")
     path.write_bytes(path.read_bytes()[:-100])
     _one_line_error(lambda: tg.check(path), path, "truncated GGUF", "its 1 tensors need")
 
@@ -144,13 +132,13 @@ def test_a_gguf_v1_names_its_version(tmp_path):
 
 
 def test_an_architecture_transformers_cannot_dequantize_names_the_supported_ones(tmp_path):
-    path = _write_gguf(tmp_path / "rwkv.gguf", "rwkv6")
+    path = write_gguf(tmp_path / "rwkv.gguf", "rwkv6")
     _one_line_error(lambda: tg.convert(path, tmp_path / "out"), path, "'rwkv6'", "llama", "qwen2")
 
 
 def test_a_gguf_without_a_chat_template_passes_the_check_and_says_so(tmp_path):
-    assert not tg.check(_write_gguf(tmp_path / "plain.gguf", "llama")).has_chat_template
-    assert tg.check(_write_gguf(tmp_path / "chat.gguf", "llama", CHAT_TEMPLATE)).has_chat_template
+    assert not tg.check(write_gguf(tmp_path / "plain.gguf", "llama")).has_chat_template
+    assert tg.check(write_gguf(tmp_path / "chat.gguf", "llama", CHAT_TEMPLATE)).has_chat_template
 
 
 def test_without_the_package_the_error_names_the_install_line(monkeypatch):

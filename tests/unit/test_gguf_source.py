@@ -5,7 +5,6 @@ the fix, and the conversion is content-addressed under the storage's base/ and r
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
@@ -14,23 +13,11 @@ from tinyreason.config.loading import load_config
 from tinyreason.model import gguf as tg
 from tinyreason.model import presets
 from tinyreason.model.chat import CHAT_TEMPLATE
+from gguf_files import write_gguf  # tests/: a header and one tensor, as a test wants
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _write_gguf(path, arch, chat_template=None):
-    import gguf
-
-    writer = gguf.GGUFWriter(path, arch)
-    writer.add_block_count(1)
-    if chat_template:
-        writer.add_chat_template(chat_template)
-    writer.add_tensor("token_embd.weight", np.ones((8, 32), np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
 
 
 def _config(tmp_path, model: dict, stages=("sft",), tokenizer: dict | None = None) -> Path:
@@ -68,18 +55,18 @@ def test_a_file_that_is_not_gguf(tmp_path):
 
 
 def test_a_truncated_gguf(tmp_path):
-    path = _write_gguf(tmp_path / "cut.gguf", "llama", CHAT_TEMPLATE)
+    path = write_gguf(tmp_path / "cut.gguf", "llama", CHAT_TEMPLATE)
     path.write_bytes(path.read_bytes()[:-100])
     _one_line(tmp_path, {"name_or_path": str(path)}, str(path), "truncated GGUF", "copy the file again")
 
 
 def test_an_architecture_transformers_cannot_dequantize(tmp_path):
-    path = _write_gguf(tmp_path / "rwkv.gguf", "rwkv6", CHAT_TEMPLATE)
+    path = write_gguf(tmp_path / "rwkv.gguf", "rwkv6", CHAT_TEMPLATE)
     _one_line(tmp_path, {"name_or_path": str(path)}, str(path), "'rwkv6'", "use a GGUF of one of", "llama")
 
 
 def test_a_gguf_without_a_chat_template_fails_for_a_chat_stage_only(tmp_path):
-    path = _write_gguf(tmp_path / "plain.gguf", "llama")
+    path = write_gguf(tmp_path / "plain.gguf", "llama")
     _one_line(tmp_path, {"name_or_path": str(path)}, str(path), "has no chat template", "sft stage 'sft'",
               "tokenizer.path")
     # a pretrain stage reads text, not turns: no template needed
