@@ -33,6 +33,7 @@ QUIET_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "transformers", "da
 
 class _State:
     stream = None  # the terminal, once stdout is redirected to the log file
+    errors = None  # the terminal's stderr, likewise: errors go there, the story to stdout
     board: ProgressBoard | None = None
     tty = False
     verbose = False
@@ -52,6 +53,7 @@ def setup(logs_dir: str | Path, verbose: bool = False) -> Path:
     sys.stdout.flush()
     sys.stderr.flush()
     terminal = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8", errors="replace")
+    _state.errors = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")  # errors: stderr
     if not verbose:
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(fd, 1)
@@ -115,9 +117,9 @@ def say(text: str = "") -> None:
 
 
 def error(text: str) -> None:
-    """An error for the reader: on the console (stderr when no console is set up) and in the log."""
+    """An error for the reader: on the console's stderr and in the log."""
     logging.getLogger("tinyreason.error").debug("%s", text)
-    stream = _state.stream or sys.stderr
+    stream = _state.errors or sys.stderr
     stream.write(f"\nerror: {text}\n")
     stream.flush()
 

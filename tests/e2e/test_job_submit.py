@@ -16,6 +16,7 @@ teardown ~6 s. The curriculum job dominates; it is shorter on an idle machine.
 """
 
 import json
+import math
 import os
 import re
 import shutil
@@ -104,7 +105,9 @@ def test_outputs_and_checkpoints_are_complete_on_shared_storage(micro_job):
     for name in stages:
         d = c.storage / "stages" / name
         manifest = json.loads((d / "manifest.json").read_text())
-        assert manifest["summary"]["loss_last"] > 0, manifest["summary"]
+        loss = manifest["summary"]["loss_last"]
+        # GRPO's loss is the policy-gradient surrogate: near 0 and of either sign
+        assert math.isfinite(loss) and (loss > 0 or manifest["kind"] == "grpo"), manifest["summary"]
         assert (d / "model" / "model.safetensors").stat().st_size > 0
         assert (d / "metrics.jsonl").read_text().strip()
     runs = c.storage / "runs" / "micro"

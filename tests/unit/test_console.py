@@ -26,13 +26,13 @@ def test_a_bug_says_so_on_the_console_and_leaves_its_traceback_in_the_log(tmp_pa
     done = _run(tmp_path, "undefined_name_here\n")
     assert done.returncode == 1
     assert "story line" in done.stdout
-    assert "error: NameError: name 'undefined_name_here' is not defined (an internal error" in done.stdout
-    assert str(tmp_path / "logs" / "driver.log") in done.stdout
-    assert "Traceback" not in done.stdout  # the traceback is for the log, not the reader
+    assert "error: NameError: name 'undefined_name_here' is not defined (an internal error" in done.stderr
+    assert str(tmp_path / "logs" / "driver.log") in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr  # the traceback is for the log, not the reader
     assert "Traceback (most recent call last)" in (tmp_path / "logs" / "driver.log").read_text()
 
 
 def test_a_config_error_is_one_line_and_exit_code_1(tmp_path):
     done = _run(tmp_path, "from tinyreason.config.base import ConfigError\nraise ConfigError('x.yaml: bad; fix it')\n")
     assert done.returncode == 1
-    assert "error: ConfigError: x.yaml: bad; fix it" in done.stdout and "Traceback" not in done.stdout
+    assert "error: ConfigError: x.yaml: bad; fix it" in done.stderr and "Traceback" not in done.stdout + done.stderr
