@@ -81,8 +81,9 @@ def test_card_table_and_content_hash(sft):
              for line in card.splitlines() if line.startswith("|")]
     assert len(table) == 2 + 5 + 1  # header and rule, one row per source, total
     assert [HUB, "SFT", SFT_SPLIT, "all", "12", "last_not_assistant: 1", "0", "14.8%"] in table
-    assert table[2 + 2][2:] == ["train", "6", "6", "0", "0", "7.4%"] and table[-1][:6] == ["total", "", "", "", "81", "7"]
+    assert table[2 + 2][2:] == ["train", "6", "6", "0", "0", "7.4%"] and table[-1][:6] == ["total", "", "", "", "81", "9"]
     assert "`unknown_role` (1): A message role is not system" in card
+    assert "`think_in_chat` (2)" in card  # smoltalk2's two thinking rows: a chat stage trains without thinking
     assert f"`{sft.manifest['content_hash']}`" in card
     assert sft.manifest["content_hash"] == content_hash(row_hash(r, "chat") for r in rows_of(sft))
 

@@ -83,7 +83,7 @@ def test_a_blend_is_decontaminated_against_every_benchmark_with_local_data(ray_l
         {"task": "my_benchmark"}, {"task": "my_hub_qa"}, {"task": "arc_challenge"}, {"task": "tinyreason_choice"}]}})
     suite = decontaminator_for(ev)
     assert [s.name for s in suite.sets] == [
-        "200 held-out synthetic problems (the probe and the built-in tinyreason tasks)",
+        "200 held-out synthetic problems in each phrasing (the probe and the built-in tinyreason tasks)",
         f"task my_benchmark ({F / 'benchmark.jsonl'})", "task my_hub_qa (tinyreason/smoke_hub_qa [test], local cache)"]
     assert [len(s.texts) for s in suite.sets[1:]] == [8, 4]  # each item's question and its answer (answers under 5 words never match: the card counts 4 and 2)
     [arc] = suite.unreadable
