@@ -25,6 +25,7 @@ from tinyreason.config.sections import TeacherFilters, TeacherSource
 from tinyreason.data.tokenize import batch_of, rows_of
 from tinyreason.storage import resolve
 
+ACTOR_START_S = 600  # how long the pool may take to start: a hub teacher downloads, a GPU one loads
 FILTERED = "_filtered"  # why a generated sample was dropped, '' when kept (read by blend.clean_row)
 COLUMNS = ["messages", FILTERED, "_gold", "_answer", "_tokens", "_actor", "_seconds"]
 STATS = ["_tokens", "_actor", "_seconds"]  # per-sample bookkeeping the driver sums, then drops
@@ -149,6 +150,10 @@ def generate(prompt_table, spec: TeacherSource, model_dir: str, trust_remote_cod
     """The teacher's judged samples of every prompt row (a pyarrow table of prompt-schema rows),
     as a lazy Ray Dataset: `map_batches` over a pool of `TeacherActor`s."""
     actors, on_gpu = actor_count(spec)
+    # Start every actor of the pool before handing out blocks: each loads the teacher (seconds), and
+    # by default Ray Data dispatches to the first one ready, which then takes a small prompt set whole
+    ctx = ray.data.DataContext.get_current()
+    ctx.wait_for_min_actors_s = max(ctx.wait_for_min_actors_s, ACTOR_START_S)
     n = prompt_table.num_rows
     # From the driver's table in blocks, not a read: no read task competes with the actors for CPUs
     step = max(1, -(-n // (actors * BLOCKS_PER_ACTOR)))
