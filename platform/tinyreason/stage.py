@@ -248,7 +248,8 @@ def prepare_tokenizer(ctx: RunContext, stage: StageConfig, parent: ModelRef, out
     tok.save_pretrained(out.tokenizer_dir)
     if chat is not None:
         chat["think"] = templates.think_record(tok, before)
-        chat["added_tokens"] += [t for t in tok.get_vocab() if t not in before]
+        vocab = tok.get_vocab()  # a dict in no set order: the added tokens by id, as they were added
+        chat["added_tokens"] += sorted((t for t in vocab if t not in before), key=vocab.get)
         (out.tokenizer_dir / CHAT_RECORD).write_text(json.dumps(chat, indent=2), encoding="utf-8")
     out.publish("tokenizer")
     return str(out.tokenizer_dir)
