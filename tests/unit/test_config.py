@@ -25,11 +25,13 @@ def test_every_blend_config_validates(path):
     assert isinstance(load_blend(str(path)), BlendConfig)
 
 
-def test_default_is_the_four_stage_curriculum():
+def test_default_is_the_five_stage_curriculum_ending_in_grpo():
     cfg = load_config()
-    assert [s.kind for s in cfg.stages] == ["pretrain", "sft", "reasoning_sft", "dpo"]
+    assert [s.kind for s in cfg.stages] == ["pretrain", "sft", "reasoning_sft", "dpo", "grpo"]
     dpo = cfg.stage("dpo")
     assert dpo.trainer.loss_type == "apo_zero" and dpo.trainer.beta > 0
+    grpo = cfg.stage("grpo")
+    assert [r["name"] for r in grpo.rewards] == ["correctness", "think_format"]
 
 
 def _raw(**stage_overrides):
