@@ -7,7 +7,7 @@ import pytest
 from tinyreason.data import synthetic
 from tinyreason.eval import harness, tables, tasks
 from tinyreason.stats import Score
-from tinyreason.data.synthetic import EVAL_SEED
+from tinyreason.data.world import EVAL_SEED
 from tinyreason.eval.tasks.utils import final_answers
 
 PRIMARY = {"arc_challenge": 0.30, "gsm8k": 0.10, "ifeval": 0.50}

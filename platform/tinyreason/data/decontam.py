@@ -31,7 +31,7 @@ import pyarrow as pa
 import ray
 from ray.data.expressions import col
 
-from tinyreason.data import phrasings, synthetic
+from tinyreason.data import phrasings, synthetic, world
 from tinyreason.data.sources import DataError, check_readable, expand_files
 
 DEFAULT_N = 13  # the GPT-3 / Llama convention for benchmark-length items
@@ -144,7 +144,7 @@ def eval_texts_from_synthetic(n: int) -> list[str]:
     """The held-out problems the curriculum scores (the first n of the fixed eval seed), in
     the training templates and in the held-out template family."""
     return [t for ph in phrasings.PHRASINGS
-            for t in eval_texts_from_rows(synthetic.eval_rows(n, synthetic.EVAL_SEED, ph))]
+            for t in eval_texts_from_rows(synthetic.eval_rows(n, world.EVAL_SEED, ph))]
 
 
 def eval_texts_from_files(spec: str | list[str]) -> list[str]:

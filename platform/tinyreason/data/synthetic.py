@@ -13,10 +13,8 @@ import random
 import re
 from itertools import islice
 
-# The world's names are read through this module too (eval/, data/sources.py, tests).
-from tinyreason.data.world import (EVAL_SEED, FEELINGS, TASKS, THINGS, WORLD, Problem, derive_seed,  # noqa: F401
-                                   format_answer, format_reasoning, is_heldout, make_problem, problem_stream,
-                                   problems, trace)
+from tinyreason.data.world import (FEELINGS, THINGS, WORLD, Problem, derive_seed, format_answer, format_reasoning,
+                                   problem_stream, trace)
 from tinyreason.model.chat import SYSTEM_PROMPT, THINK_CLOSE, THINK_OPEN
 
 

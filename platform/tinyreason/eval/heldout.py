@@ -7,7 +7,7 @@ the answer after `</think>` is graded by `answers.grade`, a trace that never clo
 answer, and a thinking budget applies. The same generations give the reasoning-format health
 numbers. A model that thinks is also scored with thinking off (`result["think_off"]`) when
 `evaluation.thinking.compare_off` is on. The problems' number combinations never occur in any
-training blend (see `synthetic.is_heldout`); a second set words the held-out problems with
+training blend (see `world.is_heldout`); a second set words the held-out problems with
 templates no training row uses (`data/phrasings.py`), reported as `new_templates`.
 """
 
@@ -18,7 +18,7 @@ from transformers import AutoTokenizer
 
 from tinyreason.answers import grade
 from tinyreason.config.evaluation import EvalConfig, PromptConfig
-from tinyreason.data import synthetic
+from tinyreason.data import synthetic, world
 from tinyreason.eval import health, thinking
 from tinyreason.model.chat import CHAT_TEMPLATE
 from tinyreason.model.presets import load_model
@@ -84,13 +84,13 @@ def evaluate_heldout(model_dir: str, ev: EvalConfig, trust_remote_code: bool = F
     (phrasings no training row uses) are scored too, under "new_templates"."""
     tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code, revision=revision)
     model = load_model(model_dir, trust_remote_code, revision=revision).eval()
-    rows = synthetic.eval_rows(ev.heldout_problems, synthetic.EVAL_SEED)
+    rows = synthetic.eval_rows(ev.heldout_problems, world.EVAL_SEED)
     prompts = chat_prompts(tok, [r["question"] for r in rows], ev.prompt)
     sampling, seed = ev.decoding.sampling(), ev.decoding.seed + seed
     think = thinking.Think(ev.thinking.mode, ev.thinking.budget)
     result = score(rows, generate(model, tok, prompts, ev.max_new_tokens, ev.batch_size, sampling, think, seed))
     if new_templates:
-        new = synthetic.eval_rows(ev.heldout_problems, synthetic.EVAL_SEED, "heldout")
+        new = synthetic.eval_rows(ev.heldout_problems, world.EVAL_SEED, "heldout")
         new_prompts = chat_prompts(tok, [r["question"] for r in new], ev.prompt)
         result["new_templates"] = score(new, generate(model, tok, new_prompts, ev.max_new_tokens, ev.batch_size,
                                                       sampling, think, seed))

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tinyreason import refs
-from tinyreason.data import synthetic
+from tinyreason.data import synthetic, world
 from tinyreason.data import tokenize as T
 from tinyreason.model.tokenizer import add_think_tokens, cached_tokenizer, load_tokenizer, prepare_chat_tokenizer
 from tinyreason.train.kind import LEARNING_RATE, LOSS, StageKind
@@ -101,7 +101,7 @@ def _tokenize(batch, tokenizer_dir: str, max_length: int):
 def heldout_rows(tok, n: int, max_length: int) -> list[dict]:
     """Held-out synthetic problems with their reference traces, as completion rows: where the
     stage measures how far the student's distributions are from the teacher's."""
-    problems = synthetic.problems(n, synthetic.EVAL_SEED, split="heldout")
+    problems = world.problems(n, world.EVAL_SEED, split="heldout")
     rows = [completion_row(tok, [{"role": "system", "content": synthetic.SYSTEM_PROMPT},
                                  {"role": "user", "content": p.question},
                                  {"role": "assistant", "content": synthetic.format_reasoning(p)}], max_length)

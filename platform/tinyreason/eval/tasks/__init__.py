@@ -12,7 +12,7 @@ import json
 import random
 from pathlib import Path
 
-from tinyreason.data import synthetic
+from tinyreason.data import synthetic, world
 
 TEMPLATE_DIR = Path(__file__).resolve().parent
 TASKS = ("tinyreason_reasoning", "tinyreason_choice")
@@ -27,14 +27,14 @@ def heldout_rows(n: int = N_HELDOUT) -> list[dict]:
     """The held-out problems the heldout probe scores too (eval_rows is prefix-stable)."""
     return [
         {**r, "options": [f"The answer is {c}." for c in r["choices"]], "trace": ""}  # same columns in both splits
-        for r in synthetic.eval_rows(n, synthetic.EVAL_SEED)
+        for r in synthetic.eval_rows(n, world.EVAL_SEED)
     ]
 
 
 def train_rows(n: int = N_TRAIN) -> list[dict]:
     """Few-shot examples from the training split, so shots never leak held-out problems;
     their wrong options are other problems' answers (the task only needs 4 distinct)."""
-    probs = synthetic.problems(n, TRAIN_SEED, "train")
+    probs = world.problems(n, TRAIN_SEED, "train")
     pool = sorted({p.answer for p in probs})
     rng = random.Random(TRAIN_SEED)
     rows = []
