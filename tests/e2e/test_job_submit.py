@@ -34,6 +34,7 @@ pytestmark = pytest.mark.slow
 
 MICRO_ID = "tr-e2e-micro"
 CKPT_STAGE = "pretrain"  # the stage whose Ray Train checkpoints are forced with save_steps
+STAGES = ("pretrain", "sft")  # micro.yaml's first two stages
 
 
 def submit(cluster, submission_id: str, *entrypoint: str, timeout: float):
@@ -66,10 +67,12 @@ def submit_recorded(cluster, submission_id: str, *entrypoint: str, cwd: Path = R
 def micro_job(two_node_cluster):
     c = two_node_cluster
     here = git_state(ROOT)  # what the record must say, read before the wrapper writes it
+    # The two-node job is about placement, shared storage and provenance: two stages show a
+    # stage starting from another's export on both nodes (the micro curriculum test runs every
+    # kind and checks each stage's evaluation), and only the last is scored.
     p = submit_recorded(c, MICRO_ID, "python", "jobs/curriculum.py", "--config", "configs/micro.yaml",
-                        "--set", f"storage.path={c.storage}", "--set", f"stages.{CKPT_STAGE}.trainer.save_steps=5",
-                        # the two-node job is about placement, storage and provenance; the micro
-                        # curriculum test checks each stage's evaluation, so only the last is scored here
+                        "--stages", ",".join(STAGES), "--set", f"storage.path={c.storage}",
+                        "--set", f"stages.{CKPT_STAGE}.trainer.save_steps=5",
                         "--set", "evaluation.after_each_stage=last", timeout=480)
     return c, p, here
 
@@ -94,7 +97,7 @@ def test_every_stage_trained_on_both_nodes(micro_job):
     by_group: dict[str, set] = {}
     for a in workers:  # one placement group per stage's worker group
         by_group.setdefault(a["placement_group_id"], set()).add(a["node_id"])
-    assert len(by_group) >= 5, workers
+    assert len(by_group) >= len(STAGES), workers
     for group, where in by_group.items():
         assert where == {head, node2}, f"worker group {group} ran on {where}, expected both nodes"
 
@@ -102,14 +105,12 @@ def test_every_stage_trained_on_both_nodes(micro_job):
 def test_outputs_and_checkpoints_are_complete_on_shared_storage(micro_job):
     c, _, _ = micro_job
     stages = sorted(d.name for d in (c.storage / "stages").iterdir() if d.is_dir())
-    assert [re.sub(r"-[0-9a-f]{12}$", "", s) for s in stages] == ["00-pretrain", "01-sft", "02-reasoning", "03-dpo",
-                                                                            "04-grpo"]
+    assert [re.sub(r"-[0-9a-f]{12}$", "", s) for s in stages] == [f"{i:02d}-{n}" for i, n in enumerate(STAGES)]
     for name in stages:
         d = c.storage / "stages" / name
         manifest = json.loads((d / "manifest.json").read_text())
         loss = manifest["summary"]["loss_last"]
-        # GRPO's loss is the policy-gradient surrogate: near 0 and of either sign
-        assert math.isfinite(loss) and (loss > 0 or manifest["kind"] == "grpo"), manifest["summary"]
+        assert math.isfinite(loss) and loss > 0, manifest["summary"]
         assert (d / "model" / "model.safetensors").stat().st_size > 0
         assert (d / "metrics.jsonl").read_text().strip()
     runs = c.storage / "runs" / "micro"

@@ -91,6 +91,19 @@ def test_load_config_applies_overrides_then_validates():
         load_config(None, ["stages.sft.trainer.learning_rate=-1"])
 
 
+def test_stages_picks_a_subset_in_the_order_given_after_the_overrides():
+    cfg = load_config("configs/micro.yaml", ["stages.dpo.trainer.beta=0.3"], stages=["pretrain", "sft"])
+    assert [s.name for s in cfg.stages] == ["pretrain", "sft"]  # an override of a stage left out is fine
+    cfg = load_config("configs/micro.yaml", ["stages.dpo.trainer.beta=0.3"], stages=["dpo"])
+    assert [s.name for s in cfg.stages] == ["dpo"] and cfg.stages[0].trainer.beta == 0.3
+    with pytest.raises(ConfigError, match=r"--stages pretrain,dpoo names stage\(s\) \['dpoo'\] that "
+                                          r"configs/micro.yaml does not have; its stages are: pretrain, sft, "
+                                          r"reasoning, dpo, grpo"):
+        load_config("configs/micro.yaml", stages=["pretrain", "dpoo"])
+    with pytest.raises(ConfigError, match="names no stage; name at least one"):
+        load_config("configs/micro.yaml", stages=[])
+
+
 def test_malformed_yaml_and_missing_file(tmp_path: Path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("stages: [\n  - name: x\n    kind: sft\n")

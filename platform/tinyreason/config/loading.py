@@ -82,13 +82,31 @@ def _step(node: Any, part: str, path: str) -> Any:
     return node[part]
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read YAML, apply `--set` overrides, validate everything (blend files included)."""
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                stages: list[str] | None = None) -> ExperimentConfig:
+    """Read YAML, apply `--set` overrides, keep only `stages` (names, in the order given; None:
+    all), validate everything (blend files included)."""
     path = Path(path) if path else CONFIG_DIR / "default.yaml"
     raw = read_yaml(path if path.exists() else resolve_path(str(path)))
     for assignment in overrides or []:
         apply_override(raw, assignment)
+    if stages is not None:
+        raw = pick_stages(raw, stages, f"--stages {','.join(stages)}", str(path))
     return validate_config(raw, source=str(path))
+
+
+def pick_stages(raw: dict, names: list[str], who: str, source: str) -> dict:
+    """`raw` with only the named stages, in the order given: each trains from the one before it
+    (the first from the model), as in any curriculum. Unknown names are an error listing the
+    stages there are, before anything runs."""
+    raw = copy.deepcopy(raw)
+    by_name = {s.get("name"): s for s in raw.get("stages") or [] if isinstance(s, dict)}
+    missing = [n for n in names if n not in by_name]
+    if missing or not names:
+        raise ConfigError(f"{who} names stage(s) {missing} that {source} does not have; its stages are: "
+                          f"{', '.join(map(str, by_name))}" if missing else f"{who} names no stage; name at least one")
+    raw["stages"] = [by_name[n] for n in names]
+    return raw
 
 
 def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:

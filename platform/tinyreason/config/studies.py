@@ -15,7 +15,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from tinyreason.config.base import ConfigError, Strict, format_errors, read_yaml, resolve_path
 from tinyreason.config.experiment import ExperimentConfig
-from tinyreason.config.loading import apply_override, validate_config
+from tinyreason.config.loading import apply_override, pick_stages, validate_config
 
 
 class ArmConfig(Strict):
@@ -83,14 +83,8 @@ def load_study(path: str | Path, overrides: list[str] | None = None
 def arm_raw(study: StudyConfig, arm: ArmConfig, base: dict) -> dict:
     """The arm's experiment as raw YAML: its stages picked from the base, its overrides applied."""
     raw = copy.deepcopy(base)
-    stages = raw.get("stages") or []
     if arm.stages is not None:
-        by_name = {s.get("name"): s for s in stages if isinstance(s, dict)}
-        missing = [n for n in arm.stages if n not in by_name]
-        if missing:
-            raise ConfigError(f"study {study.name}: arm {arm.name!r} names stage(s) {missing} that the base "
-                              f"{study.base} does not have; its stages are: {', '.join(by_name)}")
-        raw["stages"] = [copy.deepcopy(by_name[n]) for n in arm.stages]
+        raw = pick_stages(raw, arm.stages, f"study {study.name}: arm {arm.name!r}", f"the base {study.base}")
     raw["name"] = f"{study.name}-{arm.name}"
     for assignment in arm.set:
         try:
