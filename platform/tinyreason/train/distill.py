@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tinyreason import refs
-from tinyreason.data import synthetic, world
+from tinyreason.data import world
 from tinyreason.data import tokenize as T
+from tinyreason.model.chat import SYSTEM_PROMPT
 from tinyreason.model.tokenizer import add_think_tokens, cached_tokenizer, load_tokenizer, prepare_chat_tokenizer
 from tinyreason.train.kind import LEARNING_RATE, LOSS, StageKind
 
@@ -102,9 +103,9 @@ def heldout_rows(tok, n: int, max_length: int) -> list[dict]:
     """Held-out synthetic problems with their reference traces, as completion rows: where the
     stage measures how far the student's distributions are from the teacher's."""
     problems = world.problems(n, world.EVAL_SEED, split="heldout")
-    rows = [completion_row(tok, [{"role": "system", "content": synthetic.SYSTEM_PROMPT},
+    rows = [completion_row(tok, [{"role": "system", "content": SYSTEM_PROMPT},
                                  {"role": "user", "content": p.question},
-                                 {"role": "assistant", "content": synthetic.format_reasoning(p)}], max_length)
+                                 {"role": "assistant", "content": world.format_reasoning(p)}], max_length)
             for p in problems]
     return [r for r in rows if r is not None]
 

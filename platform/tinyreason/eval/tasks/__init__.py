@@ -43,7 +43,7 @@ def train_rows(n: int = N_TRAIN) -> list[dict]:
         rng.shuffle(choices)
         rows.append({"id": f"train-{i}", "task": p.task, "question": p.question, "answer": p.answer,
                      "choices": choices, "gold": choices.index(p.answer),
-                     "options": [f"The answer is {c}." for c in choices], "trace": synthetic.format_reasoning(p)})
+                     "options": [f"The answer is {c}." for c in choices], "trace": world.format_reasoning(p)})
     return rows
 
 
