@@ -72,10 +72,14 @@ def finish_run() -> None:
     exit record. transformers' WandbCallback never calls wandb.finish() and Ray Train kills
     its workers when the loop returns, so without this every stage's run ends without an
     exit record (`wandb sync` shows it crashed) and may lose its last second of logs.
+    `finish` returns once the exit record is handled, not once wandb-core has written the
+    transaction log out (CI once read a log back without its last config record), so the
+    teardown waits for the service to close the file before Ray can kill this process.
     For rank 0 at the end of training (train/reporting.py, on_train_end)."""
     wandb = sys.modules.get("wandb")
     if wandb is not None and wandb.run is not None:
         wandb.finish()
+        wandb.teardown()
 
 
 def redact(text: str) -> str:
