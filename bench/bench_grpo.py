@@ -79,7 +79,7 @@ def make_think_base(preset: str) -> str:
         tok = prepare_chat_tokenizer(AutoTokenizer.from_pretrained(tok_dir))
         add_think_tokens(tok)
         model = benchlib.load_model(model_dir)
-        presets.fit_embeddings(model, len(tok))
+        presets.fit_embeddings(model, tok)
         align_generation(model, tok)
         model.save_pretrained(out)
         tok.save_pretrained(out)
@@ -153,7 +153,7 @@ def run_plain_trl(stage, model_dir: str, rows: list[dict], threads: int) -> dict
     t0 = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = benchlib.load_model(model_dir)
-    fit_embeddings(model, len(tok))  # no-ops on this base: the steps the stage's worker takes
+    fit_embeddings(model, tok)  # no-ops on this base: the steps the stage's worker takes
     align_generation(model, tok)
     funcs, weights, _ = rewards.reward_components(stage.rewards, columns=["prompt", "answer"])
     args = GRPOConfig(output_dir=str(out), use_cpu=not torch.cuda.is_available(), report_to=[], save_strategy="no",

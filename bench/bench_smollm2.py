@@ -187,7 +187,7 @@ def child_plain(kind: str, precision: str, threads: int, steps: int, model_dir: 
     rows = json.loads(Path(rows_file).read_text())
     tok = AutoTokenizer.from_pretrained(tok_dir)
     model = load_model(model_dir)
-    fit_embeddings(model, len(tok))  # what the stage's worker does for the think tokens
+    fit_embeddings(model, tok)  # what the stage's worker does for the think tokens
     logs: list = []
     first: dict = {}
 

@@ -120,9 +120,6 @@ def test_each_stage_trains_its_configured_steps_to_a_finite_loss(recipe):
         assert manifest["config"]["deepspeed"]["enabled"]
 
 
-@pytest.mark.xfail(strict=False, reason="since the merge that trains SmolLM2 on its own chat template, the "
-                   "smoke-scale recipe no longer opens a <think> block greedily (8 reasoning steps, nor 16); open, "
-                   "see the closing note of issue 16")
 def test_the_final_export_opens_a_think_block_through_its_own_chat_template(recipe):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

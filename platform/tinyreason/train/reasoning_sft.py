@@ -3,9 +3,10 @@
 Differs from `sft` in its rows and tokenizer only: every final assistant turn opens with
 a well-formed think block (the `reasoning` row schema), and `<think>` and `</think>` are
 single tokens: the family's own where it has them (Qwen3's ids are reused), else added as
-special tokens (embeddings grown, new rows at the mean embedding). The model's own chat
-template stays (model/templates.py): the whole assistant turn, trace, answer and end of
-turn, is trained on and nothing else is. The worker loop is sft's.
+special tokens (embeddings grown, each new row the mean of the rows of its text's pieces:
+model/presets.fit_embeddings). The model's own chat template stays (model/templates.py): the
+whole assistant turn, trace, answer and end of turn, is trained on and nothing else is. The
+worker loop is sft's.
 """
 
 from __future__ import annotations

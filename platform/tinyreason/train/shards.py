@@ -34,7 +34,7 @@ def load_tokenizer_and_model(job: StageJob):
     tok = AutoTokenizer.from_pretrained(job.local(job.tokenizer_dir))
     model = load_model(job.local(job.parent_model), job.trust_remote_code, job.attn_implementation,
                        revision=job.parent_revision)
-    fit_embeddings(model, len(tok))
+    fit_embeddings(model, tok)
     align_generation(model, tok)
     return tok, model
 
