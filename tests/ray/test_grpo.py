@@ -1,14 +1,14 @@
 """The grpo stage with real TRL on a real local Ray: the reward rises on a task its parent
 half-solves, a killed worker resumes at the right step, and bad prompt data fails clearly.
 
-The task: "Is X bigger than Y?" where the gold answer is always "yes". The parent is a micro
-Llama fine-tuned on the same questions answered "yes" or "no" at random, so it says "yes"
-about half the time; GRPO's correctness reward then has spread in every group, and the
-policy should learn to say "yes" more often."""
+The task (tests/yesno.py): "Is X bigger than Y?" where the gold answer is always "yes". The
+parent is a micro Llama fine-tuned on the same questions answered "yes" or "no" at random, so
+it says "yes" about half the time; GRPO's correctness reward then has spread in every group,
+and the policy should learn to say "yes" more often. The parent is the distillation tests'
+teacher too, trained once per session."""
 
 import json
 import os
-import random
 import signal
 import threading
 import time
@@ -18,52 +18,25 @@ import yaml
 
 from tinyreason.config.loading import load_config
 from tinyreason.curriculum import run_curriculum
-from tinyreason.data import synthetic
 from tinyreason.data.sources import DataError
-from tinyreason.model.tokenizer import train_bpe
-
-
-def _questions(n: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    return [f"Is {rng.randint(0, 60)} bigger than {rng.randint(0, 60)}?" for _ in range(n)]
+from yesno import curriculum, parent_stage
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("grpo-data")
-    rng = random.Random(0)
-    with open(d / "chat.jsonl", "w") as f:  # the parent: "yes" or "no" at random, whatever the numbers
-        for q in _questions(600, 1):
-            f.write(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant",
-                                "content": f"The answer is {rng.choice(['yes', 'no'])}."}]}) + "\n")
-    with open(d / "prompts.jsonl", "w") as f:  # GSM8K's shape: question + answer
-        for q in _questions(200, 2):
-            f.write(json.dumps({"question": q, "answer": "yes"}) + "\n")
-    with open(d / "no_answers.jsonl", "w") as f:
-        for q in _questions(20, 3):
-            f.write(json.dumps({"question": q}) + "\n")
-    train_bpe((r["text"] for r in synthetic.pretrain_rows(1000, 0)), 512, d / "tok")
-    return d
+def files(yesno_files):
+    return yesno_files
 
 
 def _config(tmp_path, files, prompts="prompts.jsonl", **grpo_trainer) -> str:
     """The parent sft stage and a grpo stage; tests share one storage, so the parent trains once."""
-    parent = {"name": "yesno", "kind": "sft", "data": {"blend": {"sources": [{"files": str(files / "chat.jsonl")}]},
-                                                        "max_length": 128},
-              "trainer": {"learning_rate": 3e-3, "num_train_epochs": 3, "per_device_train_batch_size": 8,
-                          "logging_steps": 5}, "scaling": {"num_workers": 2}}
     grpo = {"name": "grpo", "kind": "grpo",
             "data": {"blend": {"sources": [{"files": str(files / prompts)}]}, "max_length": 128},
             "trainer": {"learning_rate": 1e-3, "max_steps": 20, "per_device_train_batch_size": 8,
                         "num_generations": 8, "max_completion_length": 16, "temperature": 1.0, "logging_steps": 2,
                         "save_steps": 50, **grpo_trainer},
             "rewards": [{"name": "correctness"}], "scaling": {"num_workers": 2, "max_failures": 1}}
-    raw = {"name": "grpo-yes", "seed": 0, "model": {"preset": "micro", "attn_implementation": "sdpa"},
-           "tokenizer": {"path": str(files / "tok")}, "storage": {"path": str(files / "runs")},
-           "evaluation": {"after_each_stage": False}, "tracking": {"wandb": {"enabled": False}},
-           "stages": [parent, grpo]}
     path = tmp_path / "grpo.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(curriculum(files, "grpo-yes", [parent_stage(files), grpo])))
     return str(path)
 
 

@@ -14,9 +14,8 @@ from safetensors.torch import load_file
 from tinyreason.config.base import CONFIG_DIR
 from tinyreason.config.loading import load_config
 from tinyreason.curriculum import run_curriculum
-from tinyreason.data import synthetic
 from tinyreason.model.presets import load_model
-from tinyreason.model.tokenizer import load_tokenizer, train_bpe
+from tinyreason.model.tokenizer import load_tokenizer
 from tinyreason.train.lora import ADAPTER_DIR, PEFT_EVENT
 
 TARGETS = ("q_proj", "v_proj")
@@ -30,11 +29,10 @@ def _sft(name: str, **extra) -> dict:
 
 
 @pytest.fixture(scope="module")
-def result(ray_local, tmp_path_factory):
+def result(ray_local, tmp_path_factory, micro_tokenizer):
     d = tmp_path_factory.mktemp("lora")
-    train_bpe((r["text"] for r in synthetic.pretrain_rows(1000, 0)), 512, d / "tok")
     raw = yaml.safe_load((CONFIG_DIR / "micro.yaml").read_text())
-    raw.update(name="lora-test", tokenizer={"path": str(d / "tok")}, storage={"path": str(d / "runs")},
+    raw.update(name="lora-test", tokenizer={"path": str(micro_tokenizer)}, storage={"path": str(d / "runs")},
                evaluation={"after_each_stage": False}, tracking={"wandb": {"enabled": False}},
                stages=[_sft("full"), _sft("lora", peft={"r": 4, "lora_alpha": 8, "lora_dropout": 0.0,
                                                           "target_modules": list(TARGETS)}), _sft("after")])
