@@ -53,9 +53,12 @@ def learned(ray_local, files, tmp_path_factory):
 def test_the_reward_rises_on_a_task_the_parent_half_solves(learned):
     rewards = _rewards(learned)
     assert len(rewards) >= 6
-    first, last = [r for _, r in rewards[:2]], [r for _, r in rewards[-3:]]
-    assert 0.15 <= sum(first) / 2 <= 0.85, rewards  # the parent half-solves it: groups have spread
-    assert sum(last) / 3 > sum(first) / 2 + 0.15, rewards
+    # The first log (steps 1-2, 32 completions) is the parent's pass rate; the policy learns fast
+    # enough at 1e-3 that the second log can already be near the end's (a full run saw 0.53,
+    # then 0.81), so only the first stands for the start.
+    first, last = rewards[0][1], [r for _, r in rewards[-3:]]
+    assert 0.15 <= first <= 0.85, rewards  # the parent half-solves it: groups have spread
+    assert sum(last) / 3 > first + 0.15, rewards
     assert learned.manifest["summary"]["steps"] == 20 and learned.manifest["review"] == []
 
 
