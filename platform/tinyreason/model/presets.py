@@ -134,7 +134,9 @@ def fit_embeddings(model, tok) -> None:
             text = tok.convert_ids_to_tokens(new_id)
             pieces = [i for i in tok(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
                       if i < old]
-            for table in tables if pieces else ():
+            if not pieces:
+                continue  # nothing to start from: the mean row stays
+            for table in tables:
                 table[new_id] = table[pieces].mean(dim=0)
 
 
