@@ -133,7 +133,7 @@ def test_provenance_reaches_the_wandb_config(tmp_path):
 
     log_provenance({"ignored": True})  # no run: a no-op
     settings = wandb.Settings(silent=True, init_timeout=300)  # wandb-core starts slowly on 2 busy cores
-    run = wandb.init(mode="offline", dir=str(tmp_path), project="t", settings=settings)
+    wandb.init(mode="offline", dir=str(tmp_path), project="t", settings=settings)
     log_provenance({"git": {"commit": "abc", "dirty": True}, "versions": {"trl": "1.16.0"}, "seed": 5})
     finish_run()  # finish, then wait for wandb-core to write the log out
     [path] = tmp_path.rglob("*.wandb")
