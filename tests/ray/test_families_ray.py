@@ -1,11 +1,9 @@
-"""reasoning_sft -> dpo on a tiny random model of each family (SmolLM2/ChatML, Qwen3,
+"""sft -> reasoning_sft -> dpo on a tiny random model of each family (SmolLM2/ChatML, Qwen3,
 Llama-3.2, Gemma-3) with its real chat template, on a real local Ray, one worker per stage:
 the family keeps its template and special tokens (nothing added where it has them, Qwen3's own
 think ids reused), loss masks cover exactly the assistant spans its template renders, every
 stage's card says which template and system prompt were used, and the export's generation
-stops at the end of a turn. Kept cheap: a few dozen rows, a few steps, no DeepSpeed, and no
-chat SFT stage (it renders rows through the same tokenize_chat as the reasoning stage, whose
-multi-turn rows, plain replies before a reply that opens a <think> block, are the harder case)."""
+stops at the end of a turn. Kept cheap: a few dozen rows, a few steps, no DeepSpeed."""
 
 import json
 
@@ -37,7 +35,8 @@ def _stage(name, kind, files, steps, **trainer):
 @pytest.fixture(scope="module")
 def runs(ray_local, tmp_path_factory):
     root = tmp_path_factory.mktemp("families")
-    data = {"reasoning": _jsonl(root / "reasoning.jsonl", chat_rows(24, seed=2, think=True)),
+    data = {"chat": _jsonl(root / "chat.jsonl", chat_rows(24, seed=1)),
+            "reasoning": _jsonl(root / "reasoning.jsonl", chat_rows(24, seed=2, think=True)),
             "preference": _jsonl(root / "preference.jsonl", preference_rows(16, seed=3))}
     out = {}
     for name in NAMES:
@@ -48,7 +47,7 @@ def runs(ray_local, tmp_path_factory):
         cfg = validate_config({
             "name": f"family-{name}", "storage": {"path": str(root / "runs")}, "model": model,
             "evaluation": {"after_each_stage": False}, "tracking": {"wandb": {"enabled": False}},
-            "stages": [_stage("reasoning", "reasoning_sft", data["reasoning"], 3),
+            "stages": [_stage("sft", "sft", data["chat"], 3), _stage("reasoning", "reasoning_sft", data["reasoning"], 3),
                        _stage("dpo", "dpo", data["preference"], 2, beta=0.1, learning_rate=1e-4)]})
         out[name] = (base, run_curriculum(cfg))
     return out
@@ -64,17 +63,17 @@ def _tok(path):
 def test_no_tokens_are_added_where_the_family_has_them_and_qwen3s_think_ids_are_reused(runs, name):
     base_dir, result = runs[name]
     base = _tok(base_dir)
-    reasoning, dpo = (_tok(o.dir / "model") for o in result.stages)
-    # no <|im_start|>/<|im_end|> grafted onto Llama or Gemma: at most the two think tokens are new
+    sft, reasoning, dpo = (_tok(o.dir / "model") for o in result.stages)
+    assert len(sft) == len(base)  # no <|im_start|>/<|im_end|> grafted onto Llama or Gemma
     assert "<|im_start|>" not in reasoning.get_vocab() or "<|im_start|>" in base.get_vocab()
     if name == "qwen3":
         assert len(reasoning) == len(base)
         assert [reasoning.convert_tokens_to_ids(t) for t in (THINK_OPEN, THINK_CLOSE)] == \
             [base.convert_tokens_to_ids(t) for t in (THINK_OPEN, THINK_CLOSE)]
-        assert result.stages[0].manifest["chat"]["think"]["reused"] == [THINK_OPEN, THINK_CLOSE]
+        assert result.stages[1].manifest["chat"]["think"]["reused"] == [THINK_OPEN, THINK_CLOSE]
     else:
         assert len(reasoning) == len(base) + 2
-        assert result.stages[0].manifest["chat"]["think"]["added"] == [THINK_OPEN, THINK_CLOSE]
+        assert result.stages[1].manifest["chat"]["think"]["added"] == [THINK_OPEN, THINK_CLOSE]
     assert len(dpo) == len(reasoning)
 
 
@@ -100,7 +99,7 @@ def test_every_stage_keeps_the_familys_own_template_and_its_card_says_which_syst
 @pytest.mark.parametrize("name", NAMES)
 def test_loss_masks_cover_exactly_the_assistant_spans_of_the_native_template(runs, name):
     _, result = runs[name]
-    stage = result.stages[0]
+    stage = result.stages[1]
     tok = _tok(stage.dir / "tokenizer")
     for row in chat_rows(5, seed=2, think=True):
         msgs = row["messages"]
@@ -154,7 +153,7 @@ def test_the_exports_generation_stops_at_the_end_of_a_turn(runs, name):
 
 def test_losses_are_finite_and_every_stage_took_its_steps(runs):
     for name, (_, result) in runs.items():
-        for o, steps in zip(result.stages, (3, 2)):
+        for o, steps in zip(result.stages, (3, 3, 2)):
             s = o.manifest["summary"]
             assert s["steps"] == steps and s["loss_last"] == s["loss_last"], (name, o.stage.name, s)
 
