@@ -135,16 +135,13 @@ def _tiny_llama(attn: str = "sdpa", seed: int = 0):
 
 
 @pytest.fixture
-def run_micro_sft(tmp_path):
-    """Run micro.yaml's sft stage alone, changed as asked, with a 512-token BPE trained once
-    per test; returns the stage's outcome."""
+def run_micro_sft(tmp_path, micro_tokenizer):
+    """Run micro.yaml's sft stage alone, changed as asked, from the session's micro tokenizer;
+    returns the stage's outcome."""
     from tinyreason.config.loading import load_config
     from tinyreason.curriculum import run_curriculum
-    from tinyreason.data import synthetic
-    from tinyreason.model.tokenizer import train_bpe
 
-    tok = tmp_path / "tok"
-    train_bpe((r["text"] for r in synthetic.pretrain_rows(1000, 0)), 512, tok)
+    tok = micro_tokenizer
 
     def run(name: str, data: dict, trainer: dict, scaling: dict | None = None, model: dict | None = None):
         import yaml
