@@ -45,6 +45,15 @@ def test_the_demo_branches_one_experiment_into_a_teacher_and_three_students():
     assert len(steps) == 1  # equal steps: the comparison the demo exists for
 
 
+def test_the_demos_teacher_is_the_defaults_first_three_stages():
+    """The demo reuses the default run's teacher from the same storage; when the default moves on
+    and the demo does not, it silently trains a teacher of its own (it had drifted once)."""
+    demo, default = load_config(DEMO), load_config(CONFIG_DIR / "default.yaml")
+    assert demo.model == default.model and demo.tokenizer == default.tokenizer and demo.seed == default.seed
+    assert demo.evaluation == default.evaluation  # the teacher's evaluations are reused too
+    assert demo.stages[:3] == default.stages[:3]
+
+
 def test_a_distill_teacher_must_share_the_think_tokens(demo):
     with pytest.raises(ConfigError, match="the teacher's tokenizer has <think> and </think> and this stage's does not"
                                           ".*set add_think_tokens: true"):

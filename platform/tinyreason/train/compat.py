@@ -6,6 +6,7 @@ here, in one place, and not deep inside a training worker.
 
     DeepSpeed   skip the JIT build of its shared-memory all-reduce on CPU (no switch for it)
     TRL         a DPO trainer that takes rows tokenized on Ray Data and shared reference log-probs
+    TRL x peft  TRL's fused LM head reading a tied head that peft wraps for new tokens' rows
     Ray Train   controller and worker-group hooks, to release a stopped sweep trial's workers;
                 a worker hook, to install the SIGTERM notice handler on a worker's main thread
 """
@@ -15,11 +16,12 @@ from __future__ import annotations
 from importlib.metadata import version
 
 import deepspeed.ops
+from peft.utils import TrainableTokensWrapper
 from ray.train.v2._internal.execution.callback import ControllerCallback, WorkerCallback, WorkerGroupCallback
 from trl import DPOTrainer
 
 # library -> the version prefix the adapters below were written and tested against
-WRITTEN_FOR = {"deepspeed": "0.19.", "trl": "1.16.", "ray": "2.60."}
+WRITTEN_FOR = {"deepspeed": "0.19.", "trl": "1.16.", "peft": "0.21.", "ray": "2.60."}
 
 
 def check() -> None:
@@ -67,6 +69,22 @@ def pretokenized_dpo_trainer():
             return super()._precompute_ref_logps(dataset, name, batch_size)
 
     return PretokenizedDPOTrainer
+
+
+# --------------------------------------------------------------------------- TRL x peft
+
+
+def fused_head_sees_trainable_tokens(model) -> None:
+    """TRL 1.16 scores every SFT, DPO and GRPO batch through its fused LM head
+    (`trl.trainer.utils.add_fused_lm_head`), which reads `lm_head.weight` and `lm_head.bias`.
+    When a LoRA stage adds tokens (<think>) to a model with a tied head, peft 0.21 wraps the head
+    in a `TrainableTokensWrapper` that forwards `weight` (the merged rows, the new rows' deltas
+    included, so gradients reach them) but not `bias`, and the first step fails with an
+    AttributeError. A tied head is the embedding's transpose and has no bias of its own: the
+    wrapper gets its wrapped module's bias (None) as a plain attribute, not a parameter."""
+    head = model.get_output_embeddings()
+    if isinstance(head, TrainableTokensWrapper) and "bias" not in vars(head):
+        head.__dict__["bias"] = head.original_module.bias
 
 
 # --------------------------------------------------------------------------- Ray Train

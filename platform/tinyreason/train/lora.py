@@ -61,11 +61,18 @@ def peft_config(job: StageJob, tok):
     return LoraConfig(task_type="CAUSAL_LM", **settings)
 
 
-def log_size(trainer, job: StageJob) -> None:
-    """One metrics.jsonl line: how many parameters the adapter trains, of how many."""
-    from tinyreason.train.worker import is_rank_zero  # worker side only: the worker module imports Ray Train
+def on_trainer(trainer, job: StageJob) -> None:
+    """Once the TRL trainer has wrapped the model in the adapter: let TRL's fused LM head read a
+    head peft wrapped for the new tokens' rows, and write one metrics.jsonl line with how many
+    parameters the adapter trains, of how many."""
+    # worker side only: these import Ray Train, DeepSpeed and TRL (the driver imports this module)
+    from tinyreason.train import compat
+    from tinyreason.train.worker import is_rank_zero
 
-    if job.stage.peft is None or not is_rank_zero():
+    if job.stage.peft is None:
+        return
+    compat.fused_head_sees_trainable_tokens(trainer.model)
+    if not is_rank_zero():
         return
     params = list(trainer.model.parameters())
     trainable = sum(p.numel() for p in params if p.requires_grad)
@@ -77,7 +84,7 @@ def log_size(trainer, job: StageJob) -> None:
 def export_merged(trainer, tok, job: StageJob) -> None:
     """The adapter to model/adapter/ (every rank calls it: saving may gather), then on rank 0 the
     adapter merged into the weights, saved as the stage's plain model."""
-    from tinyreason.train.worker import is_rank_zero  # worker side only, as in log_size
+    from tinyreason.train.worker import is_rank_zero  # worker side only, as in on_trainer
 
     adapter = job.output.model_dir / ADAPTER_DIR
     trainer.save_model(str(adapter))
