@@ -60,6 +60,20 @@ def test_a_distill_teacher_must_share_the_think_tokens(demo):
         _check(demo, student_logits=lambda s: s.pop("add_think_tokens"))
 
 
+def test_a_student_gaining_think_tokens_needs_forward_kl(demo):
+    """At beta > 0 the new <think> rows (probability ~0) get no gradient: the student never opens a block."""
+    with pytest.raises(ConfigError, match=r"trainer.beta=0.5 .*add_think_tokens.*no gradient.*set trainer.beta: 0"):
+        _check(demo, student_logits=lambda s: s["trainer"].update(beta=0.5))
+    with pytest.raises(ConfigError, match=r"trainer.beta=0.5 \(TRL's default when unset\)"):
+        _check(demo, student_logits=lambda s: s["trainer"].pop("beta"))
+
+    def no_new_tokens(stage):  # a teacher without <think>: the JSD at beta 0.5 is fine
+        stage.pop("add_think_tokens")
+        stage["teacher"]["model"] = "student-sft"
+        stage["trainer"]["beta"] = 0.5
+    _check(demo, student_logits=no_new_tokens)
+
+
 def test_teachers_and_parents_must_be_earlier_stages(demo):
     with pytest.raises(ConfigError, match=r"stages.1 \(sft\): parent = 'reasoning' is not an earlier stage; give one "
                                           "of: base, pretrain"):
