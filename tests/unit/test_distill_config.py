@@ -64,7 +64,7 @@ def test_a_student_gaining_think_tokens_needs_forward_kl(demo):
     """At beta > 0 the new <think> rows (probability ~0) get no gradient: the student never opens a block."""
     with pytest.raises(ConfigError, match=r"trainer.beta=0.5 .*add_think_tokens.*no gradient.*set trainer.beta: 0"):
         _check(demo, student_logits=lambda s: s["trainer"].update(beta=0.5))
-    with pytest.raises(ConfigError, match=r"trainer.beta=0.5 \(TRL's default when unset\)"):
+    with pytest.raises(ConfigError, match=r"trainer.beta=unset \(TRL's default, 0.5\) with add_think_tokens"):
         _check(demo, student_logits=lambda s: s["trainer"].pop("beta"))
 
     def no_new_tokens(stage):  # a teacher without <think>: the JSD at beta 0.5 is fine

@@ -63,8 +63,8 @@ def check(stage: StageConfig) -> None:
         # where the teacher gives 0.998, and never opened a block. Any beta > 0 mixes in the student's own
         # distribution, and the divergence's gradient on a token the student gives ~0 vanishes with it;
         # forward KL's gradient (student minus teacher probability) does not.
-        raise ValueError(f"trainer.beta={0.5 if t.beta is None else t.beta} (TRL's default when unset) with "
-                         "add_think_tokens: the <think> tokens this stage adds start near probability 0 and GKD's "
+        beta = "unset (TRL's default, 0.5)" if t.beta is None else t.beta
+        raise ValueError(f"trainer.beta={beta} with add_think_tokens: the <think> tokens this stage adds start near probability 0 and GKD's "
                          "divergence at beta > 0 gives them no gradient, so the student never learns to open a "
                          "<think> block; set trainer.beta: 0 (forward KL, the teacher's distribution as target)")
     lmbda = extra.get("lmbda")
