@@ -94,11 +94,13 @@ def child_platform(config: str, t_cmd: float) -> None:
             time.sleep(0.05)
 
     threading.Thread(target=watch, daemon=True).start()
+    # the driver's console sends fd 1 to its log file (console.setup): keep the real stdout for the result
+    result_out = os.fdopen(os.dup(1), "w")
     code = job.main(["--config", config])
     deadline = time.time() + 10
     while not startup and time.time() < deadline:
         time.sleep(0.1)
-    print(MARK + json.dumps({"marks": marks, "startup": startup, "exit_code": code}), flush=True)
+    print(MARK + json.dumps({"marks": marks, "startup": startup, "exit_code": code}), file=result_out, flush=True)
 
 
 def _storage_of(config: str) -> str:
