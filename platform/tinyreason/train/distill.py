@@ -64,9 +64,10 @@ def check(stage: StageConfig) -> None:
         # distribution, and the divergence's gradient on a token the student gives ~0 vanishes with it;
         # forward KL's gradient (student minus teacher probability) does not.
         beta = "unset (TRL's default, 0.5)" if t.beta is None else t.beta
-        raise ValueError(f"trainer.beta={beta} with add_think_tokens: the <think> tokens this stage adds start near probability 0 and GKD's "
-                         "divergence at beta > 0 gives them no gradient, so the student never learns to open a "
-                         "<think> block; set trainer.beta: 0 (forward KL, the teacher's distribution as target)")
+        raise ValueError(f"trainer.beta={beta} with add_think_tokens: the <think> tokens this stage adds start "
+                         "near probability 0 and GKD's divergence at beta > 0 gives them no gradient, so the "
+                         "student never learns to open a <think> block; set trainer.beta: 0 (forward KL, the "
+                         "teacher's distribution as target)")
     lmbda = extra.get("lmbda")
     if lmbda is not None and not 0 <= lmbda <= 1:
         raise ValueError(f"trainer.lmbda={lmbda}: the share of on-policy (student-sampled) steps; give 0..1")
