@@ -58,6 +58,11 @@ STORE = WORK / "smollm2"
 MARK = "SMOLLM2_RESULT "
 
 
+# --deepspeed: the platform side's DeepSpeed, the config's or another, to see what ZeRO costs on CPU
+DEEPSPEED = {"config": {}, "zero0": {"zero_stage": 0}, "zero2": {"zero_stage": 2}, "off": {"enabled": False}}
+DS_CHOICE = "config"
+
+
 def stage_of(kind: str, precision: str, layout: str, steps: int):
     """The config's stage for this kind, at bench settings (see the module docstring)."""
     from tinyreason.config.experiment import StageConfig
@@ -69,7 +74,7 @@ def stage_of(kind: str, precision: str, layout: str, steps: int):
                             save_steps=10_000)
     if kind != "dpo":
         stage["data"]["packed_batch"] = "bins"
-    stage["deepspeed"]["precision"] = precision
+    stage["deepspeed"].update(precision=precision, **DEEPSPEED[DS_CHOICE])
     stage["scaling"].update(num_workers=workers, cpus_per_worker=cpus)
     return StageConfig.model_validate(stage)
 
@@ -307,6 +312,8 @@ def main() -> None:
     p.add_argument("--startup-runs", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="sft, fp32, 1 round, 1 start-up run")
     p.add_argument("--out", default=str(benchlib.RESULTS / "smollm2_cpu.json"))
+    p.add_argument("--deepspeed", choices=list(DEEPSPEED), default="config",
+                   help="the platform side's DeepSpeed: the config's, ZeRO stage 0 or 2, or off")
     p.add_argument("--child", choices=list(STAGES), help=argparse.SUPPRESS)
     for flag in ("--precision", "--model", "--tok", "--rows"):
         p.add_argument(flag, help=argparse.SUPPRESS)
@@ -318,6 +325,8 @@ def main() -> None:
                            args.t_cmd)
     if args.quick:
         args.kinds, args.precisions, args.rounds, args.startup_runs = "sft", "fp32", 1, 1
+    global DS_CHOICE
+    DS_CHOICE = args.deepspeed
     kinds, precisions = args.kinds.split(","), args.precisions.split(",")
     benchlib.set_niceness(0)
     benchlib.init_ray()
@@ -353,7 +362,8 @@ def report(args, runs, starts, kinds, precisions, model_dir, seconds) -> None:
     headline = f"sft_{precisions[0]}_1w1c_vs_trl_1t"
     result = {
         "name": "smollm2_cpu",
-        "command": "python bench/bench_smollm2.py" + (" --quick" if args.quick else ""),
+        "command": "python bench/bench_smollm2.py" + (" --quick" if args.quick else "")
+                   + (f" --deepspeed {args.deepspeed}" if args.deepspeed != "config" else ""),
         "machine": benchlib.machine(), "date": benchlib.DATE,
         "metrics": {"tokens_per_s": metrics.get(f"platform_sft_{precisions[0]}_1w1c", {}).get("tokens_per_s"),
                     "command_to_first_step_s": platform_start, "variants": metrics},
