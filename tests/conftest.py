@@ -14,10 +14,10 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test touches the network
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Ray Train's controller polls its workers every 2 s, so a stage's fit() returns 1-3 s after the
-# train function does; at 0.5 s a no-op fit on this 2-core machine returns 0.98-0.99 s after it
-# (0.97-2.98 s at the default, 3 fits each). Hanging polls are still tolerated for Ray's 10 min,
-# as on a cluster. Set before any Ray starts: ray_local's raylet and the e2e nodes inherit it.
+# Ray Train's controller polls its workers every 2 s: each fit() ends up to 2 s late, and a report
+# made while the last one is still queued waits for the next poll (the README's test-time section
+# has the figures). Hanging polls are still tolerated for Ray's 10 min. Set before any Ray starts:
+# ray_local's raylet and the e2e nodes inherit it.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 
