@@ -28,29 +28,59 @@ BIN = Path(sys.executable).parent  # the venv: `ray`, and the `python` the job's
 MARKER = "TINYREASON_E2E_CLUSTER"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _ephemeral_floor() -> int:
+    """The first port the kernel hands out to outgoing connections and to bind(0)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
-def free_port_range(n: int = 60) -> tuple[int, int]:
-    """n consecutive free ports for one node's workers (each worker process takes one)."""
-    for _ in range(200):
-        lo = 20000 + secrets.randbelow(20000)
+class PortPool:
+    """Ports for one cluster's processes, each checked free and never handed out twice.
+
+    Picked below the kernel's ephemeral range on purpose: a port that bind(0) returned and we
+    released stays in the pool the kernel draws from for every outgoing connection on the
+    machine (Ray's own included), so it can be taken again before the node that was meant to
+    bind it starts. Ray's agents die when their port is taken, and a head node without its
+    agent refuses every job ("No available agent to submit job") while looking ALIVE."""
+
+    def __init__(self, lo: int = 20000, hi: int | None = None):
+        self.lo, self.hi = lo, (hi or _ephemeral_floor()) - 1
+        self.taken: set[int] = set()
+
+    def _free(self, ports) -> bool:
         socks = []
         try:
-            for p in range(lo, lo + n):
+            for p in ports:
+                if p in self.taken:
+                    return False
                 s = socket.socket()
                 socks.append(s)
                 s.bind(("127.0.0.1", p))
-            return lo, lo + n - 1
+            return True
         except OSError:
-            continue
+            return False
         finally:
             for s in socks:
                 s.close()
-    raise RuntimeError("no free port range for Ray workers")
+
+    def range(self, n: int = 60) -> tuple[int, int]:
+        """n consecutive free ports (one node's workers: each worker process takes one)."""
+        for _ in range(500):
+            lo = self.lo + secrets.randbelow(self.hi - self.lo - n)
+            if self._free(range(lo, lo + n)):
+                self.taken.update(range(lo, lo + n))
+                return lo, lo + n - 1
+        raise RuntimeError(f"no {n} consecutive free ports in {self.lo}-{self.hi} for Ray workers")
+
+    def one(self) -> int:
+        return self.range(1)[0]
+
+
+def free_port() -> int:
+    """A port nothing listens on now (for tests that need a closed address)."""
+    return PortPool().one()
 
 
 @dataclass
@@ -77,6 +107,15 @@ class Cluster:
         for f in filters:
             args += ["--filter", f]
         return json.loads(self.ray(*args).stdout)
+
+    def log_tails(self, lines: int = 25) -> str:
+        """The end of the head's agent, raylet and job-manager logs: why a head refuses jobs."""
+        out = []
+        for name in ("dashboard_agent.log", "raylet.out", "dashboard_JobHead.log"):
+            f = self.root / "head" / "session_latest" / "logs" / name
+            if f.is_file():
+                out.append(f"== head {name}\n" + "\n".join(f.read_text(errors="replace").splitlines()[-lines:]))
+        return "\n".join(out) or "(no head logs)"
 
     def our_processes(self) -> list:
         """Every process this cluster started: those carrying the marker, and their descendants
@@ -132,12 +171,14 @@ def _terminate(procs: list, grace: float) -> None:
     psutil.wait_procs(alive, timeout=5)
 
 
-def _node_args(temp_dir: Path, cpus: int, resources: dict | None) -> list[str]:
-    lo, hi = free_port_range()
+def _node_args(ports: PortPool, temp_dir: Path, cpus: int, resources: dict | None) -> list[str]:
+    lo, hi = ports.range()
     args = ["--temp-dir", str(temp_dir), "--num-cpus", str(cpus), "--num-gpus", "0",
             "--min-worker-port", str(lo), "--max-worker-port", str(hi),
-            "--dashboard-agent-listen-port", str(free_port()),
-            "--metrics-export-port", str(free_port()),
+            "--dashboard-agent-listen-port", str(ports.one()),
+            "--dashboard-agent-grpc-port", str(ports.one()),
+            "--runtime-env-agent-port", str(ports.one()),
+            "--metrics-export-port", str(ports.one()),
             "--object-store-memory", str(300 * 1024**2),  # 300 MB; the micro blends are a few MB
             "--disable-usage-stats"]
     if resources:
@@ -145,7 +186,23 @@ def _node_args(temp_dir: Path, cpus: int, resources: dict | None) -> list[str]:
     return args
 
 
-def start_cluster() -> Cluster:
+def start_cluster(attempts: int = 2) -> Cluster:
+    """A two-node cluster whose head accepts jobs. A start whose head never does is torn down
+    and started afresh on new ports, once, with what its logs said kept in the next error."""
+    failures = []
+    for _ in range(attempts):
+        cluster = _start_once()
+        try:
+            _wait_for_job_agent(cluster)
+            return cluster
+        except RuntimeError as e:
+            failures.append(f"{e}\n{cluster.log_tails()}")
+            cluster.stop()
+            shutil.rmtree(cluster.root, ignore_errors=True)
+    raise RuntimeError("the test cluster's head never accepted a job:\n" + "\n---\n".join(failures))
+
+
+def _start_once() -> Cluster:
     # Short root under /tmp: Ray's unix sockets live under --temp-dir and must stay < 108 bytes.
     root = Path(tempfile.mkdtemp(prefix="tr-e2e-", dir="/tmp"))
     token = root / "auth_token"
@@ -167,14 +224,15 @@ def start_cluster() -> Cluster:
                 "RAY_USAGE_STATS_ENABLED": "0", MARKER: str(root)}
     for k in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_JOB_ID", "RAY_JOB_CONFIG_JSON_ENV_VAR"):
         node_env.pop(k, None)
-    gcs_port, dash_port = free_port(), free_port()
+    ports = PortPool()
+    gcs_port, dash_port = ports.one(), ports.one()
     gcs = f"127.0.0.1:{gcs_port}"
     head = ["start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(gcs_port),
             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash_port),
-            "--ray-client-server-port", str(free_port()),
-            *_node_args(root / "head", 1, {"head": 1})]
+            "--ray-client-server-port", str(ports.one()),
+            *_node_args(ports, root / "head", 1, {"head": 1})]
     node2 = ["start", "--address", gcs, "--node-ip-address", "127.0.0.1",
-             *_node_args(root / "node2", 1, {"node2": 1})]
+             *_node_args(ports, root / "node2", 1, {"node2": 1})]
     cluster = Cluster(root, {**node_env, "RAY_ADDRESS": f"http://127.0.0.1:{dash_port}"}, gcs,
                       f"http://127.0.0.1:{dash_port}", storage, shadow)
     cluster.env.pop("PYTHONPATH")  # the test's own `ray` client commands need no shadow
@@ -190,6 +248,21 @@ def start_cluster() -> Cluster:
         cluster.stop()
         raise
     return cluster
+
+
+def _wait_for_job_agent(cluster: Cluster, timeout: float = 90) -> None:
+    """Submit a no-op job until the head takes it. ALIVE nodes are not enough: the head's
+    dashboard agent (which runs every job's supervisor) registers a few seconds later, and a
+    head whose agent died stays ALIVE while refusing every job."""
+    deadline = time.time() + timeout
+    for i in range(1000):
+        p = cluster.ray("job", "submit", "--address", cluster.dashboard_url, "--submission-id",
+                        f"tr-e2e-ready-{i}", "--no-wait", "--", "true", check=False)
+        if p.returncode == 0:
+            return
+        if time.time() > deadline:
+            raise RuntimeError(f"no job accepted in {timeout:.0f} s; the last refusal: {p.stderr.strip()[-600:]}")
+        time.sleep(2)
 
 
 def _wait_for_nodes(cluster: Cluster, n: int, timeout: float = 60) -> None:
