@@ -1,0 +1,77 @@
+"""The embedded default over seeds: each run's held-out figures, and what issue 17 measures.
+
+    for s in 0 1 2; do /usr/bin/time -f "%e" python jobs/curriculum.py --set seed=$s \\
+        --set storage.path=/tmp/demo/s$s 2> /tmp/demo/s$s.time; done
+    python bench/demo_seeds.py /tmp/demo/s0 /tmp/demo/s1 /tmp/demo/s2 --wall 873.2 842.7 904.5
+
+Reads each storage's runs/default/latest/results.json (the run's own record, nothing
+re-computed) and writes bench/results/demo_seeds.json: per seed and stage the held-out accuracy
+in the training and the held-out wordings, and the well-formed share; then the mean and range
+over seeds of the final accuracy, `<think>` SFT over chat SFT, and each of DPO and GRPO over
+its parent, beside the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from datetime import date
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "results" / "demo_seeds.json"
+FIELDS = ("heldout_accuracy", "new_templates_accuracy", "well_formed_think")
+TARGETS = {"final_accuracy": 0.50, "think_over_chat": 0.15, "grpo_over_dpo": 0.05, "well_formed": 0.95,
+           "wall_s": 15 * 60}
+
+
+def seed_figures(path: Path) -> dict:
+    """`path`: a run's record dir (holding results.json), or a storage whose latest run is read."""
+    run = path if (path / "results.json").is_file() else path / "runs" / "default" / "latest"
+    results = json.loads((run / "results.json").read_text())
+    config = json.loads((run / "config.json").read_text())
+    stages = {r["stage"]: {f: r[f] for f in FIELDS} for r in results["stages"]}
+    acc = {name: s["heldout_accuracy"] for name, s in stages.items()}
+    return {"seed": config["seed"], "stages": stages,
+            "final_accuracy": acc[results["stages"][-1]["stage"]],
+            "think_over_chat": acc["reasoning"] - acc["sft"],
+            "think_over_chat_new_templates": (stages["reasoning"]["new_templates_accuracy"]
+                                              - stages["sft"]["new_templates_accuracy"]),
+            "dpo_over_think": acc["dpo"] - acc["reasoning"],
+            "grpo_over_dpo": acc["grpo"] - acc["dpo"],
+            "well_formed_min": min(stages[s]["well_formed_think"] for s in ("reasoning", "dpo", "grpo"))}
+
+
+def spread(values: list[float]) -> dict:
+    return {"mean": round(sum(values) / len(values), 4), "min": round(min(values), 4), "max": round(max(values), 4)}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("storages", nargs="+", type=Path, help="one storage.path (or run record dir) per seed")
+    ap.add_argument("--wall", nargs="*", type=float, default=[], help="each run's wall-clock seconds")
+    args = ap.parse_args(argv)
+    if args.wall and len(args.wall) != len(args.storages):
+        raise SystemExit(f"--wall: {len(args.wall)} figures for {len(args.storages)} runs; give one per run")
+    seeds = [seed_figures(p) for p in args.storages]
+    for s, w in zip(seeds, args.wall):
+        s["wall_s"] = w
+    keys = ("final_accuracy", "think_over_chat", "think_over_chat_new_templates", "dpo_over_think", "grpo_over_dpo",
+            "well_formed_min") + (("wall_s",) if args.wall else ())
+    summary = {k: spread([s[k] for s in seeds]) for k in keys}
+    met = {"final_accuracy": summary["final_accuracy"]["mean"] >= TARGETS["final_accuracy"],
+           "think_over_chat": summary["think_over_chat"]["mean"] >= TARGETS["think_over_chat"],
+           "grpo_over_dpo": summary["grpo_over_dpo"]["mean"] >= TARGETS["grpo_over_dpo"],
+           "well_formed": summary["well_formed_min"]["min"] >= TARGETS["well_formed"]}
+    if args.wall:
+        met["wall_s"] = summary["wall_s"]["max"] < TARGETS["wall_s"]
+    OUT.write_text(json.dumps({"name": "demo_seeds", "config": "configs/default.yaml", "date": str(date.today()),
+                               "machine": f"{platform.machine()}, 2 cores, CPU, no GPU",
+                               "note": "wall_s: the curriculum with the set-up done; a fresh clone's make setup "
+                                       "adds ~161 s",
+                               "targets": TARGETS, "met": met, "summary": summary, "seeds": seeds}, indent=1) + "\n")
+    print(json.dumps({"summary": summary, "met": met}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

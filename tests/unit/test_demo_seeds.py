@@ -1,0 +1,48 @@
+"""bench/demo_seeds.py: the default demo's figures over seeds, read from each run's record."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "demo_seeds.py"
+
+
+@pytest.fixture
+def demo_seeds(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("demo_seeds", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, "OUT", tmp_path / "demo_seeds.json")
+    return mod
+
+
+def _run(root: Path, seed: int, acc: dict, well_formed: float = 1.0) -> Path:
+    run = root / f"s{seed}" / "runs" / "default" / "latest"
+    run.mkdir(parents=True)
+    stages = [{"stage": s, "heldout_accuracy": a, "new_templates_accuracy": a - 0.05,
+               "well_formed_think": 0.0 if s == "sft" else well_formed} for s, a in acc.items()]
+    (run / "results.json").write_text(json.dumps({"stages": stages}))
+    (run / "config.json").write_text(json.dumps({"seed": seed}))
+    return root / f"s{seed}"
+
+
+def test_deltas_and_targets_come_from_each_runs_record(demo_seeds, tmp_path):
+    a = _run(tmp_path, 0, {"sft": 0.15, "reasoning": 0.35, "dpo": 0.34, "grpo": 0.40})
+    b = _run(tmp_path, 1, {"sft": 0.20, "reasoning": 0.33, "dpo": 0.35, "grpo": 0.36}, well_formed=0.9)
+    demo_seeds.main([str(a), str(b), "--wall", "800", "950"])
+    out = json.loads(demo_seeds.OUT.read_text())
+    assert [s["seed"] for s in out["seeds"]] == [0, 1]
+    s = out["summary"]
+    assert s["final_accuracy"] == {"mean": 0.38, "min": 0.36, "max": 0.4}
+    assert s["think_over_chat"]["min"] == pytest.approx(0.13) and s["grpo_over_dpo"]["max"] == pytest.approx(0.06)
+    # +16.5 over chat SFT on average meets its target; +3.5 over DPO, 90% well-formed, 950 s do not
+    assert out["met"] == {"final_accuracy": False, "think_over_chat": True, "grpo_over_dpo": False,
+                          "well_formed": False, "wall_s": False}
+
+
+def test_a_wall_figure_per_run_or_none(demo_seeds, tmp_path):
+    a = _run(tmp_path, 0, {"sft": 0.1, "reasoning": 0.3, "dpo": 0.3, "grpo": 0.3})
+    with pytest.raises(SystemExit, match="1 figures for 2 runs"):
+        demo_seeds.main([str(a), str(a), "--wall", "800"])
