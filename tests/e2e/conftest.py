@@ -42,8 +42,9 @@ class PortPool:
     Picked below the kernel's ephemeral range on purpose: a port that bind(0) returned and we
     released stays in the pool the kernel draws from for every outgoing connection on the
     machine (Ray's own included), so it can be taken again before the node that was meant to
-    bind it starts. Ray's agents die when their port is taken, and a head node without its
-    agent refuses every job ("No available agent to submit job") while looking ALIVE."""
+    bind it starts. An agent whose port is taken does not come up (Ray's job manager names
+    "port conflicts" as the likely cause when it finds no agent), and a head without its agent
+    refuses every job ("No available agent to submit job") while its node is ALIVE."""
 
     def __init__(self, lo: int = 20000, hi: int | None = None):
         self.lo, self.hi = lo, (hi or _ephemeral_floor()) - 1
