@@ -19,6 +19,8 @@ import platform
 from datetime import date
 from pathlib import Path
 
+from tinyreason.stats.compare import seed_summary
+
 OUT = Path(__file__).resolve().parent / "results" / "demo_seeds.json"
 FIELDS = ("heldout_accuracy", "new_templates_accuracy", "well_formed_think")
 TARGETS = {"final_accuracy": 0.50, "think_over_chat": 0.15, "grpo_over_dpo": 0.05, "well_formed": 0.95,
@@ -43,12 +45,15 @@ def seed_figures(path: Path) -> dict:
 
 
 def spread(values: list[float]) -> dict:
-    return {"mean": round(sum(values) / len(values), 4), "min": round(min(values), 4), "max": round(max(values), 4)}
+    s = seed_summary(values)
+    return {"mean": round(s.mean, 4), "min": round(s.min, 4), "max": round(s.max, 4)}
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("storages", nargs="+", type=Path, help="one storage.path (or run record dir) per seed")
+    # Given, not read from provenance.json: its started_at comes after the driver's imports and
+    # Ray's start (~17 s here), and the target is from command to exit.
     ap.add_argument("--wall", nargs="*", type=float, default=[], help="each run's wall-clock seconds")
     args = ap.parse_args(argv)
     if args.wall and len(args.wall) != len(args.storages):

@@ -9,6 +9,7 @@ teardown kills exactly the processes that carry it.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import secrets
@@ -256,7 +257,7 @@ def _wait_for_job_agent(cluster: Cluster, timeout: float = 90) -> None:
     dashboard agent (which runs every job's supervisor) registers a few seconds later, and a
     head whose agent died stays ALIVE while refusing every job."""
     deadline = time.time() + timeout
-    for i in range(1000):
+    for i in itertools.count():
         p = cluster.ray("job", "submit", "--address", cluster.dashboard_url, "--submission-id",
                         f"tr-e2e-ready-{i}", "--no-wait", "--", "true", check=False)
         if p.returncode == 0:
