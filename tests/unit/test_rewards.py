@@ -7,8 +7,8 @@ import textwrap
 import pytest
 
 from tinyreason.rewards import (
-    BUILTIN, GuardedReward, RewardError, completion_text, correctness, guarded, length_penalty,
-    load_reward, make_reward, reward_components, think_format,
+    BUILTIN, GuardedReward, RewardError, arithmetic_claims, completion_text, correctness, guarded, length_penalty,
+    load_reward, make_reward, reward_components, step_arithmetic, think_format,
 )
 
 GOOD = "<think>4 + 3 = 7, then 7 - 2 = 5.</think>The answer is 5."
@@ -174,6 +174,40 @@ def test_think_format_strict_and_partial():
     assert trl_call(think_format, conversational) == trl_call(think_format, completions)
 
 
+STEP_PROMPT = "Mia has 12 apples. She buys 3 more. Then she loses 9. How many apples now?"
+STEP_CASES = [  # (completion, reward): the share of claims both true and grounded in the prompt or earlier results
+    ("<think>\n12 + 3 = 15\n15 - 9 = 6\n</think>\nThe answer is 6.", 1.0),
+    ("<think>\n12 + 3 = 15\n15 - 9 = 8\n</think>\nThe answer is 8.", 0.5),  # the second step is wrong
+    ("<think>\n12 + 3 = 14\n14 - 9 = 5\n</think>\nThe answer is 5.", 0.5),  # wrong, then right from it
+    ("<think>\n1 + 1 = 2\n</think>\nThe answer is 2.", 0.0),  # true, but about numbers the problem never had
+    ("<think>\n12 + 3 = 15\n15 - 9 = 6\n", 1.0),  # unclosed: the steps still count; correctness gives 0
+    ("<think>\nthree more, then nine fewer\n</think>\nThe answer is 6.", None),  # nothing to check
+    ("12 + 3 = 15, 15 - 9 = 6. The answer is 6.", None),  # no <think>: not a trace
+]
+
+
+@pytest.mark.parametrize("completion, reward", STEP_CASES)
+def test_step_arithmetic_cases(completion, reward):
+    assert trl_call(step_arithmetic, [completion], prompts=[STEP_PROMPT]) == [reward]
+
+
+def test_step_arithmetic_reads_the_last_user_turn_of_a_conversation():
+    prompt = [{"role": "system", "content": "Think first. 100 rules."}, {"role": "user", "content": STEP_PROMPT}]
+    assert trl_call(step_arithmetic, [STEP_CASES[0][0]], prompts=[prompt]) == [1.0]
+    assert trl_call(step_arithmetic, ["<think>100 + 1 = 101</think>101"], prompts=[prompt]) == [0.0]
+
+
+def test_arithmetic_claims_forms():
+    claims = arithmetic_claims("<<48/2=24>> then 24*3 = 72; 78 > 10, 9 < 4, max(23, 4) = 30, "
+                               "min(2, 5) = 2, 10/3 = 3.33, 7 / 0 = 0, 1,200 x 2 = 2,400",
+                               ["48", "2", "3", "78", "10", "9", "4", "23", "5", "7", "0", "1,200"])
+    assert [(c, t) for c, t, _ in claims] == [
+        ("48/2=24", True), ("24*3 = 72", True), ("78 > 10", True), ("9 < 4", False), ("max(23, 4) = 30", False),
+        ("min(2, 5) = 2", True), ("10/3 = 3.33", True), ("7 / 0 = 0", False), ("1,200 x 2 = 2,400", True)]
+    assert all(grounded for *_, grounded in claims)
+    assert arithmetic_claims("10/3 = 3.4", ["10", "3"])[0][1] is False  # wrong at the precision written
+
+
 def test_length_penalty_tokens_and_words():
     reward = make_reward({"name": "length_penalty", "target_tokens": 4, "max_tokens": 8})
     ids = [[1] * 4, [1] * 6, [1] * 8, [1] * 20]
@@ -314,5 +348,5 @@ def test_guarded_plain_function_keeps_its_name():
 
 
 def test_builtin_table_is_the_documented_set():
-    assert sorted(BUILTIN) == ["correctness", "length_penalty", "think_format"]
+    assert sorted(BUILTIN) == ["correctness", "length_penalty", "step_arithmetic", "think_format"]
     assert BUILTIN["length_penalty"] is length_penalty
