@@ -1,0 +1,88 @@
+"""GRPO variants from one DPO parent: what each changed, and what it did to held-out accuracy.
+
+    python jobs/curriculum.py --set storage.path=/tmp/demo/s0 --set stages.grpo.trainer.max_steps=300
+    ...  (one run per variant: the pretrain..dpo stages are reused, only the grpo stage trains)
+    python bench/grpo_variants.py /tmp/demo/s0/stages/03-dpo-* /tmp/demo/s0/stages/04-grpo-*
+
+Reads each stage's own record (manifest.json: its settings, rewards and train time;
+eval-*.json: held-out accuracy in the training and the held-out wordings, per task family;
+metrics.jsonl: the correctness reward and the policy's entropy over the first and last fifth of
+its steps) and writes bench/results/grpo_variants.json, each variant beside its parent.
+Nothing is re-computed: the figures are the runs' own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from datetime import date
+from pathlib import Path
+from statistics import mean
+
+OUT = Path(__file__).resolve().parent / "results" / "grpo_variants.json"
+KNOBS = ("learning_rate", "max_steps", "per_device_train_batch_size", "num_generations", "temperature", "beta")
+
+
+def _eval(stage: Path, heldout: int) -> dict:
+    """The stage's evaluation on `heldout` problems per wording (a stage dir can hold several)."""
+    for path in sorted(stage.glob("eval-*.json")):
+        result = json.loads(path.read_text())
+        if result.get("n") == heldout:
+            return result
+    raise SystemExit(f"{stage}: no evaluation on {heldout} held-out problems (eval-*.json); run the curriculum "
+                     f"with evaluation.heldout_problems={heldout}, or pass --heldout")
+
+
+def _fifths(stage: Path) -> dict:
+    logs = [json.loads(line) for line in (stage / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    logs = [d for d in logs if "rewards/correctness/mean" in d]
+    k = max(1, len(logs) // 5)
+    first, last = logs[:k], logs[-k:]
+    return {f"{name}_{part}": round(mean(d[key] for d in rows), 4)
+            for name, key in (("correctness", "rewards/correctness/mean"), ("entropy", "entropy"))
+            for part, rows in (("first_fifth", first), ("last_fifth", last))}
+
+
+def stage_figures(stage: Path, heldout: int) -> dict:
+    manifest = json.loads((stage / "manifest.json").read_text())
+    config, result = manifest["config"], _eval(stage, heldout)
+    row = {"stage_dir": stage.name, "kind": manifest["kind"],
+           "heldout_accuracy": result["accuracy"], "new_templates_accuracy": result["new_templates"]["accuracy"],
+           "per_task": result["per_task"], "well_formed_think": result["format"]["well_formed"],
+           "train_seconds": round(manifest["train_seconds"], 1)}
+    if manifest["kind"] == "grpo":
+        row["trainer"] = {k: config["trainer"].get(k) for k in KNOBS}
+        row["rewards"] = config["rewards"]
+        row.update(_fifths(stage))
+    return row
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("parent", type=Path, help="the DPO stage dir every variant starts from")
+    ap.add_argument("variants", nargs="+", type=Path, help="grpo stage dirs (stages/04-grpo-<key>)")
+    ap.add_argument("--heldout", type=int, default=200, help="held-out problems per wording of the evaluation to read")
+    args = ap.parse_args(argv)
+    parent = stage_figures(args.parent, args.heldout)
+    variants = []
+    for stage in args.variants:
+        row = stage_figures(stage, args.heldout)
+        if row["kind"] != "grpo":
+            raise SystemExit(f"{stage} is a {row['kind']} stage; give grpo stage dirs after the parent")
+        row["over_parent"] = round(row["heldout_accuracy"] - parent["heldout_accuracy"], 4)
+        row["over_parent_new_templates"] = round(row["new_templates_accuracy"] - parent["new_templates_accuracy"], 4)
+        variants.append(row)
+    variants.sort(key=lambda r: r["train_seconds"])
+    OUT.write_text(json.dumps({"name": "grpo_variants", "date": str(date.today()),
+                               "machine": f"{platform.machine()}, 2 cores, CPU, no GPU",
+                               "target": "GRPO over its DPO parent >= +0.05 held-out accuracy",
+                               "parent": parent, "variants": variants}, indent=1) + "\n")
+    for r in variants:
+        print(f"{r['stage_dir']}: {r['trainer']} {[s.get('name') for s in r['rewards']]} -> "
+              f"{r['heldout_accuracy']:.3f} ({r['over_parent']:+.3f}), new templates {r['new_templates_accuracy']:.3f} "
+              f"({r['over_parent_new_templates']:+.3f}), {r['train_seconds']} s")
+
+
+if __name__ == "__main__":
+    main()

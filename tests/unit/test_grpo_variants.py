@@ -1,0 +1,53 @@
+"""bench/grpo_variants.py: GRPO variants beside their DPO parent, read from each stage's own record."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "grpo_variants.py"
+
+
+@pytest.fixture
+def variants(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("grpo_variants", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, "OUT", tmp_path / "grpo_variants.json")
+    return mod
+
+
+def _stage(root: Path, name: str, kind: str, acc: float, new: float, lr=5e-5) -> Path:
+    d = root / name
+    d.mkdir()
+    config = {"trainer": {"learning_rate": lr, "max_steps": 10, "num_generations": 8}, "rewards": [{"name": "correctness"}]}
+    (d / "manifest.json").write_text(json.dumps({"kind": kind, "config": config, "train_seconds": 60.04}))
+    for n, a in ((200, acc), (199, 0.99)):  # a second evaluation at other settings must not be read
+        (d / f"eval-{n}.json").write_text(json.dumps({"n": n, "accuracy": a, "new_templates": {"accuracy": new},
+                                                      "per_task": {"add_sub": a}, "format": {"well_formed": 1.0}}))
+    lines = [{"rewards/correctness/mean": 0.1 * i, "entropy": 0.1 * (i + 1)} for i in range(15)]
+    (d / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in [{"event": "startup"}, *lines]) + "\n")
+    return d
+
+
+def test_each_variant_is_measured_against_its_parent_from_its_own_record(variants, tmp_path):
+    parent = _stage(tmp_path, "03-dpo-a", "dpo", 0.34, 0.31)
+    grpo = _stage(tmp_path, "04-grpo-b", "grpo", 0.36, 0.17, lr=1e-4)
+    variants.main([str(parent), str(grpo)])
+    out = json.loads(variants.OUT.read_text())
+    (row,) = out["variants"]
+    assert row["over_parent"] == pytest.approx(0.02) and row["over_parent_new_templates"] == pytest.approx(-0.14)
+    assert row["trainer"]["learning_rate"] == 1e-4 and row["rewards"] == [{"name": "correctness"}]
+    assert row["correctness_first_fifth"] == pytest.approx(0.1)  # 15 logs: the first 3, then the last 3
+    assert row["correctness_last_fifth"] == pytest.approx(1.3)
+    assert row["entropy_last_fifth"] == pytest.approx(1.4)
+    assert out["parent"]["heldout_accuracy"] == 0.34
+
+
+def test_a_stage_without_that_evaluation_or_not_grpo_is_refused_by_name(variants, tmp_path):
+    parent = _stage(tmp_path, "03-dpo-a", "dpo", 0.34, 0.31)
+    with pytest.raises(SystemExit, match="03-dpo-a: no evaluation on 150 .*heldout_problems=150"):
+        variants.main([str(parent), str(_stage(tmp_path, "04-grpo-c", "grpo", 0.3, 0.3)), "--heldout", "150"])
+    with pytest.raises(SystemExit, match="is a dpo stage"):
+        variants.main([str(parent), str(parent)])
