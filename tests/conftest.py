@@ -122,6 +122,22 @@ def smollm2_base(tmp_path_factory):
 
 
 @pytest.fixture
+def bench_script(tmp_path, monkeypatch):
+    """A maker of bench/ scripts imported as modules, each writing its results into tmp_path,
+    never over the recorded bench/results/<name>.json."""
+    import importlib.util
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        monkeypatch.setattr(mod, "OUT", tmp_path / f"{name}.json")
+        return mod
+
+    return load
+
+
+@pytest.fixture
 def tiny_llama():
     """A maker of 2-layer Llamas with grouped KV heads over a 50-token vocab, for attention tests."""
     return _tiny_llama

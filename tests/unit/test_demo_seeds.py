@@ -1,21 +1,14 @@
 """bench/demo_seeds.py: the default demo's figures over seeds, read from each run's record."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "demo_seeds.py"
-
 
 @pytest.fixture
-def demo_seeds(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("demo_seeds", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    monkeypatch.setattr(mod, "OUT", tmp_path / "demo_seeds.json")
-    return mod
+def demo_seeds(bench_script):
+    return bench_script("demo_seeds")
 
 
 def _run(root: Path, seed: int, acc: dict, well_formed: float = 1.0) -> Path:

@@ -1,21 +1,14 @@
 """bench/grpo_variants.py: GRPO variants beside their DPO parent, read from each stage's own record."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "grpo_variants.py"
-
 
 @pytest.fixture
-def variants(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("grpo_variants", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    monkeypatch.setattr(mod, "OUT", tmp_path / "grpo_variants.json")
-    return mod
+def variants(bench_script):
+    return bench_script("grpo_variants")
 
 
 def _stage(root: Path, name: str, kind: str, acc: float, new: float, lr=5e-5) -> Path:
