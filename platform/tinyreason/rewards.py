@@ -24,12 +24,10 @@ import inspect
 import logging
 import math
 import numbers
-import operator
-import re
-from fractions import Fraction
 from typing import Any, Callable, Iterable, Mapping
 
-from tinyreason import answers
+from tinyreason import answers, claims
+from tinyreason.completions import completion_text, prompt_text
 
 log = logging.getLogger(__name__)
 
@@ -45,35 +43,6 @@ RewardFn = Callable[..., list]
 
 class RewardError(ValueError):
     """A reward failed while training; the message names the reward, the row and the fix."""
-
-
-# ---------------------------------------------------------------- completion shapes
-
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # content blocks: [{"type": "text", "text": ...}]
-        return "".join(part.get("text", "") for part in content if isinstance(part, Mapping))
-    return "" if content is None else str(content)
-
-
-def completion_text(completion: str | list) -> str:
-    """The text of a completion: a string as is; for a conversational completion
-    (a list of messages) its assistant messages' content, joined by newlines."""
-    if isinstance(completion, str):
-        return completion
-    return "\n".join(_content_text(m.get("content")) for m in completion
-                     if isinstance(m, Mapping) and m.get("role", "assistant") == "assistant")
-
-
-def prompt_text(prompt: str | list | None) -> str:
-    """A prompt as one line of text for messages: a string as is, for a
-    conversation the content of its last user message (the question)."""
-    if not isinstance(prompt, list):
-        return "" if prompt is None else str(prompt)
-    users = [m for m in prompt if isinstance(m, Mapping) and m.get("role") == "user"]
-    last = (users or prompt)[-1] if prompt else None
-    return _content_text(last.get("content")) if isinstance(last, Mapping) else ""
 
 
 # ---------------------------------------------------------------- built-in rewards
@@ -124,71 +93,6 @@ def length_penalty_scores(completions: list, completion_ids: list | None = None,
     return scores
 
 
-# A claim the trace makes that can be checked by arithmetic: `a + b = c` (also `-`, `*`, `x`, `/`,
-# and GSM8K's calculator form `<<a*b=c>>`), `max(a, b) = c` / `min(a, b) = c`, and `a > b` / `a < b`.
-_NUM = r"-?\d+(?:,\d{3})*(?:\.\d+)?"
-_EQUATION_RE = re.compile(rf"(?<![\w.])({_NUM})\s*([-+*/x\u00d7\u00f7])\s*({_NUM})\s*=\s*({_NUM})(?![\w.]*\d)")
-_FUNCTION_RE = re.compile(rf"\b(max|min)\(\s*({_NUM})\s*,\s*({_NUM})\s*\)\s*=\s*({_NUM})")
-_RELATION_RE = re.compile(rf"(?<![\w.])({_NUM})\s*([<>])\s*({_NUM})(?![\w.])")
-_NUMBER_RE = re.compile(rf"(?<![\w.]){_NUM}")
-_OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "x": operator.mul, "\u00d7": operator.mul,
-        "/": operator.truediv, "\u00f7": operator.truediv}
-
-
-def _value(text: str) -> Fraction:
-    return Fraction(text.replace(",", ""))
-
-
-def _equal(exact: Fraction, written: str) -> bool:
-    """`written` states `exact`, to the precision it is written in: 10/3 = 3.33 holds, 3.3 does too."""
-    decimals = len(written.partition(".")[2])
-    return abs(exact - _value(written)) * 2 * 10 ** decimals <= 1 if decimals else exact == _value(written)
-
-
-def arithmetic_claims(thinking: str, given: Iterable[str] = ()) -> list[tuple[str, bool, bool]]:
-    """Each checkable claim in `thinking`, in order, as (claim, true, grounded). Grounded: every
-    operand is a number of `given` (the prompt's) or the result of an earlier claim, so that a
-    true step about numbers the problem never had ("1 + 1 = 2") earns nothing."""
-    known = {_value(n) for n in given}
-    found = []  # (position, claim, operands, result text or None, truth)
-    for m in _EQUATION_RE.finditer(thinking):
-        a, op, b, c = _value(m[1]), m[2], _value(m[3]), m[4]
-        true = not (op in "/\u00f7" and b == 0) and _equal(_OPS[op](a, b), c)
-        found.append((m.start(), m[0], (a, b), c, true))
-    for m in _FUNCTION_RE.finditer(thinking):
-        a, b, c = _value(m[2]), _value(m[3]), m[4]
-        found.append((m.start(), m[0], (a, b), c, _equal((max if m[1] == "max" else min)(a, b), c)))
-    taken = [range(pos, pos + len(claim)) for pos, claim, *_ in found]
-    for m in _RELATION_RE.finditer(thinking):
-        if not any(m.start() in span for span in taken):  # not the `<` of `<<a*b=c>>`
-            a, b = _value(m[1]), _value(m[3])
-            found.append((m.start(), m[0], (a, b), None, a > b if m[2] == ">" else a < b))
-    claims = []
-    for _, claim, operands, result, true in sorted(found, key=lambda f: f[0]):
-        claims.append((claim, true, all(x in known for x in operands)))
-        if result is not None:
-            known.add(_value(result))
-    return claims
-
-
-def step_arithmetic(prompts: list | None, completions: list, **kwargs) -> list[float | None]:
-    """Partial credit for the steps: the share of the trace's checkable claims (see
-    `arithmetic_claims`) that are true and grounded in the prompt's numbers or earlier results.
-    None (not applicable) when the trace makes no such claim. Rewards the work, not the answer:
-    weight it below correctness, which alone says whether the chain came out right."""
-    scores = []
-    for i, c in enumerate(completions):
-        split = answers.split_thinking(completion_text(c))
-        given = _NUMBER_RE.findall(prompt_text(prompts[i] if prompts else None))
-        claims = arithmetic_claims(split.thinking or "", given) if split.opened else []
-        scores.append(sum(true and grounded for _, true, grounded in claims) / len(claims) if claims else None)
-    return scores
-
-
-def make_step_arithmetic() -> RewardFn:
-    return step_arithmetic
-
-
 def make_correctness(fallback: str | None = None) -> RewardFn:
     """`correctness` with its parameter; fallback='last_number' also grades the
     last number of an answer that states none ("... so 12 apples")."""
@@ -222,7 +126,7 @@ BUILTIN: dict[str, Callable[..., RewardFn]] = {
     "correctness": make_correctness,
     "think_format": make_think_format,
     "length_penalty": length_penalty,
-    "step_arithmetic": make_step_arithmetic,
+    "step_arithmetic": lambda: claims.step_arithmetic,  # no parameters
 }
 # Dataset columns a built-in reads, checked against the blend at config time.
 BUILTIN_COLUMNS = {"correctness": ("answer",), "think_format": (), "length_penalty": (), "step_arithmetic": ()}

@@ -6,9 +6,10 @@ import textwrap
 
 import pytest
 
+from tinyreason.claims import arithmetic_claims, step_arithmetic
 from tinyreason.rewards import (
-    BUILTIN, GuardedReward, RewardError, arithmetic_claims, completion_text, correctness, guarded, length_penalty,
-    load_reward, make_reward, reward_components, step_arithmetic, think_format,
+    BUILTIN, GuardedReward, RewardError, completion_text, correctness, guarded, length_penalty,
+    load_reward, make_reward, reward_components, think_format,
 )
 
 GOOD = "<think>4 + 3 = 7, then 7 - 2 = 5.</think>The answer is 5."
@@ -206,6 +207,7 @@ def test_arithmetic_claims_forms():
         ("min(2, 5) = 2", True), ("10/3 = 3.33", True), ("7 / 0 = 0", False), ("1,200 x 2 = 2,400", True)]
     assert all(grounded for *_, grounded in claims)
     assert arithmetic_claims("10/3 = 3.4", ["10", "3"])[0][1] is False  # wrong at the precision written
+    assert arithmetic_claims("<<2*3+4=10>> and 2 * 3 + 4 = 10", ["2", "3", "4"]) == []  # two operations: not read
 
 
 def test_length_penalty_tokens_and_words():

@@ -20,6 +20,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from tinyreason import rewards
+from tinyreason.completions import completion_text, prompt_text
 from tinyreason.data import tokenize as T
 from tinyreason.model.tokenizer import cached_tokenizer, prepare_chat_tokenizer
 from tinyreason.train.kind import LEARNING_RATE, LOSS, Curve, StageKind
@@ -164,8 +165,8 @@ def _sample_callback(job, keep: dict):
                 return
             for i in range(min(SAMPLES_PER_LOG, len(keep["completions"]))):
                 job.output.append({
-                    "step": state.global_step, "prompt": rewards.prompt_text(keep["prompts"][i]),
-                    "completion": rewards.completion_text(keep["completions"][i]),
+                    "step": state.global_step, "prompt": prompt_text(keep["prompts"][i]),
+                    "completion": completion_text(keep["completions"][i]),
                     "answer": (keep.get("answers") or [None] * (i + 1))[i], "reward": keep["scores"][i]},
                     to=SAMPLES_FILE)
 
