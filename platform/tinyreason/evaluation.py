@@ -84,8 +84,9 @@ def _evaluate(ctx: RunContext, model: ModelRef, place: OutputDir, stage: StageCo
             else:
                 result[key] = value
     except (EvalError, OSError, ValueError, ray.exceptions.RayTaskError) as e:
-        for _, _, other in parts:  # the rest would only keep CPUs busy for a result nobody reads
-            ray.cancel(other, force=True)
+        # The other parts are left to finish (seconds), not cancelled: in Ray 2.60, cancelling a task
+        # that completes at that moment aborts the driver (task_manager.cc: "Tried to complete task
+        # that was not pending"), which is how the first version of this loop ended a test session.
         cause = e.cause if isinstance(e, ray.exceptions.RayTaskError) and e.cause is not None else e
         why = str(cause) if isinstance(cause, EvalError) else root_message(cause)  # ours is already phrased
         raise EvalError(f"evaluating {model.name} failed in {part}: {why.rstrip('. ')}. "
