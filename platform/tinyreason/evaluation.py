@@ -80,7 +80,7 @@ def _evaluate(ctx: RunContext, model: ModelRef, place: OutputDir, stage: StageCo
         for part, key, ref in parts:
             value = _get(ref)
             if key is None:
-                result = {**value, **result}
+                result.update(value)
             else:
                 result[key] = value
     except (EvalError, OSError, ValueError, ray.exceptions.RayTaskError) as e:
