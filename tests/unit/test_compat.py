@@ -46,3 +46,71 @@ def test_trls_fused_head_scores_a_tied_head_with_trainable_rows_and_trains_them(
     fused.sum().backward()
     delta = next(p for n, p in model.named_parameters() if "trainable_tokens_delta" in n)
     assert delta.grad is not None and delta.grad.abs().sum() > 0  # the <think> rows learn
+
+
+ONE_RANK_CHILD = r"""
+import json, os, sys
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1], RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+import torch
+from datasets import Dataset
+from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainerCallback, TrainingArguments
+from tinyreason.train import compat
+
+compat.skip_deepspeed_shm_comm()
+rows = Dataset.from_dict({"input_ids": [[(7 * i + j) % 40 for j in range(12)] for i in range(16)]})
+rows = rows.map(lambda r: {"labels": r["input_ids"]})
+
+
+class Record(TrainerCallback):
+    def __init__(self):
+        self.losses, self.flag = [], None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if "loss" in (logs or {}):
+            self.losses.append(logs["loss"])
+
+
+def run(zero_stage, skip, out):
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=2))
+    args = TrainingArguments(output_dir=out, max_steps=4, per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                             learning_rate=1e-2, max_grad_norm=0.5, logging_steps=1, save_strategy="no",
+                             report_to=[], use_cpu=True, seed=0, disable_tqdm=True,
+                             deepspeed={"train_micro_batch_size_per_gpu": "auto", "train_batch_size": "auto",
+                                        "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
+                                        "zero_optimization": {"stage": zero_stage}, "steps_per_print": 10**9})
+    record = Record()
+    trainer = Trainer(model=model, args=args, train_dataset=rows, callbacks=[record])
+    if skip:
+        compat.one_rank_skips_allreduce(trainer)
+    trainer.train()
+    weights = sum(p.detach().double().sum().item() for p in trainer.model.parameters())
+    return {"losses": record.losses, "weights": weights, "allreduce": trainer.model_wrapped.enable_backward_allreduce}
+
+
+print(json.dumps({name: run(stage, skip, f"{sys.argv[2]}/{name}") for name, stage, skip in
+                  [("zero0", 0, False), ("zero0_skip", 0, True), ("zero2_skip", 2, True)]}))
+"""
+
+
+def test_a_one_rank_zero0_engine_skips_its_allreduce_and_trains_the_same(tmp_path):
+    """In a fresh process (a process group of one, under Trainer, as a one-worker stage runs):
+    the skipped all-reduce over one rank changes nothing, loss for loss and weight for weight,
+    with gradient accumulation and clipping; a ZeRO-2 engine keeps its reduce step."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = subprocess.run([sys.executable, "-c", ONE_RANK_CHILD, str(port), str(tmp_path)], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = json.loads(out.stdout.strip().splitlines()[-1])
+    assert runs["zero0"]["allreduce"] and not runs["zero0_skip"]["allreduce"] and runs["zero2_skip"]["allreduce"]
+    assert len(runs["zero0"]["losses"]) == 4 and runs["zero0_skip"]["losses"] == runs["zero0"]["losses"]
+    assert runs["zero0_skip"]["weights"] == runs["zero0"]["weights"]
+    assert runs["zero0"]["losses"][-1] < runs["zero0"]["losses"][0]  # it trained

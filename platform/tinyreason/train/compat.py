@@ -4,7 +4,8 @@ Each adapter names the versions it was written against; `check()` fails with the
 installed version moved past them (tests/unit/test_compat.py runs it), so an upgrade breaks
 here, in one place, and not deep inside a training worker.
 
-    DeepSpeed   skip the JIT build of its shared-memory all-reduce on CPU (no switch for it)
+    DeepSpeed   skip the JIT build of its shared-memory all-reduce on CPU (no switch for it);
+                skip the gradient all-reduce of a one-rank ZeRO stage 0 engine (no switch either)
     TRL         a DPO trainer that takes rows tokenized on Ray Data and shared reference log-probs
     TRL x peft  TRL's fused LM head reading a tied head that peft wraps for new tokens' rows
     Ray Train   controller and worker-group hooks, to release a stopped sweep trial's workers;
@@ -16,8 +17,10 @@ from __future__ import annotations
 from importlib.metadata import version
 
 import deepspeed.ops
+from deepspeed.runtime.engine import DeepSpeedEngine
 from peft.utils import TrainableTokensWrapper
 from ray.train.v2._internal.execution.callback import ControllerCallback, WorkerCallback, WorkerGroupCallback
+from transformers import TrainerCallback
 from trl import DPOTrainer
 
 # library -> the version prefix the adapters below were written and tested against
@@ -46,6 +49,24 @@ def skip_deepspeed_shm_comm() -> None:
     (deepspeed/comm/torch.py, build_shm_op)."""
     ops = deepspeed.ops.__dict__.setdefault("__compatible_ops__", {})
     ops["deepspeed_shm_comm"] = False
+
+
+def one_rank_skips_allreduce(trainer) -> None:
+    """A one-rank ZeRO stage 0 engine all-reduces its gradients anyway: every step it flattens
+    them into one buffer, all-reduces it over a group of one, divides by 1 and copies them back.
+    On a CPU worker training the real SmolLM2-135M that is ~0.2-0.35 s of a ~4 s step (cProfile:
+    `allreduce_no_retain`; bench/README.md, smollm2_cpu). The sum over one rank is the gradient
+    itself, so the engine's own switch (`enable_backward_allreduce`, which DeepSpeed turns off for
+    engines that reduce elsewhere) is turned off for it once Trainer has built the engine, at
+    train begin. ZeRO stages 1-3 keep it: their reduce step also fills the optimizer's partitions."""
+    class OneRankNoAllReduce(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            engine = trainer.model_wrapped
+            if isinstance(engine, DeepSpeedEngine) and engine.dp_world_size == 1 \
+                    and engine.zero_optimization_stage() == 0:
+                engine.enable_backward_allreduce = False
+
+    trainer.add_callback(OneRankNoAllReduce())
 
 
 # --------------------------------------------------------------------------- TRL

@@ -233,7 +233,7 @@ def train_loop_per_worker(config: dict) -> None:
                          peft_config=lora.peft_config(job, tok))
     holder["trainer"] = trainer
     shards.use_local_shard(trainer)
-    lora.on_trainer(trainer, job)
+    worker.on_trainer(trainer, job)
 
     # train
     trainer.train(resume_from_checkpoint=checkpoints.resume_checkpoint(config.get("resume_from")))

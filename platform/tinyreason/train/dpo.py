@@ -112,7 +112,7 @@ def train_loop_per_worker(config: dict) -> None:
         callbacks=[reporting.make_report_callback(job, timeline)], peft_config=lora.peft_config(job, tok),
     )
     shards.use_local_shard(trainer)
-    lora.on_trainer(trainer, job)
+    worker.on_trainer(trainer, job)
 
     # train
     trainer.train(resume_from_checkpoint=resume.path)

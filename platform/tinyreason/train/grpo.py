@@ -203,7 +203,7 @@ def train_loop_per_worker(config: dict) -> None:
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=trl_args, train_dataset=train, processing_class=tok,
                           callbacks=[reporting.make_report_callback(job, timeline), _sample_callback(job, keep)],
                           peft_config=lora.peft_config(job, tok))
-    lora.on_trainer(trainer, job)
+    worker.on_trainer(trainer, job)
 
     # train
     trainer.train(resume_from_checkpoint=resume.path)

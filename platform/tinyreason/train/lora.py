@@ -65,14 +65,12 @@ def on_trainer(trainer, job: StageJob) -> None:
     """Once the TRL trainer has wrapped the model in the adapter: let TRL's fused LM head read a
     head peft wrapped for the new tokens' rows, and write one metrics.jsonl line with how many
     parameters the adapter trains, of how many."""
-    # worker side only: these import Ray Train, DeepSpeed and TRL (the driver imports this module)
-    from tinyreason.train import compat
-    from tinyreason.train.worker import is_rank_zero
+    from tinyreason.train import compat  # worker side only: DeepSpeed and TRL (the driver imports this module)
 
     if job.stage.peft is None:
         return
     compat.fused_head_sees_trainable_tokens(trainer.model)
-    if not is_rank_zero():
+    if not trainer.is_world_process_zero():
         return
     params = list(trainer.model.parameters())
     trainable = sum(p.numel() for p in params if p.requires_grad)
@@ -84,11 +82,9 @@ def on_trainer(trainer, job: StageJob) -> None:
 def export_merged(trainer, tok, job: StageJob) -> None:
     """The adapter to model/adapter/ (every rank calls it: saving may gather), then on rank 0 the
     adapter merged into the weights, saved as the stage's plain model."""
-    from tinyreason.train.worker import is_rank_zero  # worker side only, as in on_trainer
-
     adapter = job.output.model_dir / ADAPTER_DIR
     trainer.save_model(str(adapter))
-    if not is_rank_zero():
+    if not trainer.is_world_process_zero():
         return
     (adapter / "training_args.bin").unlink(missing_ok=True)  # a pickle; the manifest holds the settings
     model = trainer.accelerator.unwrap_model(trainer.model)

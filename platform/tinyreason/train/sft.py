@@ -96,7 +96,7 @@ def train_loop_per_worker(config: dict) -> None:
     trainer = SFTTrainer(model=model, args=trl_args, train_dataset=train, processing_class=tok,
                          data_collator=collator, callbacks=[report], peft_config=lora.peft_config(job, tok))
     shards.use_local_shard(trainer, batches)
-    lora.on_trainer(trainer, job)
+    worker.on_trainer(trainer, job)
 
     # train
     trainer.train(resume_from_checkpoint=resume.path)

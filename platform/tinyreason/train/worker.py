@@ -20,7 +20,7 @@ import torch.distributed as dist
 from tinyreason.config.sections import DeepSpeedConfig
 from tinyreason.cost import NODE_TYPE_LABEL
 from tinyreason.outputs import ENVIRONMENT, WORKERS, StageOutput
-from tinyreason.train import compat
+from tinyreason.train import compat, lora
 from tinyreason.train.job import StageJob
 
 
@@ -72,6 +72,14 @@ def begin_worker(config: dict) -> tuple[StageJob, Timeline, str]:
         compat.skip_deepspeed_shm_comm()
     timeline.mark("setup")
     return job, timeline, resolve_precision(job.stage.deepspeed)
+
+
+def on_trainer(trainer, job: StageJob) -> None:
+    """What every kind does once its TRL trainer exists, before train(): a one-rank DeepSpeed
+    engine skips its all-reduce over one rank (compat.one_rank_skips_allreduce), and a LoRA stage
+    gets its fixes and its parameter count (train/lora.py)."""
+    compat.one_rank_skips_allreduce(trainer)
+    lora.on_trainer(trainer, job)
 
 
 def _record_worker(output: StageOutput, device) -> None:
