@@ -361,8 +361,7 @@ def report(args, runs, starts, kinds, precisions, model_dir, seconds) -> None:
     headline = f"sft_{precisions[0]}_1w1c_vs_trl_1t"
     result = {
         "name": "smollm2_cpu",
-        "command": "python bench/bench_smollm2.py" + (" --quick" if args.quick else "")
-                   + (f" --deepspeed {args.deepspeed}" if args.deepspeed != "config" else ""),
+        "command": " ".join(["python bench/bench_smollm2.py", *sys.argv[1:]]),  # as it was run
         "machine": benchlib.machine(), "date": benchlib.DATE,
         "metrics": {"tokens_per_s": metrics.get(f"platform_sft_{precisions[0]}_1w1c", {}).get("tokens_per_s"),
                     "command_to_first_step_s": platform_start, "variants": metrics},

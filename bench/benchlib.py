@@ -27,7 +27,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 WORK = ROOT / "bench" / "work"
 RESULTS = ROOT / "bench" / "results"
-DATE = "2026-11-22"
+DATE = time.strftime("%Y-%m-%d")  # the day of the run, as recorded with its figures
 MACHINE = "2 cores, CPU (shared), no GPU"
 
 
