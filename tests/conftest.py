@@ -47,6 +47,8 @@ def ray_local():
     """One real local Ray for the whole session: starting Ray costs ~4 s on 2 cores."""
     import ray
 
+    from tinyreason.runtime import local_system_config
+
     if not ray.is_initialized():
         # Workers inherit the environment of the raylet this starts (as with runtime.init_ray);
         # a runtime_env would start each worker through a second interpreter. They carry the
@@ -54,7 +56,8 @@ def ray_local():
         saved = {k: os.environ.get(k) for k in FAKE_SECRETS}
         os.environ.update(FAKE_SECRETS)
         try:
-            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                     _system_config=local_system_config())  # as runtime.init_ray: idle workers kept
         finally:
             for k, v in saved.items():
                 os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)

@@ -80,11 +80,30 @@ def init_ray(config=None) -> None:
         # address="local": never attach to some other `ray start` cluster on this machine by accident.
         # No runtime_env: the local raylet inherits this process's environment, and any runtime_env
         # starts every worker through a second interpreter (setup_worker.py, ~0.4 s of CPU each).
-        ray.init(address="local", include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=True)
+        ray.init(address="local", include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=True,
+                 _system_config=local_system_config())
     # Ray Data's bars would land in the run's log file as thousands of redrawn lines; the
     # console draws one bar per training stage instead (console.py)
     ray.data.DataContext.get_current().enable_progress_bars = console.verbose()
     _import_in_background("transformers", "AutoTokenizer")
+
+
+# Idle worker processes a local Ray keeps, at least (Ray's own limit is one per CPU).
+IDLE_WORKERS = 8
+
+
+def local_system_config() -> dict:
+    """Ray settings of a local Ray started here (and by the tests).
+
+    Ray kills idle worker processes beyond one per CPU after a second. Every stage's Ray Train
+    run starts about seven processes (controller, helpers, workers), so on a small machine the
+    workers that ran the last evaluation's parts and Ray Data's blend tasks are killed while a
+    stage trains, and the next evaluation starts new ones that import torch, transformers and
+    lm-eval again: ~3 s of CPU each, three parts per evaluation. Keeping up to IDLE_WORKERS idle
+    workers lets each evaluation reuse them, imports done (a part's import time went from 3.0-3.6 s
+    to 0.0 s after a Ray Train run; README, "Running the tests"). Machines with more CPUs than that
+    keep Ray's default. Each task seeds what it samples, so a reused process gives the same numbers."""
+    return {"num_workers_soft_limit": max(IDLE_WORKERS, os.cpu_count() or 1)}
 
 
 def _import_in_background(module: str, attr: str) -> None:
