@@ -101,7 +101,7 @@ def local_system_config() -> dict:
     stage trains, and the next evaluation starts new ones that import torch, transformers and
     lm-eval again: ~3 s of CPU each, three parts per evaluation. Keeping up to IDLE_WORKERS idle
     workers lets each evaluation reuse them, imports done (a part's import time went from 3.0-3.6 s
-    to 0.0 s after a Ray Train run; README, "Running the tests"). Machines with more CPUs than that
+    to 0.0 s after a Ray Train run; README, "Two commands", on the test suite's time). Machines with more CPUs than that
     keep Ray's default. Each task seeds what it samples, so a reused process gives the same numbers."""
     return {"num_workers_soft_limit": max(IDLE_WORKERS, os.cpu_count() or 1)}
 

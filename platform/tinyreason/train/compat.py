@@ -54,11 +54,13 @@ def skip_deepspeed_shm_comm() -> None:
 def one_rank_skips_allreduce(trainer) -> None:
     """A one-rank ZeRO stage 0 engine all-reduces its gradients anyway: every step it flattens
     them into one buffer, all-reduces it over a group of one, divides by 1 and copies them back.
-    On a CPU worker training the real SmolLM2-135M that is ~0.2-0.35 s of a ~4 s step (cProfile:
-    `allreduce_no_retain`; bench/README.md, smollm2_cpu). The sum over one rank is the gradient
-    itself, so the engine's own switch (`enable_backward_allreduce`, which DeepSpeed turns off for
-    engines that reduce elsewhere) is turned off for it once Trainer has built the engine, at
-    train begin. ZeRO stages 1-3 keep it: their reduce step also fills the optimizer's partitions."""
+    On a CPU worker training a SmolLM2-135M-shaped model that is ~0.2-0.36 s of a ~4 s step
+    (cProfile: `allreduce_no_retain`) and a flattened copy of every gradient: the worker's peak
+    memory falls 0.3-0.5 GiB without it (bench/results/smollm2_one_rank_allreduce.json). The sum
+    over one rank is the gradient itself, so the engine's own switch (`enable_backward_allreduce`,
+    which DeepSpeed turns off for engines that reduce elsewhere) is turned off for it once Trainer
+    has built the engine, at train begin. ZeRO stages 1-3 keep it: their reduce step also fills
+    the optimizer's partitions."""
     class OneRankNoAllReduce(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
             engine = trainer.model_wrapped
