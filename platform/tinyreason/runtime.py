@@ -103,7 +103,7 @@ def local_system_config() -> dict:
     workers lets each evaluation reuse them, imports done (a part's import time went from 3.0-3.6 s
     to 0.0 s after a Ray Train run; README, "Two commands", on the test suite's time). Machines with more CPUs than that
     keep Ray's default. Each task seeds what it samples, so a reused process gives the same numbers."""
-    return {"num_workers_soft_limit": max(IDLE_WORKERS, os.cpu_count() or 1)}
+    return {"num_workers_soft_limit": IDLE_WORKERS} if (os.cpu_count() or 1) < IDLE_WORKERS else {}
 
 
 def _import_in_background(module: str, attr: str) -> None:

@@ -7,9 +7,10 @@ import textwrap
 import pytest
 
 from tinyreason.claims import arithmetic_claims, step_arithmetic
+from tinyreason.completions import completion_text
 from tinyreason.rewards import (
-    BUILTIN, GuardedReward, RewardError, completion_text, correctness, guarded, length_penalty,
-    load_reward, make_reward, reward_components, think_format,
+    BUILTIN, GuardedReward, RewardError, correctness, guarded, length_penalty, load_reward, make_reward,
+    reward_components, think_format,
 )
 
 GOOD = "<think>4 + 3 = 7, then 7 - 2 = 5.</think>The answer is 5."
