@@ -9,17 +9,24 @@ here, in one place, and not deep inside a training worker.
     TRL         a DPO trainer that takes rows tokenized on Ray Data and shared reference log-probs
     TRL x peft  TRL's fused LM head reading a tied head that peft wraps for new tokens' rows
     Ray Train   controller and worker-group hooks, to release a stopped sweep trial's workers;
-                a worker hook, to install the SIGTERM notice handler on a worker's main thread
+                a worker hook, to install the SIGTERM notice handler on a worker's main thread;
+                no placement-group cleaner where Ray's state API, which it polls, is not served
 """
 
 from __future__ import annotations
 
+import functools
 from importlib.metadata import version
 
 import deepspeed.ops
+import ray
 from deepspeed.runtime.engine import DeepSpeedEngine
 from peft.utils import TrainableTokensWrapper
+from ray.train.torch import TorchTrainer
+from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 from ray.train.v2._internal.execution.callback import ControllerCallback, WorkerCallback, WorkerGroupCallback
+from ray.util.state import list_nodes
+from ray.util.state.exception import RayStateApiException
 from transformers import TrainerCallback
 from trl import DPOTrainer
 
@@ -129,3 +136,33 @@ def train_worker_hooks():
 
 def placement_group_of(worker_group):
     return worker_group.get_worker_group_state().placement_group_handle.placement_group
+
+
+def torch_trainer() -> type[TorchTrainer]:
+    """Ray Train's TorchTrainer, without its placement-group cleaner where the cluster does not
+    serve Ray's state API.
+
+    Every run, Ray 2.60 starts a detached `PlacementGroupCleaner` actor that polls the run's
+    controller through the state API each second, to remove the workers' placement group if the
+    controller dies without doing so itself; the controller blocks until that actor has started
+    and registered the group. The state API is served by the dashboard, which a local Ray started
+    by `runtime.init_ray` (and the tests' Ray) leaves off. There the cleaner can never see the
+    controller (it logs "Failed to query Ray Train Controller actor state" every second and
+    cleans nothing), and a local Ray's placement groups end with the driver that started it. Its
+    start-up alone costs ~2 s of every stage's launch on 2 cores: no-op fits 9.1 s with it,
+    6.9 s without (bench/results/ray_train_launch.json). Clusters with a dashboard keep it."""
+    return TorchTrainer if _state_api_served(ray.get_runtime_context().gcs_address) else _TorchTrainerNoCleaner
+
+
+@functools.cache
+def _state_api_served(cluster: str) -> bool:
+    try:  # a refused connection answers in milliseconds
+        list_nodes(limit=1, timeout=10, raise_on_missing_output=False)
+    except RayStateApiException:  # ServerUnavailable: no dashboard, so no state API
+        return False
+    return True
+
+
+class _TorchTrainerNoCleaner(TorchTrainer):
+    def _create_default_callbacks(self):
+        return [c for c in super()._create_default_callbacks() if not isinstance(c, PlacementGroupCleanerCallback)]

@@ -11,7 +11,7 @@ import os
 import ray
 from ray.data import ExecutionOptions
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train.torch import TorchConfig
 
 from tinyreason.config.experiment import StageConfig
 from tinyreason.train import checkpoints, notice, registry
@@ -78,7 +78,9 @@ def fit_stage(job: StageJob, train_ds, resume_from: str | None = None, callbacks
     stage = job.stage
     policy = stage.checkpoints
     keepers = [checkpoints.best_keeper(policy.mode)] if policy.keep_best else []
-    trainer = TorchTrainer(
+    from tinyreason.train import compat  # DeepSpeed and TRL (~3 s): only when a stage launches
+
+    trainer = compat.torch_trainer()(
         registry.get(stage.kind).train_loop,
         train_loop_config={"job": job, "resume_from": resume_from},
         scaling_config=scaling_config(stage),
