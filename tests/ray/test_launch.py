@@ -3,7 +3,10 @@ serves no state API, as on the local Ray that runtime.init_ray and this session 
 dashboard, Ray Train's placement-group cleaner, which polls that API, is left out; a cluster
 that serves it keeps the cleaner. Every stage test in this tier launches through it."""
 
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from ray import cloudpickle
@@ -56,3 +59,15 @@ def test_a_cluster_that_serves_the_state_api_keeps_the_cleaner(ray_local, monkey
 
     monkeypatch.setattr(compat, "list_nodes", refused)
     assert compat.torch_trainer() is not TorchTrainer
+
+
+def test_the_probe_asks_its_own_cluster_while_another_local_ray_is_up(ray_local):
+    """A job's own local Ray beside another (here, this session's): the state API is asked of
+    the job's cluster by address; with no address it refuses to guess between the two."""
+    root = Path(__file__).resolve().parents[2]
+    probe = ("import ray; ray.init(address='local', num_cpus=1, include_dashboard=False, log_to_driver=False); "
+             "from tinyreason.train import compat; print(compat.torch_trainer().__name__)")
+    job = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(root / "platform")})
+    assert job.returncode == 0, job.stderr[-3000:]
+    assert job.stdout.strip().splitlines()[-1] == "_TorchTrainerNoCleaner"

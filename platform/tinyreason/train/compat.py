@@ -156,8 +156,8 @@ def torch_trainer() -> type[TorchTrainer]:
 
 @functools.cache
 def _state_api_served(cluster: str) -> bool:
-    try:  # a refused connection answers in milliseconds
-        list_nodes(limit=1, timeout=10, raise_on_missing_output=False)
+    try:  # this cluster's (another local Ray may be up beside it); a refused connection answers in milliseconds
+        list_nodes(address=cluster, limit=1, timeout=10, raise_on_missing_output=False)
     except RayStateApiException:  # ServerUnavailable: no dashboard, so no state API
         return False
     return True
