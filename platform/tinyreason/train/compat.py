@@ -148,9 +148,12 @@ def torch_trainer() -> type[TorchTrainer]:
     and registered the group. The state API is served by the dashboard, which a local Ray started
     by `runtime.init_ray` (and the tests' Ray) leaves off. There the cleaner can never see the
     controller (it logs "Failed to query Ray Train Controller actor state" every second and
-    cleans nothing), and a local Ray's placement groups end with the driver that started it. It
-    costs every stage's launch ~1.7 s on 2 cores: no-op fits 9.6 s with it, 7.9 s without,
-    alternated on one Ray (bench/results/ray_train_launch.json). Clusters with a dashboard keep it.
+    cleans nothing), and a local Ray's placement groups end with the driver that started it. The
+    one case where a controller dies while its Ray lives, a sweep trial that Tune's scheduler
+    stops, has its own guard that watches the controller's actor handle instead
+    (tune/placement.py). The cleaner costs every stage's launch ~1.7 s on 2 cores: no-op fits
+    9.6 s with it, 7.9 s without, alternated on one Ray (bench/results/ray_train_launch.json).
+    Clusters with a dashboard keep it.
     The probe asks the connected cluster by its address: with none, Ray's state client refuses to
     choose between two local Rays (a job's own beside a test session's)."""
     return TorchTrainer if _state_api_served(ray.get_runtime_context().gcs_address) else _TorchTrainerNoCleaner

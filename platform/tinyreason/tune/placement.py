@@ -2,9 +2,11 @@
 
 Tune ends a stopped trial's actor, and the Ray Train controller it owns dies with it before
 it can remove its workers' placement group. Ray Train's own cleaner finds a dead controller
-through the State API, which needs the dashboard and a single Ray instance on the machine;
-without them (tests run Ray without a dashboard) the group, all 2 CPUs of a 2-core box, is
-never released and the next trial waits forever.
+through the State API, which needs the dashboard; without it (a local Ray from runtime.init_ray,
+the tests' Ray) the group, all 2 CPUs of a 2-core box, is never released and the next trial
+waits forever. There stages launch without Ray's cleaner at all (train/compat.torch_trainer),
+and this guard, which asks the controller's actor handle rather than the State API, does its
+work for the trials a scheduler stops.
 """
 
 from __future__ import annotations
