@@ -1,5 +1,10 @@
-"""The private-API adapters (train/compat.py): the version gate, and the TRL x peft fix that lets
-a LoRA stage that adds <think> tokens to a tied-head model train through TRL's fused LM head."""
+"""The private-API adapters (train/compat.py): the version gate, the TRL x peft fix that lets
+a LoRA stage that adds <think> tokens to a tied-head model train through TRL's fused LM head,
+the one-rank all-reduce skip, and the two start-up adapters (Muon's compile on first use, wandb
+Launch's inputs looked for only where they can exist)."""
+
+import sys
+import types
 
 import pytest
 import torch
@@ -57,6 +62,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainerCallback
 from tinyreason.train import compat
 
 compat.skip_deepspeed_shm_comm()
+compat.muon_compiles_on_first_use()  # as every stage's worker does, before DeepSpeed meets Muon
 rows = Dataset.from_dict({"input_ids": [[(7 * i + j) % 40 for j in range(12)] for i in range(16)]})
 rows = rows.map(lambda r: {"labels": r["input_ids"]})
 
@@ -89,15 +95,19 @@ def run(zero_stage, skip, out):
     return {"losses": record.losses, "weights": weights, "allreduce": trainer.model_wrapped.enable_backward_allreduce}
 
 
-print(json.dumps({name: run(stage, skip, f"{sys.argv[2]}/{name}") for name, stage, skip in
-                  [("zero0", 0, False), ("zero0_skip", 0, True), ("zero2_skip", 2, True)]}))
+runs = {name: run(stage, skip, f"{sys.argv[2]}/{name}") for name, stage, skip in
+        [("zero0", 0, False), ("zero0_skip", 0, True), ("zero2_skip", 2, True)]}
+runs["modules"] = {"muon": "deepspeed.runtime.zero.muon.muon_optimizer" in sys.modules,
+                   "inductor": "torch._inductor.compile_fx" in sys.modules}
+print(json.dumps(runs))
 """
 
 
 def test_a_one_rank_zero0_engine_skips_its_allreduce_and_trains_the_same(tmp_path):
     """In a fresh process (a process group of one, under Trainer, as a one-worker stage runs):
     the skipped all-reduce over one rank changes nothing, loss for loss and weight for weight,
-    with gradient accumulation and clipping; a ZeRO-2 engine keeps its reduce step."""
+    with gradient accumulation and clipping; a ZeRO-2 engine keeps its reduce step. And the
+    ZeRO-2 engine imported DeepSpeed's Muon module without importing torch's inductor."""
     import json
     import socket
     import subprocess
@@ -114,3 +124,46 @@ def test_a_one_rank_zero0_engine_skips_its_allreduce_and_trains_the_same(tmp_pat
     assert len(runs["zero0"]["losses"]) == 4 and runs["zero0_skip"]["losses"] == runs["zero0"]["losses"]
     assert runs["zero0_skip"]["weights"] == runs["zero0"]["weights"]
     assert runs["zero0"]["losses"][-1] < runs["zero0"]["losses"][0]  # it trained
+    # ZeRO-2's gradient averaging imports Muon (DeepSpeed 0.19); its compile waits for a first call
+    assert runs["modules"] == {"muon": True, "inductor": False}
+
+
+def test_muons_functions_compile_on_their_first_call_with_what_torch_compile_returns(monkeypatch):
+    from deepspeed.runtime import compiler
+
+    compat.muon_compiles_on_first_use()
+    compiled = []
+
+    def fake_compile(func):  # torch.compile(func): a callable that compiles on its first call
+        compiled.append(func)
+        return lambda *a, **kw: ("compiled", func(*a, **kw))
+
+    monkeypatch.setattr(compat.torch, "compile", fake_compile)
+
+    @compiler.compile()  # how DeepSpeed's Muon module wraps muon_update and its Newton-Schulz steps
+    def muon_update(x, scale=1):
+        """Muon's update."""
+        return x * scale
+
+    assert compiled == [] and muon_update.__doc__ == "Muon's update."  # nothing compiled on import
+    assert muon_update(3, scale=2) == ("compiled", 6) and muon_update(4) == ("compiled", 4)
+    assert len(compiled) == 1 and compiled[0].__name__ == "muon_update"  # compiled once, on first use
+
+
+def test_wandb_applies_launch_inputs_only_where_a_launch_job_could_have_staged_them(monkeypatch):
+    """wandb's own method runs once wandb Launch's input module is imported (the only way inputs
+    get staged); before that the method returns without importing it."""
+    from wandb.sdk.wandb_run import Run
+
+    compat.wandb_init_skips_unstaged_launch_inputs()
+    run = object.__new__(Run)  # the method reads nothing of the run until it applies an input
+    monkeypatch.delitem(sys.modules, compat.WANDB_LAUNCH_INPUTS, raising=False)
+    Run._detect_and_apply_job_inputs(run)
+    assert compat.WANDB_LAUNCH_INPUTS not in sys.modules  # not imported by the check
+
+    applied = []
+    staged = types.ModuleType(compat.WANDB_LAUNCH_INPUTS)
+    staged.StagedLaunchInputs = lambda: types.SimpleNamespace(apply=applied.append)
+    monkeypatch.setitem(sys.modules, compat.WANDB_LAUNCH_INPUTS, staged)
+    Run._detect_and_apply_job_inputs(run)  # wandb's own: `StagedLaunchInputs().apply(self)`
+    assert applied == [run]

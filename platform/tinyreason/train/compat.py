@@ -5,21 +5,25 @@ installed version moved past them (tests/unit/test_compat.py runs it), so an upg
 here, in one place, and not deep inside a training worker.
 
     DeepSpeed   skip the JIT build of its shared-memory all-reduce on CPU (no switch for it);
-                skip the gradient all-reduce of a one-rank ZeRO stage 0 engine (no switch either)
+                skip the gradient all-reduce of a one-rank ZeRO stage 0 engine (no switch either);
+                compile Muon's update functions when first called, not when ZeRO imports it
     TRL         a DPO trainer that takes rows tokenized on Ray Data and shared reference log-probs
     TRL x peft  TRL's fused LM head reading a tied head that peft wraps for new tokens' rows
     Ray Train   controller and worker-group hooks, to release a stopped sweep trial's workers;
                 a worker hook, to install the SIGTERM notice handler on a worker's main thread;
                 no placement-group cleaner where Ray's state API, which it polls, is not served
+    wandb       no import of wandb Launch at every run's start where no Launch inputs were staged
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 from importlib.metadata import version
 
 import deepspeed.ops
 import ray
+import torch
 from deepspeed.runtime.engine import DeepSpeedEngine
 from peft.utils import TrainableTokensWrapper
 from ray.train.torch import TorchTrainer
@@ -31,7 +35,7 @@ from transformers import TrainerCallback
 from trl import DPOTrainer
 
 # library -> the version prefix the adapters below were written and tested against
-WRITTEN_FOR = {"deepspeed": "0.19.", "trl": "1.16.", "peft": "0.21.", "ray": "2.60."}
+WRITTEN_FOR = {"deepspeed": "0.19.", "trl": "1.16.", "peft": "0.21.", "ray": "2.60.", "wandb": "0.31."}
 
 
 def check() -> None:
@@ -76,6 +80,39 @@ def one_rank_skips_allreduce(trainer) -> None:
                 engine.enable_backward_allreduce = False
 
     trainer.add_callback(OneRankNoAllReduce())
+
+
+def muon_compiles_on_first_use() -> None:
+    """DeepSpeed 0.19's ZeRO code imports its Muon optimizer wherever it might meet one (the
+    engine's optimizer check, ZeRO-1/2's gradient averaging at every step, ZeRO-3 and bf16 set-up),
+    and Muon's module wraps its three update functions in `torch.compile` as it is imported
+    (`deepspeed.runtime.compiler.compile()`, used by nothing else), which imports torch's inductor
+    compiler: 0.8-2.3 s of CPU in every worker of every ZeRO stage, for an optimizer no stage uses
+    (bench/results/trainer_start.json). This wraps them on their first call instead, which is
+    when `torch.compile` compiles anyway; a Muon run compiles the same functions at the same point.
+    Must run before the Muon module is first imported; a no-op after."""
+    from deepspeed.runtime import compiler
+
+    if getattr(compiler.compile, "on_first_use", False):
+        return
+
+    def compile():
+        def decorate(func):
+            compiled = None
+
+            @functools.wraps(func)
+            def compiled_on_first_call(*args, **kwargs):
+                nonlocal compiled
+                if compiled is None:
+                    compiled = torch.compile(func)
+                return compiled(*args, **kwargs)
+
+            return compiled_on_first_call
+
+        return decorate
+
+    compile.on_first_use = True
+    compiler.compile = compile
 
 
 # --------------------------------------------------------------------------- TRL
@@ -171,3 +208,30 @@ def _state_api_served(cluster: str) -> bool:
 class _TorchTrainerNoCleaner(TorchTrainer):
     def _create_default_callbacks(self):
         return [c for c in super()._create_default_callbacks() if not isinstance(c, PlacementGroupCleanerCallback)]
+
+
+# --------------------------------------------------------------------------- wandb
+
+WANDB_LAUNCH_INPUTS = "wandb.sdk.launch.inputs.internal"
+
+
+def wandb_init_skips_unstaged_launch_inputs() -> None:
+    """wandb 0.31 ends every `wandb.init` by applying the inputs a wandb Launch job staged
+    (`Run._detect_and_apply_job_inputs`), and imports wandb Launch to look for them: 1.3-1.9 s of
+    CPU in a training worker, where torch and transformers have loaded thousands of modules that
+    pydantic's docstring lookup walks for each of Launch's models (bench/results/trainer_start.json).
+    Staged inputs live in a singleton of that module (`StagedLaunchInputs`), filled only by
+    `wandb.launch.manage_config_file` / `manage_wandb_config`, which import it. While the module is
+    not imported there is nothing to apply; once it is, wandb's own method runs."""
+    from wandb.sdk.wandb_run import Run
+
+    wandbs_apply = Run._detect_and_apply_job_inputs
+    if getattr(wandbs_apply, "skips_unstaged", False):
+        return
+
+    def _detect_and_apply_job_inputs(self) -> None:
+        if WANDB_LAUNCH_INPUTS in sys.modules:
+            wandbs_apply(self)
+
+    _detect_and_apply_job_inputs.skips_unstaged = True
+    Run._detect_and_apply_job_inputs = _detect_and_apply_job_inputs
