@@ -217,13 +217,13 @@ WANDB_LAUNCH_INPUTS = "wandb.sdk.launch.inputs.internal"
 
 def wandb_init_skips_unstaged_launch_inputs() -> None:
     """wandb 0.31 ends every `wandb.init` by applying the inputs a wandb Launch job staged
-    (`Run._detect_and_apply_job_inputs`), and imports wandb Launch to look for them: 1.3-1.9 s of
+    (`Run._detect_and_apply_job_inputs`), and imports wandb Launch to look for them: 1.3-1.8 s of
     CPU in a training worker, where torch and transformers have loaded thousands of modules that
     pydantic's docstring lookup walks for each of Launch's models (bench/results/trainer_start.json).
     Staged inputs live in a singleton of that module (`StagedLaunchInputs`), filled only by
     `wandb.launch.manage_config_file` / `manage_wandb_config`, which import it. While the module is
     not imported there is nothing to apply; once it is, wandb's own method runs."""
-    from wandb.sdk.wandb_run import Run
+    from wandb.sdk.wandb_run import Run  # only where a stage reports to wandb
 
     wandbs_apply = Run._detect_and_apply_job_inputs
     if getattr(wandbs_apply, "skips_unstaged", False):

@@ -73,7 +73,7 @@ def begin_worker(config: dict) -> tuple[StageJob, Timeline, str]:
         compat.skip_deepspeed_shm_comm()
     compat.muon_compiles_on_first_use()  # ~1-2 s of CPU per worker, per stage
     if report_to(job.env or {}):
-        compat.wandb_init_skips_unstaged_launch_inputs()  # ~1.3-1.9 s of CPU on rank 0, per stage
+        compat.wandb_init_skips_unstaged_launch_inputs()  # ~1.3-1.8 s of CPU on rank 0, per stage
     timeline.mark("setup")
     return job, timeline, resolve_precision(job.stage.deepspeed)
 
