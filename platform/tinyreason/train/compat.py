@@ -24,6 +24,7 @@ from importlib.metadata import version
 import deepspeed.ops
 import ray
 import torch
+from deepspeed.runtime import compiler
 from deepspeed.runtime.engine import DeepSpeedEngine
 from peft.utils import TrainableTokensWrapper
 from ray.train.torch import TorchTrainer
@@ -91,8 +92,6 @@ def muon_compiles_on_first_use() -> None:
     (bench/results/trainer_start.json). This wraps them on their first call instead, which is
     when `torch.compile` compiles anyway; a Muon run compiles the same functions at the same point.
     Must run before the Muon module is first imported; a no-op after."""
-    from deepspeed.runtime import compiler
-
     if getattr(compiler.compile, "on_first_use", False):
         return
 
