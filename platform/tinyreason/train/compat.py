@@ -89,13 +89,14 @@ def muon_compiles_on_first_use() -> None:
     and Muon's module wraps its three update functions in `torch.compile` as it is imported
     (`deepspeed.runtime.compiler.compile()`, used by nothing else), which imports torch's inductor
     compiler: 0.8-2.3 s of CPU in every worker of every ZeRO stage, for an optimizer no stage uses
-    (bench/results/trainer_start.json). This wraps them on their first call instead, which is
+    (the import timed alone and after transformers and TRL; both adapters together:
+    bench/results/trainer_start.json). This wraps them on their first call instead, which is
     when `torch.compile` compiles anyway; a Muon run compiles the same functions at the same point.
     Must run before the Muon module is first imported; a no-op after."""
     if getattr(compiler.compile, "on_first_use", False):
         return
 
-    def compile():
+    def compile_on_first_call():  # DeepSpeed's `compiler.compile()`: a decorator factory
         def decorate(func):
             compiled = None
 
@@ -110,8 +111,8 @@ def muon_compiles_on_first_use() -> None:
 
         return decorate
 
-    compile.on_first_use = True
-    compiler.compile = compile
+    compile_on_first_call.on_first_use = True
+    compiler.compile = compile_on_first_call
 
 
 # --------------------------------------------------------------------------- TRL
