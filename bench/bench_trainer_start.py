@@ -47,7 +47,7 @@ def one_start(side: str, model_dir: str) -> dict:
                       WANDB_MODE="offline", WANDB_DIR=work, WANDB_SILENT="true", WANDB_PROJECT="bench")
     import datasets
     import torch
-    import wandb  # noqa: F401  (imported by both sides before the clock starts)
+    import wandb  # imported by both sides before the clock starts
     from transformers import AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
@@ -81,9 +81,7 @@ def one_start(side: str, model_dir: str) -> dict:
     start = time.perf_counter()
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=rows, processing_class=tok, callbacks=[FirstStep()])
     trainer.train()
-    import wandb as w
-
-    w.finish()
+    wandb.finish()
     return {"to_first_step": round(marks["first_step"] - start, 3),
             "construct_to_train_begin": round(marks["train_begin"] - start, 3),
             "inductor_imported": "torch._inductor.compile_fx" in sys.modules,
