@@ -5,7 +5,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-INSTALL ?= $(BIN)/uv pip install --python $(BIN)/python --compile-bytecode
+# how everything but torch is installed; `make setup INSTALL=...` overrides it, an INSTALL in the
+# environment (autotools shells export one for /usr/bin/install) does not
+INSTALL := $(BIN)/uv pip install --python $(BIN)/python --compile-bytecode
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup demo test test-unit clean
