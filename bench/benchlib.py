@@ -10,11 +10,14 @@ two logs) to metrics.jsonl, and the baselines use a callback with the same rule.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,6 +56,26 @@ def platform_fingerprint() -> str:
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def git(*args: str, cwd: Path = ROOT) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@contextlib.contextmanager
+def fresh_clone(prefix: str):
+    """A clone of this checkout's HEAD in a new temp dir, and an environment whose pip and uv
+    download caches are empty (inside that dir): what a new machine starts `make` from.
+    Yields (clone, env); the dir is removed afterwards."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        clone = work / "clone"
+        git("clone", "-q", str(ROOT), str(clone))
+        env = {**os.environ, "PIP_CACHE_DIR": str(work / "pip-cache"), "UV_CACHE_DIR": str(work / "uv-cache")}
+        env.pop("VIRTUAL_ENV", None)
+        yield clone, env
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- model and data
@@ -431,8 +454,9 @@ def run_rounds(variants: dict, rounds: int, finish=None, describe=None) -> dict[
             if finish:
                 finish(name, run)
             runs[name].append(run)
-            more = f", {describe(run)}" if describe else ""
-            log(f"round {rnd}: {name}: {run.get('tokens_per_s')} tokens/s{more}, wall {run.get('wall_s')} s")
+            said = [f"{run['tokens_per_s']} tokens/s" if "tokens_per_s" in run else "",
+                    describe(run) if describe else "", f"wall {run['wall_s']} s" if "wall_s" in run else ""]
+            log(f"round {rnd}: {name}: {', '.join(x for x in said if x)}")
     return runs
 
 

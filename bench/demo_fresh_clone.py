@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,12 +28,7 @@ TARGET_S = 15 * 60
 
 
 def one_run() -> dict:
-    work = Path(tempfile.mkdtemp(prefix="bench-demo-"))
-    try:
-        clone = work / "clone"
-        subprocess.run(["git", "clone", "-q", str(B.ROOT), str(clone)], check=True)
-        env = {**os.environ, "PIP_CACHE_DIR": str(work / "pip-cache"), "UV_CACHE_DIR": str(work / "uv-cache")}
-        env.pop("VIRTUAL_ENV", None)
+    with B.fresh_clone("bench-demo-") as (clone, env):
         start = time.perf_counter()
         proc = subprocess.Popen(["make", "demo"], cwd=clone, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
@@ -54,8 +46,6 @@ def one_run() -> dict:
                                **{k: s[k] for k in ("heldout_accuracy", "new_templates_accuracy", "well_formed_think")}}
                   for s in results["stages"]}
         return {"wall_s": round(wall, 1), "setup_s": None if setup_s is None else round(setup_s, 1), "stages": stages}
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:
@@ -67,8 +57,7 @@ def main() -> None:
         runs.append(one_run())
         B.log(f"run {i}: {runs[-1]['wall_s']} s (set-up {runs[-1]['setup_s']} s)")
     walls = [r["wall_s"] for r in runs]
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=B.ROOT, capture_output=True, text=True).stdout
-    result = {"name": "demo_fresh_clone", "date": B.DATE, "machine": B.MACHINE, "head": head.strip(),
+    result = {"name": "demo_fresh_clone", "date": B.DATE, "machine": B.MACHINE, "head": B.git("rev-parse", "--short", "HEAD"),
               "command": f"python bench/demo_fresh_clone.py --runs {a.runs}",
               "target_s": TARGET_S, "median_wall_s": round(statistics.median(walls), 1),
               "range_wall_s": [min(walls), max(walls)], "met": max(walls) < TARGET_S, "runs": runs}
