@@ -318,6 +318,8 @@ def _torch() -> dict:
         "hip_build": getattr(torch.version, "hip", None), "cudnn_build": cudnn, "cuda_available": available,
         "gpu_count": torch.cuda.device_count() if available else 0,
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if available else [],
+        # the kernels ATen dispatches to on this CPU (DEFAULT, AVX2, AVX512, SVE256...)
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
 
 
@@ -333,15 +335,26 @@ def nvidia_gpus() -> dict:
     }
 
 
-def _cpu() -> dict:
-    model = None
-    cpuinfo = Path("/proc/cpuinfo")
+# The vector extensions that decide which CPU kernels run (and so the float rounding of a CPU
+# run): two machines with the same model name (a VM's is often just "Intel Xeon Processor") and the
+# same packages can still train to different numbers when these, or the cache sizes that size
+# MKL's and oneDNN's blocks, differ.
+CPU_ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_bf16", "amx_int8", "asimd", "sve")
+
+
+def _cpu(cpuinfo: Path = Path("/proc/cpuinfo"), caches: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> dict:
+    model, ident, flags = None, {}, set()
     if cpuinfo.is_file():
         for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("model name", "Hardware", "cpu model"):
-                model = value.strip()
-                break
+            key, _, value = (x.strip() for x in line.partition(":"))
+            if not key:
+                break  # the first processor's block is enough
+            if key in ("model name", "Hardware", "cpu model") and model is None:
+                model = value
+            elif key in ("vendor_id", "cpu family", "model", "stepping", "CPU implementer", "CPU part"):
+                ident[key.replace(" ", "_")] = value
+            elif key in ("flags", "Features"):
+                flags = set(value.split())
     if model is None and platform.system() == "Darwin":
         out, _ = _run(["sysctl", "-n", "machdep.cpu.brand_string"])
         model = out.decode().strip() if out else None
@@ -351,7 +364,20 @@ def _cpu() -> dict:
     quota = (_read_cgroup("cpu.max") or "max").split()
     quota = round(int(quota[0]) / int(quota[1]), 2) if quota[0] != "max" and len(quota) > 1 else None
     return {"model": model or platform.processor() or None, "count": os.cpu_count(), "usable": usable,
-            "cgroup_quota": quota}
+            "cgroup_quota": quota, "id": ident or None, "isa": [f for f in CPU_ISA_FLAGS if f in flags] or None,
+            "cache": _cpu_caches(caches)}
+
+
+def _cpu_caches(caches: Path) -> dict | None:
+    """Sizes of the first CPU's caches by level ("L1d", "L2", "L3"), as sysfs gives them."""
+    out = {}
+    for index in sorted(caches.glob("index*")):
+        try:
+            level, kind, size = ((index / f).read_text().strip() for f in ("level", "type", "size"))
+        except OSError:
+            continue
+        out[f"L{level}" + {"Data": "d", "Instruction": "i"}.get(kind, "")] = size
+    return out or None
 
 
 def _memory() -> dict:

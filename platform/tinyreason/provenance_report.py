@@ -94,8 +94,11 @@ def machine_line(env: dict) -> str:
     gpus = [g["name"] for g in nvidia.get("gpus", [])] or (env.get("torch") or {}).get("gpus") or []
     gib = (mem.get("cgroup_limit_bytes") or mem.get("total_bytes") or 0) / 2**30
     shown_gpus = f"{len(gpus)} x {gpus[0]}" if gpus and len(set(gpus)) == 1 else ", ".join(gpus) or "no GPU"
-    return (f"{env.get('hostname')}: {cpu.get('model') or 'CPU'}, {cpu.get('usable')} of {cpu.get('count')} cores, "
-            f"{gib:.0f} GiB, {shown_gpus}")
+    kernels = (env.get("torch") or {}).get("cpu_capability")
+    llc = max((cpu.get("cache") or {}).items(), default=None)  # the last level, "L3" sorts after "L1d", "L2"
+    detail = ", ".join(x for x in (kernels and f"{kernels} kernels", llc and f"{llc[0]} {llc[1]}") if x)
+    return (f"{env.get('hostname')}: {cpu.get('model') or 'CPU'}" + (f" ({detail})" if detail else "")
+            + f", {cpu.get('usable')} of {cpu.get('count')} cores, {gib:.0f} GiB, {shown_gpus}")
 
 
 def cluster_line(ray: dict) -> str:

@@ -79,6 +79,7 @@ def machine_summary(env: dict | None) -> dict | None:
         "torch": torch.get("version"), "cuda_build": torch.get("cuda_build"),
         "gpus": torch.get("gpus") or [g["name"] for g in nvidia.get("gpus", [])],
         "nvidia_driver": nvidia.get("driver"), "cpu": cpu.get("model"), "cpu_count": cpu.get("usable"),
+        "cpu_id": cpu.get("id"), "cpu_capability": torch.get("cpu_capability"), "cpu_cache": cpu.get("cache"),
         "packages": len(env.get("packages", [])), "packages_digest": digest(env.get("packages", [])),
     }
 

@@ -217,6 +217,37 @@ def test_environment_describes_this_machine():
     assert {"torch", "transformers", "trl", "numpy"} <= set(versions)
 
 
+def test_the_cpu_record_names_what_decides_its_kernels(tmp_path):
+    """Same model name, same packages, different numbers: what tells two CPUs apart is in the
+    record (the first processor's id and vector extensions, the cache sizes, ATen's kernels), and
+    the report's machine line shows the kernels and the last-level cache."""
+    from tinyreason.provenance_report import machine_line
+    from tinyreason.run_provenance import machine_summary
+
+    block = ("processor\t: {n}\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\n"
+             "model name\t: Intel(R) Xeon(R) Processor\nstepping\t: 8\nflags\t\t: fpu sse2 avx2 avx512f amx_bf16\n\n")
+    (tmp_path / "cpuinfo").write_text(block.format(n=0) + block.format(n=1).replace("stepping\t: 8", "stepping\t: 9"))
+    for i, (level, kind, size) in enumerate([(1, "Data", "48K"), (1, "Instruction", "32K"), (2, "Unified", "2048K"),
+                                             (3, "Unified", "107520K")]):
+        d = tmp_path / "cache" / f"index{i}"
+        d.mkdir(parents=True)
+        for name, value in (("level", level), ("type", kind), ("size", size)):
+            (d / name).write_text(f"{value}\n")
+    cpu = provenance._cpu(tmp_path / "cpuinfo", tmp_path / "cache")
+    assert cpu["model"] == "Intel(R) Xeon(R) Processor"
+    assert cpu["id"] == {"vendor_id": "GenuineIntel", "cpu_family": "6", "model": "143", "stepping": "8"}
+    assert cpu["isa"] == ["avx2", "avx512f", "amx_bf16"]
+    assert cpu["cache"] == {"L1d": "48K", "L1i": "32K", "L2": "2048K", "L3": "107520K"}
+    env = {**environment(), "cpu": cpu}
+    assert env["torch"]["cpu_capability"] in ("DEFAULT", "AVX2", "AVX512", "ZVECTOR", "NO AVX", "SVE256", "VSX")
+    summary = machine_summary(env)
+    assert (summary["cpu_id"], summary["cpu_cache"]) == (cpu["id"], cpu["cache"])
+    assert summary["cpu_capability"] == env["torch"]["cpu_capability"]
+    assert f"Processor ({env['torch']['cpu_capability']} kernels, L3 107520K), " in machine_line(env)
+    bare = provenance._cpu(tmp_path / "missing", tmp_path / "missing")  # no /proc, no sysfs: nothing invented
+    assert bare["id"] is None and bare["isa"] is None and bare["cache"] is None
+
+
 def fake_tool(bin_dir: Path, name: str, script: str) -> None:
     bin_dir.mkdir(exist_ok=True)
     (bin_dir / name).write_text(f"#!/bin/sh\n{script}\n")
