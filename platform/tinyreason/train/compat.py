@@ -7,7 +7,8 @@ here, in one place, and not deep inside a training worker.
     DeepSpeed   skip the JIT build of its shared-memory all-reduce on CPU (no switch for it);
                 skip the gradient all-reduce of a one-rank ZeRO stage 0 engine (no switch either);
                 compile Muon's update functions when first called, not when ZeRO imports it
-    TRL         a DPO trainer that takes rows tokenized on Ray Data and shared reference log-probs
+    TRL         a DPO trainer that takes rows tokenized on Ray Data and shared reference log-probs;
+                GRPO's share of groups without reward spread, measured where float32 rounding hides it
     TRL x peft  TRL's fused LM head reading a tied head that peft wraps for new tokens' rows
     Ray Train   controller and worker-group hooks, to release a stopped sweep trial's workers;
                 a worker hook, to install the SIGTERM notice handler on a worker's main thread;
@@ -139,6 +140,37 @@ def pretokenized_dpo_trainer():
 
 
 # --------------------------------------------------------------------------- TRL x peft
+
+
+def grpo_logs_groups_without_spread(trainer, measure) -> None:
+    """Replace the `frac_reward_zero_std` that TRL's GRPOTrainer logs for each generation batch by
+    `measure(rewards_per_func, reward_weights, num_generations)` (grpo.groups_without_spread).
+    TRL tests each group's float32 standard deviation against zero with `isclose(atol=1e-8)`, and
+    a group of equal weighted rewards such as 0.2 has a standard deviation of 1.6e-8, so it counted
+    as spread: the stage's curve and its no-signal warning read 0% whatever the groups held. The
+    advantages are not touched (such a group's are ~1e-4, which TRL's +1e-4 in the denominator
+    keeps small). `_calculate_rewards` returns every rank's rewards gathered; the metric is
+    appended in `_generate_and_score_completions`, after it."""
+    calculate, generate = trainer._calculate_rewards, trainer._generate_and_score_completions
+    seen: dict = {}
+
+    @functools.wraps(calculate)
+    def calculate_rewards(*args, **kwargs):
+        seen["rewards"] = out = calculate(*args, **kwargs)
+        return out
+
+    @functools.wraps(generate)
+    def generate_and_score(*args, **kwargs):
+        seen.pop("rewards", None)
+        out = generate(*args, **kwargs)
+        logged = trainer._metrics["train" if trainer.model.training else "eval"].get("frac_reward_zero_std")
+        if "rewards" in seen and logged:
+            num_generations = trainer.num_generations if trainer.model.training else trainer.num_generations_eval
+            logged[-1] = measure(seen["rewards"].float().cpu().tolist(), trainer.reward_weights.float().cpu().tolist(),
+                                 num_generations)
+        return out
+
+    trainer._calculate_rewards, trainer._generate_and_score_completions = calculate_rewards, generate_and_score
 
 
 def fused_head_sees_trainable_tokens(model) -> None:

@@ -100,6 +100,29 @@ def _fitting_prompts(batch, tokenizer_dir: str, max_prompt_length: int | None):
     return T.batch_of(rows, list(PROMPT_COLUMNS))
 
 
+def groups_without_spread(rewards: list[list[float]], weights: list[float], num_generations: int,
+                          tol: float = 1e-6) -> float:
+    """The share of prompt groups whose weighted rewards are all equal, so give no gradient.
+
+    `rewards`: one row per completion (every rank's, in TRL's order: a group is
+    `num_generations` consecutive rows), one column per reward, NaN where a reward did not
+    score. TRL's own `frac_reward_zero_std` asks whether the group's float32 standard deviation
+    is within 1e-8 of zero, and eight copies of a weighted 0.2 (a wrong answer in a well-formed
+    block under the default rewards) have a standard deviation of 1.6e-8: it logged 0% for every
+    step of the default's GRPO stage, and the stage's warning never fired. Here a group has no
+    spread when its weighted sums differ by at most `tol`; completions no reward scored are left
+    out, as TRL leaves them out of the group's baseline."""
+    totals = []
+    for row in rewards:
+        scored = [(r, w) for r, w in zip(row, weights) if r == r]  # NaN != NaN
+        totals.append(sum(r * w for r, w in scored) if scored else None)
+    groups = [totals[i:i + num_generations] for i in range(0, len(totals), num_generations)]
+    if not groups:
+        return 0.0
+    flat = [[t for t in g if t is not None] for g in groups]
+    return sum(not g or max(g) - min(g) <= tol for g in flat) / len(groups)
+
+
 def review(summary: dict, metrics: list[dict]) -> list[str]:
     """What the driver says after the stage: a learning signal that stayed absent."""
     spread = [m["frac_reward_zero_std"] for m in metrics if "frac_reward_zero_std" in m]
@@ -177,7 +200,7 @@ def train_loop_per_worker(config: dict) -> None:
     """model -> data -> rewards -> trainer -> train -> save, on one Ray Train worker."""
     # worker-only imports: torch, TRL and Ray Train take seconds, and the driver imports this module to read configs
     from trl import GRPOConfig, GRPOTrainer
-    from tinyreason.train import args, checkpoints, export, lora, reporting, shards, worker
+    from tinyreason.train import args, checkpoints, compat, export, lora, reporting, shards, worker
 
     job, timeline, precision = worker.begin_worker(config)
     stage = job.stage
@@ -204,6 +227,7 @@ def train_loop_per_worker(config: dict) -> None:
                           callbacks=[reporting.make_report_callback(job, timeline), _sample_callback(job, keep)],
                           peft_config=lora.peft_config(job, tok))
     worker.on_trainer(trainer, job)
+    compat.grpo_logs_groups_without_spread(trainer, groups_without_spread)
 
     # train
     trainer.train(resume_from_checkpoint=resume.path)
