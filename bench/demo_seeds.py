@@ -33,8 +33,11 @@ def seed_figures(path: Path) -> dict:
     results = json.loads((run / "results.json").read_text())
     config = json.loads((run / "config.json").read_text())
     stages = {r["stage"]: {f: r[f] for f in FIELDS} for r in results["stages"]}
+    # which CPU trained it: the same seed gives other numbers on another CPU (README: provenance.json)
+    record = json.loads((run / "provenance.json").read_text()) if (run / "provenance.json").is_file() else {}
+    cpu = {k: v for k, v in ((record.get("driver") or {}).get("cpu") or {}).items() if k in ("model", "id", "isa", "cache")}
     acc = {name: s["heldout_accuracy"] for name, s in stages.items()}
-    return {"seed": config["seed"], "stages": stages,
+    return {"seed": config["seed"], "stages": stages, "cpu": cpu or None,
             "final_accuracy": acc[results["stages"][-1]["stage"]],
             "think_over_chat": acc["reasoning"] - acc["sft"],
             "think_over_chat_new_templates": (stages["reasoning"]["new_templates_accuracy"]
@@ -55,6 +58,9 @@ def main(argv=None) -> None:
     # Given, not read from provenance.json: its started_at comes after the driver's imports and
     # Ray's start (~17 s here), and the target is from command to exit.
     ap.add_argument("--wall", nargs="*", type=float, default=[], help="each run's wall-clock seconds")
+    ap.add_argument("--out", type=Path, default=OUT, help=f"where to write (default {OUT.name})")
+    ap.add_argument("--note", default="wall_s: the curriculum with the set-up done; a fresh clone's make setup adds "
+                                      "1-1.5 min", help="a line kept with the figures")
     args = ap.parse_args(argv)
     if args.wall and len(args.wall) != len(args.storages):
         raise SystemExit(f"--wall: {len(args.wall)} figures for {len(args.storages)} runs; give one per run")
@@ -70,11 +76,15 @@ def main(argv=None) -> None:
            "well_formed": summary["well_formed_min"]["min"] >= TARGETS["well_formed"]}
     if args.wall:
         met["wall_s"] = summary["wall_s"]["max"] < TARGETS["wall_s"]
-    OUT.write_text(json.dumps({"name": "demo_seeds", "config": "configs/default.yaml", "date": str(date.today()),
-                               "machine": f"{platform.machine()}, 2 cores, CPU, no GPU",
-                               "note": "wall_s: the curriculum with the set-up done; a fresh clone's make setup "
-                                       "adds ~161 s",
-                               "targets": TARGETS, "met": met, "summary": summary, "seeds": seeds}, indent=1) + "\n")
+    cpus = []  # one entry when every seed ran on the same CPU
+    for s in seeds:
+        if (cpu := s.pop("cpu")) not in cpus:
+            cpus.append(cpu)
+    args.out.write_text(json.dumps({"name": "demo_seeds", "config": "configs/default.yaml", "date": str(date.today()),
+                                    "machine": f"{platform.machine()}, 2 cores, CPU, no GPU",
+                                    "cpu": cpus[0] if len(cpus) == 1 else cpus, "note": args.note,
+                                    "targets": TARGETS, "met": met, "summary": summary, "seeds": seeds},
+                                   indent=1) + "\n")
     print(json.dumps({"summary": summary, "met": met}, indent=1))
 
 

@@ -39,3 +39,22 @@ def test_a_wall_figure_per_run_or_none(demo_seeds, tmp_path):
     a = _run(tmp_path, 0, {"sft": 0.1, "reasoning": 0.3, "dpo": 0.3, "grpo": 0.3})
     with pytest.raises(SystemExit, match="1 figures for 2 runs"):
         demo_seeds.main([str(a), str(a), "--wall", "800"])
+
+
+def test_the_cpu_each_seed_ran_on_is_kept(demo_seeds, tmp_path):
+    """The same seed trains to other numbers on another CPU: the figures say which one made them."""
+    a = _run(tmp_path, 0, {"sft": 0.1, "reasoning": 0.3, "dpo": 0.3, "grpo": 0.3})
+    b = _run(tmp_path, 1, {"sft": 0.1, "reasoning": 0.3, "dpo": 0.3, "grpo": 0.3})
+    cpu = {"model": "Intel(R) Xeon(R) Processor", "id": {"model": "167"}, "isa": ["avx512f"], "cache": {"L3": "491520K"},
+           "count": 2}
+    for run, model in ((a, "167"), (b, "167")):
+        (run / "runs" / "default" / "latest" / "provenance.json").write_text(
+            json.dumps({"driver": {"cpu": {**cpu, "id": {"model": model}}}}))
+    out_path = tmp_path / "here.json"
+    demo_seeds.main([str(a), str(b), "--out", str(out_path), "--note", "evening"])
+    out = json.loads(out_path.read_text())
+    assert out["cpu"] == {k: v for k, v in cpu.items() if k != "count"} and out["note"] == "evening"
+    (b / "runs" / "default" / "latest" / "provenance.json").write_text(
+        json.dumps({"driver": {"cpu": {**cpu, "id": {"model": "143"}}}}))
+    demo_seeds.main([str(a), str(b), "--out", str(out_path)])
+    assert [c["id"]["model"] for c in json.loads(out_path.read_text())["cpu"]] == ["167", "143"]
