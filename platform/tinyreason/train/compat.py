@@ -139,9 +139,6 @@ def pretokenized_dpo_trainer():
     return PretokenizedDPOTrainer
 
 
-# --------------------------------------------------------------------------- TRL x peft
-
-
 def grpo_logs_groups_without_spread(trainer, measure) -> None:
     """Replace the `frac_reward_zero_std` that TRL's GRPOTrainer logs for each generation batch by
     `measure(rewards_per_func, reward_weights, num_generations)` (grpo.groups_without_spread).
@@ -171,6 +168,9 @@ def grpo_logs_groups_without_spread(trainer, measure) -> None:
         return out
 
     trainer._calculate_rewards, trainer._generate_and_score_completions = calculate_rewards, generate_and_score
+
+
+# --------------------------------------------------------------------------- TRL x peft
 
 
 def fused_head_sees_trainable_tokens(model) -> None:
