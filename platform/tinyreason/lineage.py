@@ -24,7 +24,8 @@ from pathlib import Path
 import tinyreason
 from tinyreason.imports import import_graph
 from tinyreason.outputs import MANIFEST, StageOutput
-from tinyreason.provenance import code_fingerprint, diff_fingerprints, numerics_versions
+from tinyreason.machine import numerics_versions
+from tinyreason.provenance import code_fingerprint, diff_fingerprints
 from tinyreason.storage import Storage
 from tinyreason.train import registry
 

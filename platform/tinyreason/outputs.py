@@ -29,7 +29,7 @@ from tinyreason.storage import Storage
 MANIFEST = "manifest.json"
 METRICS = "metrics.jsonl"
 WORKERS = "workers.jsonl"
-ENVIRONMENT = "environment.json"  # the machine rank 0 trained on (provenance.environment)
+ENVIRONMENT = "environment.json"  # the machine rank 0 trained on (machine.environment)
 
 
 def digest(obj) -> str:

@@ -27,7 +27,8 @@ import ray
 import tinyreason
 from tinyreason.config.loading import dump_config
 from tinyreason.outputs import ENVIRONMENT, OutputDir, RunRecord, digest
-from tinyreason.provenance import environment, ray_cluster_shape, read_client_record, resolve_git_state
+from tinyreason.machine import environment, ray_cluster_shape
+from tinyreason.provenance import read_client_record, resolve_git_state
 from tinyreason.runtime import free_task
 from tinyreason.tracking import redact
 from tinyreason.uris import redact as redact_uri
@@ -85,7 +86,7 @@ def machine_summary(env: dict | None) -> dict | None:
 
 
 def worker_environment() -> dict:
-    """`provenance.environment()` as a Ray worker on the cluster sees it, with its node."""
+    """`machine.environment()` as a Ray worker on the cluster sees it, with its node."""
     return {**environment(), "node_id": ray.get_runtime_context().get_node_id()}
 
 

@@ -30,10 +30,10 @@ from tinyreason.data import tokenize as T
 from tinyreason.data.blend import Blend
 from tinyreason.data.card import render_card, token_lengths_section
 from tinyreason.lineage import changes, find_stale, summarize
+from tinyreason.machine import environment
 from tinyreason.model import presets, templates
 from tinyreason.model.tokenizer import load_tokenizer
 from tinyreason.outputs import ENVIRONMENT, METRICS, WORKERS, ModelRef, StageOutput, digest
-from tinyreason.provenance import environment
 from tinyreason.run_provenance import machine_summary
 from tinyreason.train import launch, lora, registry
 from tinyreason.train.checkpoints import best_and_kept, list_saved

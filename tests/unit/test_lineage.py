@@ -32,7 +32,7 @@ def test_a_kind_is_fingerprinted_by_the_modules_it_runs_and_nothing_else(trained
     assert "train/sft.py" not in dpo and "train/dpo.py" in dpo  # an edit to dpo.py never retrains sft
     assert {"train/pretrain.py", "train/sft.py"} <= set(pretrain)
     # the recording code stays out: describing a machine better must not retrain anything
-    assert not {"provenance.py", "run_provenance.py", "report.py", "stage.py", "curriculum.py"} & set(sft)
+    assert not {"provenance.py", "machine.py", "run_provenance.py", "report.py", "stage.py", "curriculum.py"} & set(sft)
     assert trained_by.of("sft") == {"versions": trained_by.versions, "code": sft}
     assert {"torch", "transformers", "trl", "deepspeed", "tokenizers"} <= set(trained_by.versions)
 

@@ -11,17 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tinyreason import provenance
+from tinyreason import machine, provenance
 from tinyreason.imports import ImportGraphError
+from tinyreason.machine import environment, numerics_versions, nvidia_gpus, ray_cluster_shape
 from tinyreason.provenance import (
     RECORD_PATH,
     code_fingerprint,
     diff_fingerprints,
-    environment,
     git_state,
-    numerics_versions,
-    nvidia_gpus,
-    ray_cluster_shape,
     read_client_record,
     resolve_git_state,
     write_client_record,
@@ -233,7 +230,7 @@ def test_the_cpu_record_names_what_decides_its_kernels(tmp_path):
         d.mkdir(parents=True)
         for name, value in (("level", level), ("type", kind), ("size", size)):
             (d / name).write_text(f"{value}\n")
-    cpu = provenance._cpu(tmp_path / "cpuinfo", tmp_path / "cache")
+    cpu = machine._cpu(tmp_path / "cpuinfo", tmp_path / "cache")
     assert cpu["model"] == "Intel(R) Xeon(R) Processor"
     assert cpu["id"] == {"vendor_id": "GenuineIntel", "cpu_family": "6", "model": "143", "stepping": "8"}
     assert cpu["isa"] == ["avx2", "avx512f", "amx_bf16"]
@@ -244,7 +241,7 @@ def test_the_cpu_record_names_what_decides_its_kernels(tmp_path):
     assert (summary["cpu_id"], summary["cpu_cache"]) == (cpu["id"], cpu["cache"])
     assert summary["cpu_capability"] == env["torch"]["cpu_capability"]
     assert f"Processor ({env['torch']['cpu_capability']} kernels, L3 107520K), " in machine_line(env)
-    bare = provenance._cpu(tmp_path / "missing", tmp_path / "missing")  # no /proc, no sysfs: nothing invented
+    bare = machine._cpu(tmp_path / "missing", tmp_path / "missing")  # no /proc, no sysfs: nothing invented
     assert bare["id"] is None and bare["isa"] is None and bare["cache"] is None
 
 
@@ -264,7 +261,7 @@ def test_nvidia_smi_parsed_missing_and_hung(tmp_path, monkeypatch):
     assert gpus["driver"] == "550.54.15" and gpus["count"] == 2
     assert gpus["gpus"][0] == {"name": "NVIDIA H200", "memory": "143771 MiB"}
     fake_tool(bin_dir, "nvidia-smi", f"exec {sleep} 30")
-    monkeypatch.setattr(provenance, "COMMAND_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(machine, "COMMAND_TIMEOUT_S", 0.5)
     assert "took more than" in nvidia_gpus()["why"]
 
 

@@ -30,7 +30,7 @@ class StageJob:
     progress: ProgressBoard | None = None  # where rank 0 posts its step for the driver's progress bar
     parent_revision: str | None = None  # a hub parent's pinned revision (model.revision)
     provenance: dict | None = None  # what trained it (versions, code, git, seed): rank 0 logs it to wandb's config
-    # provenance.environment, handed over by the driver (pickled by name): rank 0 writes what it
+    # machine.environment, handed over by the driver (pickled by name): rank 0 writes what it
     # returns to environment.json. Passed, not imported, so the recording code stays out of the
     # training code's fingerprint: describing machines better must not retrain every stage.
     describe: Callable[[], dict] | None = None
