@@ -21,7 +21,10 @@ script can batch exactly as the stage does, and `max_steps` is --steps with a lo
             train/<kind>.py, on a local Ray with 2 CPUs: 1 worker x 1 CPU, 1 worker x 2 CPUs
             (Ray gives a worker OMP_NUM_THREADS = its CPUs), 2 workers x 1 CPU
   plain     a fresh `python` process: the same TRL trainer class, TRL config (the stage's settings
-            and precision), model, rows and collator, no Ray, no DeepSpeed; 1 and 2 torch threads
+            and precision), model, rows and collator, no Ray, no DeepSpeed; 1 and 2 torch threads;
+            and the same script data-parallel under torchrun, 2 processes x 1 thread (gloo, as
+            transformers' Trainer sets it up on CPU): the plain counterpart of 2 workers x 1 CPU,
+            so that layout is measured against a baseline that also all-reduces its gradients
 
 Precision: fp32; bf16 is DeepSpeed's bf16 mode on the platform (bf16 weights, fp32 master copy in
 the optimizer) and TRL's bf16 autocast in the plain script (TRL's `bf16=True` on CPU). This Xeon has
@@ -179,7 +182,8 @@ def run_platform(kind, precision, layout, steps, model_dir, data, deepspeed="con
 
 def child_plain(kind: str, precision: str, threads: int, steps: int, model_dir: str, tok_dir: str, rows_file: str,
                 t_cmd: float) -> None:
-    """The same stage as a plain one-process TRL script; prints its figures as one JSON line."""
+    """The same stage as a plain TRL script; prints its figures as one JSON line (rank 0's, when
+    torchrun runs it data-parallel: the token count is the Trainer's, gathered over ranks)."""
     import datasets
     import torch
     from transformers import AutoTokenizer, TrainerCallback
@@ -226,18 +230,24 @@ def child_plain(kind: str, precision: str, threads: int, steps: int, model_dir: 
     trainer.train()
     run = benchlib.summarize(logs)
     run.update(benchlib.cpu_efficiency(logs))
+    if trainer.args.world_size > 1:  # rank 0's CPU time beside every rank's tokens: no per-CPU figure
+        run.update(tokens_per_cpu_s=None, cpu_share=None)
     run.update(torch_threads=torch.get_num_threads(), command_to_first_step_s=round(first["t"] - t_cmd, 2),
+               processes=trainer.args.world_size,
                peak_rss_gib_per_worker=[round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)])
-    print(MARK + json.dumps(run), flush=True)
+    if trainer.args.process_index == 0:
+        print(MARK + json.dumps(run), flush=True)
 
 
-def run_plain(kind, precision, threads, steps, model_dir, data) -> dict:
+def run_plain(kind, precision, threads, steps, model_dir, data, processes: int = 1) -> dict:
     tok_dir, rows = data[kind]
     rows_file = STORE / f"rows-{kind}.json"
     rows_file.write_text(json.dumps(rows))
     t_cmd = time.time()
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    proc = subprocess.run([sys.executable, __file__, "--child", kind, "--precision", precision, "--threads",
+    launcher = [sys.executable] if processes == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    proc = subprocess.run([*launcher, __file__, "--child", kind, "--precision", precision, "--threads",
                            str(threads), "--steps", str(steps), "--model", model_dir, "--tok", tok_dir,
                            "--rows", str(rows_file), "--t-cmd", repr(t_cmd)], capture_output=True, text=True,
                           env=env, cwd=ROOT, timeout=1800)
@@ -286,6 +296,7 @@ def variants(kinds, precisions) -> dict:
                 out[f"platform_{k}_{p}_{layout}"] = ("platform", k, p, layout)
             for t in (1, 2):
                 out[f"trl_{k}_{p}_{t}t"] = ("plain", k, p, t)
+            out[f"trl_{k}_{p}_2p"] = ("plain", k, p, 1, 2)  # torchrun: 2 processes x 1 thread
     return out
 
 
@@ -296,7 +307,8 @@ def pairs(kinds, precisions) -> list[tuple[str, str, str]]:
         for p in precisions:
             out += [(f"{k}_{p}_1w1c_vs_trl_1t", f"platform_{k}_{p}_1w1c", f"trl_{k}_{p}_1t"),
                     (f"{k}_{p}_1w2c_vs_trl_2t", f"platform_{k}_{p}_1w2c", f"trl_{k}_{p}_2t"),
-                    (f"{k}_{p}_2w1c_vs_trl_2t", f"platform_{k}_{p}_2w1c", f"trl_{k}_{p}_2t")]
+                    (f"{k}_{p}_2w1c_vs_trl_2t", f"platform_{k}_{p}_2w1c", f"trl_{k}_{p}_2t"),
+                    (f"{k}_{p}_2w1c_vs_trl_2p", f"platform_{k}_{p}_2w1c", f"trl_{k}_{p}_2p")]
         if len(precisions) == 2:
             out += [(f"{k}_bf16_vs_fp32_{lay}", f"platform_{k}_bf16_{lay}", f"platform_{k}_fp32_{lay}") for lay in LAYOUTS]
             out += [(f"{k}_trl_bf16_vs_fp32_{t}t", f"trl_{k}_bf16_{t}t", f"trl_{k}_fp32_{t}t") for t in (1, 2)]
@@ -335,10 +347,10 @@ def main() -> None:
     chosen = args.only.split(",") if args.only else list(every)
 
     def make(name):
-        side, kind, precision, how = every[name]
+        side, kind, precision, how, *processes = every[name]
         if side == "platform":
             return lambda rnd: run_platform(kind, precision, how, args.steps, model_dir, data, args.deepspeed)
-        return lambda rnd: run_plain(kind, precision, how, args.steps, model_dir, data)
+        return lambda rnd: run_plain(kind, precision, how, args.steps, model_dir, data, *processes)
 
     runs = benchlib.run_rounds({n: make(n) for n in chosen}, args.rounds,
                                describe=lambda r: f"peak RSS {r.get('peak_rss_gib_per_worker')} GiB")
@@ -360,7 +372,7 @@ def report(args, runs, starts, kinds, precisions, model_dir, seconds) -> None:
     platform_start = med([s["phases"]["total_to_first_step"] for s in starts])
     headline = f"sft_{precisions[0]}_1w1c_vs_trl_1t"
     result = {
-        "name": "smollm2_cpu",
+        "name": Path(args.out).stem,  # smollm2_cpu unless --out names another record
         "command": " ".join(["python bench/bench_smollm2.py", *sys.argv[1:]]),  # as it was run
         "machine": benchlib.machine(), "date": benchlib.DATE,
         "metrics": {"tokens_per_s": metrics.get(f"platform_sft_{precisions[0]}_1w1c", {}).get("tokens_per_s"),
@@ -370,7 +382,8 @@ def report(args, runs, starts, kinds, precisions, model_dir, seconds) -> None:
                                  "command_to_first_step_s": med(
                                      [r.get("command_to_first_step_s") for r in runs.get(f"trl_sft_{precisions[0]}_1t", [])])}},
         "ratios": ratios, "ratios_per_round": per_round,
-        "targets": {headline: ">= 0.95"},
+        # the headline, and two workers against plain TRL data-parallel on the same 2 x 1 CPU
+        "targets": {headline: ">= 0.95", f"sft_{precisions[0]}_2w1c_vs_trl_2p": ">= 0.95"},
         "startup": starts,
         "settings": {"steps": args.steps, "rounds": args.rounds, "batch": BATCH, "layouts": LAYOUTS,
                      "config": str(CONFIG.relative_to(ROOT)), "model_dir": model_dir, "seconds": round(seconds)},
