@@ -293,9 +293,9 @@ def variants(kinds, precisions) -> dict:
     for k in kinds:
         for p in precisions:
             for layout in LAYOUTS:
-                out[f"platform_{k}_{p}_{layout}"] = ("platform", k, p, layout)
+                out[f"platform_{k}_{p}_{layout}"] = ("platform", k, p, layout, None)
             for t in (1, 2):
-                out[f"trl_{k}_{p}_{t}t"] = ("plain", k, p, t)
+                out[f"trl_{k}_{p}_{t}t"] = ("plain", k, p, t, 1)  # (threads, processes)
             out[f"trl_{k}_{p}_2p"] = ("plain", k, p, 1, 2)  # torchrun: 2 processes x 1 thread
     return out
 
@@ -347,10 +347,10 @@ def main() -> None:
     chosen = args.only.split(",") if args.only else list(every)
 
     def make(name):
-        side, kind, precision, how, *processes = every[name]
+        side, kind, precision, how, processes = every[name]
         if side == "platform":
             return lambda rnd: run_platform(kind, precision, how, args.steps, model_dir, data, args.deepspeed)
-        return lambda rnd: run_plain(kind, precision, how, args.steps, model_dir, data, *processes)
+        return lambda rnd: run_plain(kind, precision, how, args.steps, model_dir, data, processes)
 
     runs = benchlib.run_rounds({n: make(n) for n in chosen}, args.rounds,
                                describe=lambda r: f"peak RSS {r.get('peak_rss_gib_per_worker')} GiB")
