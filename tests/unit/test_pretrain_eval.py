@@ -9,8 +9,10 @@ import pytest
 from tinyreason.data import synthetic
 from tinyreason.eval import pretrain
 
+# unequal lengths in any tokenizer trained on the synthetic world: the second has a third more words
 DOCS = ["Once upon a time, there was a little girl named Mia. Mia liked to go to the park.",
-        "Question: Tom has 3 shells. He finds 4 more. How many shells does Tom have now?\nAnswer: 7."]
+        "Question: Tom has 3 shells. He finds 4 more, then he gives away 2. How many shells does Tom have now?"
+        "\nAnswer: 5."]
 
 
 @pytest.fixture(scope="module")

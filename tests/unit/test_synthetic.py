@@ -295,7 +295,7 @@ def test_pretrain_rows_mix_stories_drills_and_reasoning():
     rows = syn.pretrain_rows(500, 3)
     reasoning = [r for r in rows if r["text"].startswith("Question: ")]
     drills = [r for r in rows if DRILL_RE.fullmatch(r["text"].split("\n")[0])]
-    assert len(reasoning) == 300 and len(drills) == 100  # 3 in 5 worked problems, 1 in 5 drills
+    assert len(reasoning) == 100 and len(drills) == 350  # 2 in 10 worked problems, 7 in 10 drills
     for r in rows:
         text = r["text"]
         assert isinstance(text, str) and text.strip() and THINK_OPEN not in text
