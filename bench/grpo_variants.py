@@ -8,7 +8,8 @@ Reads each stage's own record (manifest.json: its settings, rewards and train ti
 eval-*.json: held-out accuracy in the training and the held-out wordings, per task family;
 metrics.jsonl: the correctness reward and the policy's entropy over the first and last fifth of
 its steps) and writes bench/results/grpo_variants.json, each variant beside its parent.
-Nothing is re-computed: the figures are the runs' own.
+The figures are the runs' own; the one derived figure is the share of the evaluation's written
+steps that are true (`claims.arithmetic_claims` on the samples' <think> blocks), per kind of step.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import platform
 from datetime import date
 from pathlib import Path
 from statistics import mean
+
+from tinyreason.answers import split_thinking
+from tinyreason.claims import arithmetic_claims
 
 OUT = Path(__file__).resolve().parent / "results" / "grpo_variants.json"
 KNOBS = ("learning_rate", "max_steps", "per_device_train_batch_size", "num_generations", "temperature", "beta")
@@ -44,12 +48,26 @@ def _fifths(stage: Path) -> dict:
             for part, rows in (("first_fifth", first), ("last_fifth", last))}
 
 
+def step_truth(samples: list[dict]) -> dict:
+    """The share of the steps written in the samples' <think> blocks that are true, per kind:
+    `a + n = b` (add/take), `max(a, b) = c` (fold), `a > b` (compare). A chain breaks at its
+    weakest kind of step; None where no sample wrote one."""
+    counts = {"add_take": [0, 0], "fold": [0, 0], "compare": [0, 0]}
+    for s in samples:
+        for claim, true, _ in arithmetic_claims(split_thinking(s["output"]).thinking or ""):
+            kind = "fold" if claim.startswith(("max", "min")) else "add_take" if "=" in claim else "compare"
+            counts[kind][0] += true
+            counts[kind][1] += 1
+    return {k: round(t / n, 4) if n else None for k, (t, n) in counts.items()}
+
+
 def stage_figures(stage: Path, heldout: int) -> dict:
     manifest = json.loads((stage / "manifest.json").read_text())
     config, result = manifest["config"], _eval(stage, heldout)
     row = {"stage_dir": stage.name, "kind": manifest["kind"],
            "heldout_accuracy": result["accuracy"], "new_templates_accuracy": result["new_templates"]["accuracy"],
            "per_task": result["per_task"], "well_formed_think": result["format"]["well_formed"],
+           "steps_true": step_truth(result["samples"] + result["new_templates"]["samples"]),
            "train_seconds": round(manifest["train_seconds"], 1)}
     if manifest["kind"] == "grpo":
         row["trainer"] = {k: config["trainer"].get(k) for k in KNOBS}
@@ -63,6 +81,8 @@ def main(argv=None) -> None:
     ap.add_argument("parent", type=Path, help="the DPO stage dir every variant starts from")
     ap.add_argument("variants", nargs="+", type=Path, help="grpo stage dirs (stages/04-grpo-<key>)")
     ap.add_argument("--heldout", type=int, default=200, help="held-out problems per wording of the evaluation to read")
+    ap.add_argument("--out", type=Path, default=OUT, help=f"where to write (default {OUT.name})")
+    ap.add_argument("--note", default=None, help="a line kept with the figures")
     args = ap.parse_args(argv)
     parent = stage_figures(args.parent, args.heldout)
     variants = []
@@ -74,10 +94,9 @@ def main(argv=None) -> None:
         row["over_parent_new_templates"] = round(row["new_templates_accuracy"] - parent["new_templates_accuracy"], 4)
         variants.append(row)
     variants.sort(key=lambda r: r["train_seconds"])
-    OUT.write_text(json.dumps({"name": "grpo_variants", "date": str(date.today()),
-                               "machine": f"{platform.machine()}, 2 cores, CPU, no GPU",
-                               "target": "GRPO over its DPO parent >= +0.05 held-out accuracy",
-                               "parent": parent, "variants": variants}, indent=1) + "\n")
+    record = {"name": args.out.stem, "date": str(date.today()), "machine": f"{platform.machine()}, 2 cores, CPU, no GPU",
+              "target": "GRPO over its DPO parent >= +0.05 held-out accuracy", "parent": parent, "variants": variants}
+    args.out.write_text(json.dumps({**record, "note": args.note} if args.note else record, indent=1) + "\n")
     for r in variants:
         print(f"{r['stage_dir']}: {r['trainer']} {[s.get('name') for s in r['rewards']]} -> "
               f"{r['heldout_accuracy']:.3f} ({r['over_parent']:+.3f}), new templates {r['new_templates_accuracy']:.3f} "

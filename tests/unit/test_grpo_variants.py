@@ -16,9 +16,12 @@ def _stage(root: Path, name: str, kind: str, acc: float, new: float, lr=5e-5) ->
     d.mkdir()
     config = {"trainer": {"learning_rate": lr, "max_steps": 10, "num_generations": 8}, "rewards": [{"name": "correctness"}]}
     (d / "manifest.json").write_text(json.dumps({"kind": kind, "config": config, "train_seconds": 60.04}))
+    samples = [{"output": "<think>\n12 + 3 = 15\n15 - 4 = 10\n</think>\nThe answer is 10."},  # 1 of 2 right
+               {"output": "<think>\nmax(3, 9) = 9\n9 > 4\n</think>\nThe answer is 9."}]
     for n, a in ((200, acc), (199, 0.99)):  # a second evaluation at other settings must not be read
-        (d / f"eval-{n}.json").write_text(json.dumps({"n": n, "accuracy": a, "new_templates": {"accuracy": new},
-                                                      "per_task": {"add_sub": a}, "format": {"well_formed": 1.0}}))
+        (d / f"eval-{n}.json").write_text(json.dumps({
+            "n": n, "accuracy": a, "new_templates": {"accuracy": new, "samples": samples[1:]},
+            "samples": samples[:1], "per_task": {"add_sub": a}, "format": {"well_formed": 1.0}}))
     lines = [{"rewards/correctness/mean": 0.1 * i, "entropy": 0.1 * (i + 1)} for i in range(15)]
     (d / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in [{"event": "startup"}, *lines]) + "\n")
     return d
@@ -36,6 +39,17 @@ def test_each_variant_is_measured_against_its_parent_from_its_own_record(variant
     assert row["correctness_last_fifth"] == pytest.approx(1.3)
     assert row["entropy_last_fifth"] == pytest.approx(1.4)
     assert out["parent"]["heldout_accuracy"] == 0.34
+    # the steps written in both wordings' samples, checked by arithmetic
+    assert out["parent"]["steps_true"] == {"add_take": 0.5, "fold": 1.0, "compare": 1.0}
+
+
+def test_a_record_can_be_named_and_annotated(variants, tmp_path):
+    parent = _stage(tmp_path, "03-dpo-a", "dpo", 0.34, 0.31)
+    out = tmp_path / "grpo_variants_ladder.json"
+    variants.main([str(parent), str(_stage(tmp_path, "04-grpo-b", "grpo", 0.36, 0.17)), "--out", str(out),
+                   "--note", "on the new parent"])
+    record = json.loads(out.read_text())
+    assert record["name"] == "grpo_variants_ladder" and record["note"] == "on the new parent"
 
 
 def test_a_stage_without_that_evaluation_or_not_grpo_is_refused_by_name(variants, tmp_path):
