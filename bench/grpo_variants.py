@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
+import sys
 from datetime import date
 from pathlib import Path
 from statistics import mean
@@ -77,6 +79,7 @@ def stage_figures(stage: Path, heldout: int) -> dict:
 
 
 def main(argv=None) -> None:
+    command = shlex.join(["python", f"bench/{Path(__file__).name}", *(sys.argv[1:] if argv is None else argv)])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("parent", type=Path, help="the DPO stage dir every variant starts from")
     ap.add_argument("variants", nargs="+", type=Path, help="grpo stage dirs (stages/04-grpo-<key>)")
@@ -94,7 +97,8 @@ def main(argv=None) -> None:
         row["over_parent_new_templates"] = round(row["new_templates_accuracy"] - parent["new_templates_accuracy"], 4)
         variants.append(row)
     variants.sort(key=lambda r: r["train_seconds"])
-    record = {"name": args.out.stem, "date": str(date.today()), "machine": f"{platform.machine()}, 2 cores, CPU, no GPU",
+    record = {"name": args.out.stem, "command": command, "date": str(date.today()),
+              "machine": f"{platform.machine()}, 2 cores, CPU, no GPU",
               "target": "GRPO over its DPO parent >= +0.05 held-out accuracy", "parent": parent, "variants": variants}
     args.out.write_text(json.dumps({**record, "note": args.note} if args.note else record, indent=1) + "\n")
     for r in variants:
