@@ -65,7 +65,8 @@ def _drill(rng: random.Random) -> str:
     """8..12 lines of the single steps every trace is made of: add or take one digit,
     compare two numbers, max/min of two. Dense practice of the easy step is what lets a
     ~2M-parameter model do one per line; composing them is left to the <think> block. Add/take
-    lines are 70%: comparing was already right 85-97% of the time, adding one digit 18%."""
+    lines are 70%: in <think> traces, comparisons and max/min were right 76-81% of the time when
+    add/take was 18% (bench/results/demo_ladder.json)."""
     lines = []
     for _ in range(rng.randint(8, 12)):
         kind = rng.random()
@@ -87,8 +88,8 @@ def pretrain_rows(n: int, seed: int) -> list[dict]:
     for i in range(n):
         # 1 row in 10 is a story (language and the world's facts for chat), 7 drills of
         # single steps, 2 worked problems. The step arithmetic is what the model runs short
-        # of, and it forms late and abruptly (~60k add/take lines): with 1 drill in 5 only
-        # 10% of `a + n =` facts came out right after pre-training, with 7 in 10 95%.
+        # of, and it forms late (bench/arithmetic_onset.py): with 1 drill in 5 only 12% of
+        # `a + n =` facts came out right after pre-training, with 7 in 10 93-100%.
         if i % 10 == 0:
             text = _story(rng)
         elif i % 10 <= 7:
