@@ -43,7 +43,7 @@ def test_f16_and_q8_0_are_written_and_read_back_with_the_same_tokens_or_close_lo
     files = {r["outtype"]: r for r in record["files"]}
     assert set(files) == {"f16", "q8_0"} and record["model_dir"] == str(final_stage.dir / "model")
     assert files["f16"]["same_greedy_tokens"] == files["f16"]["prompts"] == len(CHECK_QUESTIONS) == 5
-    assert files["q8_0"]["max_abs_logit_diff"] <= Q8_0_TOLERANCE
+    assert 0 < files["q8_0"]["max_abs_logit_diff"] <= Q8_0_TOLERANCE * files["q8_0"]["logit_range"]
     assert files["q8_0"]["bytes"] < files["f16"]["bytes"]
     assert "same greedy tokens" in job.stdout + job.stderr  # the console says what was checked
 

@@ -194,16 +194,20 @@ def _write_tensors(writer, state_dict: dict, config, qtype, model_dir: Path) -> 
 CHECK_QUESTIONS = ("What is 7 plus 5?", "Tom has 3 shells and finds 4 more. How many shells does he have?",
                    "Say hello.", "What comes after Monday?", "Is 9 more than 4?")
 CHECK_NEW_TOKENS = 16
-# q8_0 rounds each block of 32 weights to 8 bits: measured max |logit diff| 6e-3 on a micro Llama at
-# init and 1.1e-2 on the micro curriculum's trained model (tests/ray/test_micro_export.py)
-Q8_0_TOLERANCE = 5e-2
+# q8_0 rounds each block of 32 weights to 8 bits, so its logits move in proportion to their scale:
+# the bound is a share of the safetensors model's logit range (max - min over the vocabulary, the
+# widest position). Measured: 1.1e-2 against a range of a few units on the micro curriculum's model,
+# and 5.3e-2 against 6.7 (0.8%) once its data taught sharper arithmetic; an absolute 5e-2 had
+# failed that export although every greedy token agreed. A broken layout moves logits by ~the range
+Q8_0_TOLERANCE = 2e-2
 
 
 def export_checked(model_dir: str | Path, out_dir: str | Path, outtypes=("f16", "q8_0"), name: str | None = None,
                    questions=CHECK_QUESTIONS) -> list[dict]:
     """Write `model_dir` as one GGUF per outtype into out_dir, each read back through transformers
     (`gguf_file=`) and compared with the safetensors model on chat prompts rendered by its own
-    template: f16 and f32 must give the same greedy tokens, q8_0 logits within Q8_0_TOLERANCE.
+    template: f16 and f32 must give the same greedy tokens, q8_0 logits within Q8_0_TOLERANCE of their
+    range.
     A file that fails its check is removed and the error names it. Returns one record per file."""
     # on use: torch and transformers cost seconds, and config checks import this module
     import torch
@@ -218,6 +222,7 @@ def export_checked(model_dir: str | Path, out_dir: str | Path, outtypes=("f16", 
                                        **render_kwargs(tok.chat_template)) if tok.chat_template else q
                for q in questions]
     want = [_greedy_and_logits(model, tok, p) for p in prompts]
+    spread = max((w[1].max(-1).values - w[1].min(-1).values).max().item() for w in want)
     records = []
     for outtype in outtypes:
         path = export(model_dir, out_dir / f"{name}.{outtype}.gguf", outtype)
@@ -226,12 +231,13 @@ def export_checked(model_dir: str | Path, out_dir: str | Path, outtypes=("f16", 
         same = [a[0] == b[0] for a, b in zip(want, got)]
         diff = max((a[1] - b[1]).abs().max().item() for a, b in zip(want, got))
         record = {"file": str(path), "outtype": outtype, "bytes": path.stat().st_size, "prompts": len(prompts),
-                  "same_greedy_tokens": sum(same), "new_tokens": CHECK_NEW_TOKENS, "max_abs_logit_diff": diff}
+                  "same_greedy_tokens": sum(same), "new_tokens": CHECK_NEW_TOKENS, "max_abs_logit_diff": diff,
+                  "logit_range": spread}
         exact = outtype in ("f16", "f32")
-        if (exact and not all(same)) or (not exact and diff > Q8_0_TOLERANCE):
+        if (exact and not all(same)) or (not exact and diff > Q8_0_TOLERANCE * spread):
             path.unlink()
             what = (f"greedy tokens differ on {len(same) - sum(same)} of {len(same)} prompts" if exact
-                    else f"logits differ by {diff:.3g} (> {Q8_0_TOLERANCE})")
+                    else f"logits differ by {diff:.3g} (> {Q8_0_TOLERANCE:.0%} of their range {spread:.3g})")
             raise GGUFError(f"{path}: read back through transformers, the {outtype} file's {what} from the "
                             f"safetensors model in {model_dir}; fix: report it with the model dir (the file was removed)")
         records.append(record)
