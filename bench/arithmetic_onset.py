@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import shlex
 import random
 import sys
 import time
@@ -24,6 +22,7 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib  # noqa: E402
 from demo_ladder import probe_facts  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "arithmetic_onset.json"
@@ -66,7 +65,7 @@ def train(base: Path, steps: int, lr: float, seed: int = 0, threads: int = 2) ->
 
 
 def main(argv=None) -> None:
-    command = shlex.join(["python", f"bench/{Path(__file__).name}", *(sys.argv[1:] if argv is None else argv)])
+    command = benchlib.command(__file__, argv)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("base", type=Path, help="a `tiny` base model dir (runs/base/tiny-<key>): its config and tokenizer")
     ap.add_argument("--steps", type=int, default=1200)
@@ -74,10 +73,10 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=OUT, help=f"where to write (default {OUT.name})")
     args = ap.parse_args(argv)
     runs = [{"lr": lr, "points": train(args.base, args.steps, lr)} for lr in args.lr]
-    args.out.write_text(json.dumps({"name": args.out.stem, "command": command, "date": str(date.today()),
-                                    "machine": f"{platform.machine()}, 2 cores, CPU, no GPU",
-                                    "setting": {"rows_per_step": ROWS, "row_tokens": ROW_TOKENS, "steps": args.steps},
-                                    "runs": runs}, indent=1) + "\n")
+    benchlib.write_record(args.out, {"name": args.out.stem, "command": command, "date": str(date.today()),
+                                     "machine": benchlib.MACHINE,
+                                     "setting": {"rows_per_step": ROWS, "row_tokens": ROW_TOKENS, "steps": args.steps},
+                                     "runs": runs})
 
 
 if __name__ == "__main__":

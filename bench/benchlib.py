@@ -43,6 +43,18 @@ def machine() -> str:
     return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}, {os.cpu_count()} CPU cores"
 
 
+def command(script: str, argv: list[str] | None) -> str:
+    """How a bench script was run, for its record: `python bench/<script> <its arguments>`."""
+    import shlex
+
+    return shlex.join(["python", f"bench/{Path(script).name}", *(sys.argv[1:] if argv is None else argv)])
+
+
+def write_record(out: Path, record: dict, note: str | None = None) -> None:
+    """A results file: the record, with the run's note when one was given."""
+    out.write_text(json.dumps({**record, "note": note} if note else record, indent=1) + "\n")
+
+
 def platform_fingerprint() -> str:
     """A hash of the platform's source at bench time (the tree changes under active work;
     this says which version the figures belong to without asking git)."""

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import shlex
 import random
 import sys
 from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib  # noqa: E402
 from grpo_variants import stage_figures  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "demo_ladder.json"
@@ -97,7 +96,7 @@ def stage_row(stage: Path, heldout: int) -> dict:
 
 
 def main(argv=None) -> None:
-    command = shlex.join(["python", f"bench/{Path(__file__).name}", *(sys.argv[1:] if argv is None else argv)])
+    command = benchlib.command(__file__, argv)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("variants", nargs="+", help="LABEL=STAGE_DIR: what the variant changed, and its leaf stage dir")
     ap.add_argument("--heldout", type=int, default=200, help="held-out problems per wording of the evaluation to read")
@@ -110,10 +109,8 @@ def main(argv=None) -> None:
         if not sep or not label:
             raise SystemExit(f"{item!r}: give LABEL=STAGE_DIR, e.g. 'sft lr 5e-4=runs/stages/02-reasoning-abc'")
         variants.append({"label": label, "stages": [stage_row(s, args.heldout) for s in lineage(Path(path))]})
-    record = {"name": args.out.stem, "command": command, "date": str(date.today()),
-              "machine": f"{platform.machine()}, 2 cores, CPU, no GPU",
-              "variants": variants}
-    args.out.write_text(json.dumps({**record, "note": args.note} if args.note else record, indent=1) + "\n")
+    benchlib.write_record(args.out, {"name": args.out.stem, "command": command, "date": str(date.today()),
+                                     "machine": benchlib.MACHINE, "variants": variants}, args.note)
     for v in variants:
         print(v["label"], " -> ".join(f"{s['stage']} {s['heldout_accuracy']:.3f}" for s in v["stages"]),
               v["stages"][0].get("fact_probe"), v["stages"][-1]["steps_true"])

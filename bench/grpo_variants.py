@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import shlex
 import sys
 from datetime import date
 from pathlib import Path
@@ -25,6 +23,9 @@ from statistics import mean
 
 from tinyreason.answers import split_thinking
 from tinyreason.claims import arithmetic_claims
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "grpo_variants.json"
 KNOBS = ("learning_rate", "max_steps", "per_device_train_batch_size", "num_generations", "temperature", "beta")
@@ -79,7 +80,7 @@ def stage_figures(stage: Path, heldout: int) -> dict:
 
 
 def main(argv=None) -> None:
-    command = shlex.join(["python", f"bench/{Path(__file__).name}", *(sys.argv[1:] if argv is None else argv)])
+    command = benchlib.command(__file__, argv)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("parent", type=Path, help="the DPO stage dir every variant starts from")
     ap.add_argument("variants", nargs="+", type=Path, help="grpo stage dirs (stages/04-grpo-<key>)")
@@ -97,10 +98,10 @@ def main(argv=None) -> None:
         row["over_parent_new_templates"] = round(row["new_templates_accuracy"] - parent["new_templates_accuracy"], 4)
         variants.append(row)
     variants.sort(key=lambda r: r["train_seconds"])
-    record = {"name": args.out.stem, "command": command, "date": str(date.today()),
-              "machine": f"{platform.machine()}, 2 cores, CPU, no GPU",
-              "target": "GRPO over its DPO parent >= +0.05 held-out accuracy", "parent": parent, "variants": variants}
-    args.out.write_text(json.dumps({**record, "note": args.note} if args.note else record, indent=1) + "\n")
+    benchlib.write_record(args.out, {"name": args.out.stem, "command": command, "date": str(date.today()),
+                                     "machine": benchlib.MACHINE,
+                                     "target": "GRPO over its DPO parent >= +0.05 held-out accuracy",
+                                     "parent": parent, "variants": variants}, args.note)
     for r in variants:
         print(f"{r['stage_dir']}: {r['trainer']} {[s.get('name') for s in r['rewards']]} -> "
               f"{r['heldout_accuracy']:.3f} ({r['over_parent']:+.3f}), new templates {r['new_templates_accuracy']:.3f} "
