@@ -3,6 +3,9 @@ at equal settings: completions/s and optimizer steps/s, platform / plain.
 
     PYTHONPATH=platform .venv/bin/python bench/bench_grpo.py            # 3 rounds of 40 steps (~5 min)
     PYTHONPATH=platform .venv/bin/python bench/bench_grpo.py --quick    # 1 round of 20 steps (~2 min)
+    PYTHONPATH=platform python bench/bench_grpo.py --quick --out bench/results/grpo_gpu.json  # on a GPU
+
+On a CUDA machine both sides run on the GPU with the GPU settings below (`GPU`); else the CPU's.
 
 Both write bench/results/grpo.json (a quick run says so in it). Under `nice -n N`, pass
 `--niceness N` too (an unprivileged process cannot raise its own priority back to 0).
@@ -15,7 +18,12 @@ epoch of `--steps` optimizer steps); rewards [{name: correctness}, {name: think_
 weight: 0.2}] (tinyreason.rewards built-ins, guarded and weighted as the stage wires them);
 num_generations 4, per_device_train_batch_size 8 (2 prompts x 4 completions a step),
 max_completion_length 32, temperature 1.0, beta 0.0 (no reference model), learning rate
-5e-5 constant, seed 0, fp32, `model.generate` (no vLLM). Variants, interleaved per round:
+5e-5 constant, seed 0, fp32, `model.generate` (no vLLM). On a GPU: the `smollm2-135m-shape`
+preset with SmolLM2's 49,152-row embedding (generation pays for the LM head), num_generations 8,
+per_device_train_batch_size 64 (8 prompts x 8 completions), max_completion_length 128, bf16 on
+both sides (the stage: DeepSpeed bf16; the plain script: the model loaded in bf16 and TRL's
+bf16 flag, as TRL's docs write it), `model.generate` on both (vLLM is not installed there).
+Variants, interleaved per round:
 
   platform    the grpo stage itself (train/grpo.py) through StageJob -> launch.fit_stage on a
               real local Ray: 1 Ray Train worker x 1 CPU, DeepSpeed ZeRO-2, its report and
@@ -36,37 +44,58 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
 from benchlib import log, med  # noqa: E402
 
-NUM_GENERATIONS, BATCH, MAX_COMPLETION, TEMPERATURE, BETA, LR = 4, 8, 32, 1.0, 0.0, 5e-5
-PROMPTS_PER_STEP = BATCH // NUM_GENERATIONS
+TEMPERATURE, BETA, LR = 1.0, 0.0, 5e-5
+
+
+@dataclass(frozen=True)
+class Setting:
+    """The sizes both sides run at: the CPU record's, or a GPU's (a 135M-shaped model)."""
+
+    num_generations: int
+    batch: int  # per_device_train_batch_size: completions per optimizer step
+    max_completion: int
+    precision: str
+    gpu: bool
+    model_vocab: int | None = None  # embedding rows beyond the tokenizer's (benchlib.make_base)
+
+    @property
+    def prompts_per_step(self) -> int:
+        return self.batch // self.num_generations
+
+
+CPU = Setting(num_generations=4, batch=8, max_completion=32, precision="fp32", gpu=False)
+GPU = Setting(num_generations=8, batch=64, max_completion=128, precision="bf16", gpu=True, model_vocab=49152)
 REWARDS = [{"name": "correctness"}, {"name": "think_format", "weight": 0.2}]
 WARMUP_LOGS = 3
 VARIANTS = ("platform", "plain_trl")
 
 
-def grpo_stage(steps: int):
+def grpo_stage(steps: int, setting: Setting = CPU):
     return benchlib.stage_config(
-        "grpo", max_length=256, batch=BATCH, steps=steps, packing=False,
-        trainer={"learning_rate": LR, "num_generations": NUM_GENERATIONS, "max_completion_length": MAX_COMPLETION,
-                 "temperature": TEMPERATURE, "beta": BETA},
-        sections={"rewards": REWARDS})
+        "grpo", max_length=256, batch=setting.batch, steps=steps, packing=False,
+        trainer={"learning_rate": LR, "num_generations": setting.num_generations,
+                 "max_completion_length": setting.max_completion, "temperature": TEMPERATURE, "beta": BETA},
+        precision=setting.precision, use_gpu=setting.gpu, sections={"rewards": REWARDS})
 
 
-def make_think_base(preset: str) -> str:
+def make_think_base(preset: str, model_vocab: int | None = None) -> str:
     """benchlib.make_base's model with <think> and </think> added (add_think_tokens, as a
     reasoning_sft stage prepares its tokenizer), the embedding grown to hold them and
     generation stopping at the end of turn (shards.load_tokenizer_and_model's steps), saved
     once so both sides load the same directory."""
-    model_dir, tok_dir = benchlib.make_base(preset)
+    model_dir, tok_dir = benchlib.make_base(preset, model_vocab=model_vocab)
     out = Path(model_dir + "-think")
     if not (out / "DONE").exists():
         from transformers import AutoTokenizer
@@ -101,7 +130,7 @@ def worker_platform() -> str:
     return ray.get(ray.remote(num_cpus=0)(where).remote())
 
 
-def step_rates(logs: list[dict], time_key: str) -> dict:
+def step_rates(logs: list[dict], time_key: str, batch: int = CPU.batch) -> dict:
     """Optimizer steps/s between consecutive log lines after the first WARMUP_LOGS (median),
     over the whole span after them, and what the steps generated."""
     steps = [m for m in logs if "loss" in m and time_key in m]
@@ -120,7 +149,7 @@ def step_rates(logs: list[dict], time_key: str) -> dict:
         "reward_per_step": [round(m["reward"], 4) for m in steps if "reward" in m],
         "clipped_ratio": med(m.get("completions/clipped_ratio") for m in steps),
     }
-    out["completions_per_s"] = round(out["steps_per_s"] * BATCH, 2) if out["steps_per_s"] else None
+    out["completions_per_s"] = round(out["steps_per_s"] * batch, 2) if out["steps_per_s"] else None
     return out
 
 
@@ -131,13 +160,14 @@ def run_platform(stage, model_dir: str, rows: list[dict]) -> dict:
 
     run = benchlib.run_platform(stage, model_dir, model_dir, rows, "grpo-platform")
     metrics = StageOutput(Storage(str(benchlib.WORK)), "runs/grpo-platform").metrics()
-    run.update(step_rates(metrics, "time"))
+    run.update(step_rates(metrics, "time", stage.trainer.per_device_train_batch_size))
     return run
 
 
-def run_plain_trl(stage, model_dir: str, rows: list[dict], threads: int) -> dict:
+def run_plain_trl(stage, model_dir: str, rows: list[dict], threads: int, setting: Setting = CPU) -> dict:
     """TRL's GRPOTrainer in this process, as a plain script writes it: the stage's TRL settings,
-    the same reward functions and weights, fp32, no DeepSpeed, no Ray."""
+    the same reward functions and weights, fp32 on CPU (bf16 weights and autocast on a GPU),
+    no DeepSpeed, no Ray."""
     import datasets
     import torch
     from transformers import AutoTokenizer
@@ -153,12 +183,14 @@ def run_plain_trl(stage, model_dir: str, rows: list[dict], threads: int) -> dict
     t0 = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = benchlib.load_model(model_dir)
+    if setting.gpu:
+        model = model.to(torch.bfloat16)
     fit_embeddings(model, tok)  # no-ops on this base: the steps the stage's worker takes
     align_generation(model, tok)
     funcs, weights, _ = rewards.reward_components(stage.rewards, columns=["prompt", "answer"])
-    args = GRPOConfig(output_dir=str(out), use_cpu=not torch.cuda.is_available(), report_to=[], save_strategy="no",
+    args = GRPOConfig(output_dir=str(out), use_cpu=not setting.gpu, report_to=[], save_strategy="no",
                       remove_unused_columns=False, dataloader_drop_last=True, disable_tqdm=True,
-                      bf16=False, fp16=False,  # TRL's default is bf16 autocast even on CPU; the stage runs fp32
+                      bf16=setting.gpu, fp16=False,  # TRL's default is bf16 autocast even on CPU; the stage runs fp32 there
                       include_num_input_tokens_seen="non_padding", reward_weights=weights,
                       **stage.trainer.to_trl())
     logs: list = []
@@ -168,7 +200,7 @@ def run_plain_trl(stage, model_dir: str, rows: list[dict], threads: int) -> dict
     trainer.train()
     run = benchlib.summarize(logs)
     run.update(benchlib.cpu_efficiency(logs))
-    run.update(step_rates(logs, "wall"))
+    run.update(step_rates(logs, "wall", setting.batch))
     run["wall_s"] = round(time.perf_counter() - t0, 2)
     run["torch_threads"] = torch.get_num_threads()
     shutil.rmtree(out, ignore_errors=True)
@@ -184,30 +216,35 @@ def main() -> None:
     if args.quick:
         args.steps, args.rounds = 20, 1
 
+    import torch
+
+    setting = GPU if torch.cuda.is_available() else CPU
+    if setting.gpu and args.preset == "tiny":
+        args.preset = "smollm2-135m-shape"
     benchlib.set_niceness(args.niceness)
-    model_dir = make_think_base(args.preset)
-    benchlib.init_ray()
+    model_dir = make_think_base(args.preset, setting.model_vocab)
+    benchlib.init_ray(num_cpus=os.cpu_count() if setting.gpu else 2)
     where = worker_platform()
     log(f"Ray workers import tinyreason from {where}")
 
     from tinyreason.data import synthetic
 
-    stage = grpo_stage(args.steps)
+    stage = grpo_stage(args.steps, setting)
     threads = int(stage.scaling.cpus_per_worker)  # a 1-CPU Ray worker runs OMP_NUM_THREADS=1
-    rows = synthetic.prompt_rows(args.steps * PROMPTS_PER_STEP, 0)  # one epoch is exactly `steps` steps
+    rows = synthetic.prompt_rows(args.steps * setting.prompts_per_step, 0)  # one epoch is exactly `steps` steps
     every = {
         "platform": lambda: run_platform(stage, model_dir, rows),
-        "plain_trl": lambda: run_plain_trl(stage, model_dir, rows, threads),
+        "plain_trl": lambda: run_plain_trl(stage, model_dir, rows, threads, setting),
     }
     started = time.perf_counter()
     runs = benchlib.run_rounds(
         {k: lambda rnd, k=k: every[k]() for k in args.variants.split(",")}, args.rounds,
         describe=lambda run: (f"{run.get('completions_per_s')} completions/s, {run.get('steps_per_s')} steps/s, "
                               f"completion length {run.get('completion_mean_length')}"))
-    report(args, runs, model_dir, where, threads, time.perf_counter() - started)
+    report(args, runs, model_dir, where, threads, time.perf_counter() - started, setting)
 
 
-def report(args, runs, model_dir, where, threads, seconds) -> None:
+def report(args, runs, model_dir, where, threads, seconds, setting: Setting = CPU) -> None:
     keys = ("completions_per_s", "steps_per_s", "span_steps_per_s", "tokens_per_s", "tokens_per_cpu_s",
             "completion_mean_length", "wall_s")
     figures = {k: {m: med(r.get(m) for r in v) for m in keys} for k, v in runs.items()}
@@ -221,7 +258,7 @@ def report(args, runs, model_dir, where, threads, seconds) -> None:
     base = json.loads((Path(model_dir) / "DONE").read_text())
     size = "--quick" if args.quick else f"--steps {args.steps} --rounds {args.rounds}"
     command = (f"PYTHONPATH=platform python bench/bench_grpo.py {size} --preset {args.preset} "
-               f"--variants {args.variants} --niceness {args.niceness}")
+               f"--variants {args.variants} --niceness {args.niceness} --out {args.out}")
     result = {
         "name": "grpo",
         "command": command,
@@ -229,11 +266,12 @@ def report(args, runs, model_dir, where, threads, seconds) -> None:
         "machine": benchlib.machine(),
         "date": time.strftime("%Y-%m-%d"),
         "settings": {"preset": args.preset, "parameters": base["parameters"], "vocab": base["vocab"],
-                     "think_tokens": True, "num_generations": NUM_GENERATIONS,
-                     "per_device_train_batch_size": BATCH, "prompts_per_step": PROMPTS_PER_STEP,
-                     "max_completion_length": MAX_COMPLETION, "temperature": TEMPERATURE, "beta": BETA,
+                     "think_tokens": True, "num_generations": setting.num_generations,
+                     "per_device_train_batch_size": setting.batch, "prompts_per_step": setting.prompts_per_step,
+                     "max_completion_length": setting.max_completion, "temperature": TEMPERATURE, "beta": BETA,
                      "learning_rate": LR, "rewards": REWARDS, "steps": args.steps, "warmup_logs": WARMUP_LOGS,
-                     "deepspeed": "ZeRO-2", "precision": "fp32", "workers": 1, "torch_threads": threads,
+                     "deepspeed": "ZeRO-2", "precision": setting.precision, "device": "gpu" if setting.gpu else "cpu",
+                     "setting": asdict(setting), "workers": 1, "torch_threads": threads,
                      "niceness": args.niceness, "rounds": args.rounds, "worker_tinyreason_path": where,
                      "bench_seconds": round(seconds, 1)},
         "metrics": figures.get("platform", {}),
