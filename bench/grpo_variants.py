@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "grpo_variants.json"
-KNOBS = ("learning_rate", "max_steps", "per_device_train_batch_size", "num_generations", "temperature", "beta")
+KNOBS = ("learning_rate", "max_steps", "per_device_train_batch_size", "num_generations", "temperature", "beta",
+         "scale_rewards")
 
 
 def _eval(stage: Path, heldout: int) -> dict:
