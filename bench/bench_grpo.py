@@ -49,7 +49,7 @@ import shutil
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -82,7 +82,7 @@ WARMUP_LOGS = 3
 VARIANTS = ("platform", "plain_trl")
 
 
-def grpo_stage(steps: int, setting: Setting = CPU):
+def grpo_stage(steps: int, setting: Setting):
     return benchlib.stage_config(
         "grpo", max_length=256, batch=setting.batch, steps=steps, packing=False,
         trainer={"learning_rate": LR, "num_generations": setting.num_generations,
@@ -130,7 +130,7 @@ def worker_platform() -> str:
     return ray.get(ray.remote(num_cpus=0)(where).remote())
 
 
-def step_rates(logs: list[dict], time_key: str, batch: int = CPU.batch) -> dict:
+def step_rates(logs: list[dict], time_key: str, batch: int) -> dict:
     """Optimizer steps/s between consecutive log lines after the first WARMUP_LOGS (median),
     over the whole span after them, and what the steps generated."""
     steps = [m for m in logs if "loss" in m and time_key in m]
@@ -164,10 +164,10 @@ def run_platform(stage, model_dir: str, rows: list[dict]) -> dict:
     return run
 
 
-def run_plain_trl(stage, model_dir: str, rows: list[dict], threads: int, setting: Setting = CPU) -> dict:
+def run_plain_trl(stage, model_dir: str, rows: list[dict], threads: int) -> dict:
     """TRL's GRPOTrainer in this process, as a plain script writes it: the stage's TRL settings,
-    the same reward functions and weights, fp32 on CPU (bf16 weights and autocast on a GPU),
-    no DeepSpeed, no Ray."""
+    device and precision (bf16: weights loaded in bf16 and TRL's autocast flag), the same reward
+    functions and weights, no DeepSpeed, no Ray."""
     import datasets
     import torch
     from transformers import AutoTokenizer
@@ -182,15 +182,16 @@ def run_plain_trl(stage, model_dir: str, rows: list[dict], threads: int, setting
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(model_dir)
+    bf16 = stage.deepspeed.precision == "bf16"
     model = benchlib.load_model(model_dir)
-    if setting.gpu:
+    if bf16:
         model = model.to(torch.bfloat16)
     fit_embeddings(model, tok)  # no-ops on this base: the steps the stage's worker takes
     align_generation(model, tok)
     funcs, weights, _ = rewards.reward_components(stage.rewards, columns=["prompt", "answer"])
-    args = GRPOConfig(output_dir=str(out), use_cpu=not setting.gpu, report_to=[], save_strategy="no",
+    args = GRPOConfig(output_dir=str(out), use_cpu=not stage.scaling.use_gpu, report_to=[], save_strategy="no",
                       remove_unused_columns=False, dataloader_drop_last=True, disable_tqdm=True,
-                      bf16=setting.gpu, fp16=False,  # TRL's default is bf16 autocast even on CPU; the stage runs fp32 there
+                      bf16=bf16, fp16=False,  # set: TRL's default is bf16 autocast even on CPU
                       include_num_input_tokens_seen="non_padding", reward_weights=weights,
                       **stage.trainer.to_trl())
     logs: list = []
@@ -200,7 +201,7 @@ def run_plain_trl(stage, model_dir: str, rows: list[dict], threads: int, setting
     trainer.train()
     run = benchlib.summarize(logs)
     run.update(benchlib.cpu_efficiency(logs))
-    run.update(step_rates(logs, "wall", setting.batch))
+    run.update(step_rates(logs, "wall", stage.trainer.per_device_train_batch_size))
     run["wall_s"] = round(time.perf_counter() - t0, 2)
     run["torch_threads"] = torch.get_num_threads()
     shutil.rmtree(out, ignore_errors=True)
@@ -234,7 +235,7 @@ def main() -> None:
     rows = synthetic.prompt_rows(args.steps * setting.prompts_per_step, 0)  # one epoch is exactly `steps` steps
     every = {
         "platform": lambda: run_platform(stage, model_dir, rows),
-        "plain_trl": lambda: run_plain_trl(stage, model_dir, rows, threads, setting),
+        "plain_trl": lambda: run_plain_trl(stage, model_dir, rows, threads),
     }
     started = time.perf_counter()
     runs = benchlib.run_rounds(
@@ -244,7 +245,7 @@ def main() -> None:
     report(args, runs, model_dir, where, threads, time.perf_counter() - started, setting)
 
 
-def report(args, runs, model_dir, where, threads, seconds, setting: Setting = CPU) -> None:
+def report(args, runs, model_dir, where, threads, seconds, setting: Setting) -> None:
     keys = ("completions_per_s", "steps_per_s", "span_steps_per_s", "tokens_per_s", "tokens_per_cpu_s",
             "completion_mean_length", "wall_s")
     figures = {k: {m: med(r.get(m) for r in v) for m in keys} for k, v in runs.items()}
@@ -256,12 +257,9 @@ def report(args, runs, model_dir, where, threads, seconds, setting: Setting = CP
             key = f"{m}_platform_vs_plain_trl"
             ratios[key], raw[key] = benchlib.per_round(runs, "platform", "plain_trl", m)
     base = json.loads((Path(model_dir) / "DONE").read_text())
-    size = "--quick" if args.quick else f"--steps {args.steps} --rounds {args.rounds}"
-    command = (f"PYTHONPATH=platform python bench/bench_grpo.py {size} --preset {args.preset} "
-               f"--variants {args.variants} --niceness {args.niceness} --out {args.out}")
     result = {
         "name": "grpo",
-        "command": command,
+        "command": benchlib.command(__file__, None),
         "quick": args.quick,
         "machine": benchlib.machine(),
         "date": time.strftime("%Y-%m-%d"),
@@ -271,7 +269,7 @@ def report(args, runs, model_dir, where, threads, seconds, setting: Setting = CP
                      "max_completion_length": setting.max_completion, "temperature": TEMPERATURE, "beta": BETA,
                      "learning_rate": LR, "rewards": REWARDS, "steps": args.steps, "warmup_logs": WARMUP_LOGS,
                      "deepspeed": "ZeRO-2", "precision": setting.precision, "device": "gpu" if setting.gpu else "cpu",
-                     "setting": asdict(setting), "workers": 1, "torch_threads": threads,
+                     "model_vocab": setting.model_vocab, "workers": 1, "torch_threads": threads,
                      "niceness": args.niceness, "rounds": args.rounds, "worker_tinyreason_path": where,
                      "bench_seconds": round(seconds, 1)},
         "metrics": figures.get("platform", {}),
