@@ -1,4 +1,4 @@
-"""Run a curriculum: pretrain -> chat SFT -> <think> SFT -> DPO, then the report.
+"""Run a curriculum: pretrain -> chat SFT -> <think> SFT -> DPO -> GRPO (the config's stages), then the report.
 
     python jobs/curriculum.py                                  # embedded default, local Ray, CPU
     python jobs/submit.py -- python jobs/curriculum.py --config configs/trlm-135m.yaml   # ray job submit + git

@@ -323,7 +323,8 @@ class TrainerSettings(BaseModel):
     # (init of new weights, batch order, dropout, NEFTune noise, sampling) whatever the run's seed
     seed: int | None = None
     # recompute activations in backward: less memory, slower steps. transformers 5.23 renamed
-    # gradient_checkpointing to this; None leaves it off without passing the old name's warning
+    # gradient_checkpointing to this. None: off. TRL's configs default the old name to True, which
+    # transformers maps onto this one, so off is passed explicitly (to_trl)
     activation_checkpointing: bool | None = None
     neftune_noise_alpha: float | None = Field(None, ge=0)
     loss_type: str | list[str] | None = None  # sft: nll | dft; dpo: sigmoid | apo_zero | ...
@@ -348,7 +349,12 @@ class TrainerSettings(BaseModel):
         return self
 
     def to_trl(self) -> dict[str, Any]:
-        return {k: v for k, v in self.model_dump().items() if v is not None}
+        out = {k: v for k, v in self.model_dump().items() if v is not None}
+        if "gradient_checkpointing" not in out:  # the old name, given: transformers maps it
+            # not left to TRL: its default (True) recomputed every layer's forward in backward,
+            # for the demo's CPU models too; the gradients are bit-identical either way
+            out.setdefault("activation_checkpointing", False)
+        return out
 
 
 class WandbConfig(Strict):
