@@ -58,3 +58,15 @@ def test_the_cpu_each_seed_ran_on_is_kept(demo_seeds, tmp_path):
         json.dumps({"driver": {"cpu": {**cpu, "id": {"model": "143"}}}}))
     demo_seeds.main([str(a), str(b), "--out", str(out_path)])
     assert [c["id"]["model"] for c in json.loads(out_path.read_text())["cpu"]] == ["167", "143"]
+
+
+def test_runs_that_end_at_dpo_are_summed_without_a_grpo_figure(demo_seeds, tmp_path):
+    """A DPO variant screened with `--stages pretrain,sft,reasoning,dpo`: its final stage is DPO."""
+    a = _run(tmp_path, 0, {"sft": 0.2, "reasoning": 0.5, "dpo": 0.52})
+    b = _run(tmp_path, 1, {"sft": 0.2, "reasoning": 0.4, "dpo": 0.38}, well_formed=0.96)
+    out_path = tmp_path / "dpo.json"
+    demo_seeds.main([str(a), str(b), "--out", str(out_path)])
+    out = json.loads(out_path.read_text())
+    assert "grpo_over_dpo" not in out["summary"] and "grpo_over_dpo" not in out["met"]
+    assert out["summary"]["dpo_over_think"] == {"mean": 0.0, "min": -0.02, "max": 0.02}
+    assert out["summary"]["final_accuracy"]["mean"] == 0.45 and out["met"]["well_formed"] is True
