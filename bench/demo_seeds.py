@@ -27,6 +27,9 @@ FIELDS = ("heldout_accuracy", "new_templates_accuracy", "well_formed_think")
 REASONING = ("reasoning", "dpo", "grpo")  # the stages that think: the well-formed target's
 TARGETS = {"final_accuracy": 0.50, "think_over_chat": 0.15, "grpo_over_dpo": 0.05, "well_formed": 0.95,
            "wall_s": 15 * 60}
+# each floor target: the summary figure it reads, and which statistic over seeds must reach it
+FLOORS = {"final_accuracy": ("final_accuracy", "mean"), "think_over_chat": ("think_over_chat", "mean"),
+          "grpo_over_dpo": ("grpo_over_dpo", "mean"), "well_formed": ("well_formed_min", "min")}
 
 
 def seed_figures(path: Path) -> dict:
@@ -74,11 +77,8 @@ def main(argv=None) -> None:
     keys = ("final_accuracy", "think_over_chat", "think_over_chat_new_templates", "dpo_over_think", "grpo_over_dpo",
             "well_formed_min") + (("wall_s",) if args.wall else ())
     summary = {k: spread([s[k] for s in seeds]) for k in keys if all(k in s for s in seeds)}
-    met = {"final_accuracy": summary["final_accuracy"]["mean"] >= TARGETS["final_accuracy"],
-           "think_over_chat": summary["think_over_chat"]["mean"] >= TARGETS["think_over_chat"],
-           "well_formed": summary["well_formed_min"]["min"] >= TARGETS["well_formed"]}
-    if "grpo_over_dpo" in summary:
-        met["grpo_over_dpo"] = summary["grpo_over_dpo"]["mean"] >= TARGETS["grpo_over_dpo"]
+    met = {target: summary[key][stat] >= TARGETS[target]
+           for target, (key, stat) in FLOORS.items() if key in summary}  # a run ending at DPO: no GRPO figure
     if args.wall:
         met["wall_s"] = summary["wall_s"]["max"] < TARGETS["wall_s"]
     cpus = []  # one entry when every seed ran on the same CPU
