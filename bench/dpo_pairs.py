@@ -1,21 +1,20 @@
 """Preference rows of the DPO variants screened for issue 17, as JSON Lines a blend can read.
 
-    python bench/dpo_pairs.py stop /tmp/prefs-stop.jsonl
+    python bench/dpo_pairs.py carried /tmp/prefs-carried.jsonl
     python jobs/curriculum.py --set seed=1 --stages pretrain,sft,reasoning,dpo \\
-        --set 'stages.dpo.data.blend.sources=[{files: /tmp/prefs-stop.jsonl}]'
+        --set 'stages.dpo.data.blend.sources=[{files: /tmp/prefs-carried.jsonl}]'
 
-The default's pairs (`data/synthetic.preference_rows`) rotate a wrong answer, a malformed
-`<think>` and rambling, one row in three each; a wrong answer's slip is carried through every
-later line. The variants change only the rejected answers, everything else as the default:
+The default's pairs (`data/synthetic.preference_rows`) are five wrong answers in six, each trace
+stopping at its one slip, and one format failure in six (`wrong-5-of-6` here, screened from a file
+of these rows before it became the default). The earlier pairs, kept here to re-run their screens:
 
-- `stop`: the wrong trace stops at its slip and answers from it, so no right arithmetic after
-  the slip is pushed down (DPO pushes down every token of the rejected answer).
-- `wrong-5-of-6`: the same stop, five rows in six wrong (slips in a step's result, or in a number
-  copied from the question, alternately), the sixth rotating through the format failures.
+- `carried`: the default before: a wrong answer, a malformed `<think>` and rambling, one row in
+  three each, the wrong answer's slip carried through every later line.
+- `stop`: the same rotation, the wrong trace stopping at its slip and answering from it.
 
-Their rows come from the default's generator with its slip (and, for `wrong-5-of-6`, its
-rotation) swapped, so a variant's problems are the default's problem stream. Figures:
-bench/results/demo_seeds_dpo_stop.json and demo_seeds_dpo_wrong5of6*.json.
+Each comes from the generator's own problem stream with the slip and rotation of its time, so
+its rows are the ones its screen trained on (checked byte for byte). Figures:
+bench/results/demo_seeds_dpo_stop.json, demo_seeds_dpo_wrong5of6*.json, dpo_shift*.json.
 """
 
 from __future__ import annotations
@@ -31,63 +30,39 @@ from tinyreason.data.world import Problem, format_answer, trace
 from tinyreason.model.chat import THINK_CLOSE, THINK_OPEN
 
 
-def slip_and_stop(p: Problem, rng: random.Random, copy: bool = False) -> tuple[list[str], str] | None:
-    """The trace up to one step gone wrong, answered from that step: the step's result off by
-    1, 2 or 10 (the wrong one of two numbers in a max/min), or with `copy` the number it copies
-    from the question off by 1 to 3. None where that leaves the answer right, goes below zero,
-    or the trace has other steps (compare, count)."""
+def carried_slip(p: Problem, rng: random.Random) -> tuple[list[str], str] | None:
+    """The earlier slip: one step off anywhere in the chain, the error carried through every
+    later line. None when that leaves the answer right or goes below zero."""
     j = rng.randrange(len(p.steps))
-    if not all(synthetic._ARITH.fullmatch(s) or synthetic._FOLD.fullmatch(s) for s in p.steps):
-        return None
-    add, fold = synthetic._ARITH.fullmatch(p.steps[j]), synthetic._FOLD.fullmatch(p.steps[j])
-    if add:
-        a, sign, n = int(add[1]), add[2], int(add[3])
-        if copy:
-            n = max(1, n + rng.choice((1, -1, 2, -2, 3)))
-            wrong = a + n if sign == "+" else a - n
-        else:
-            wrong = int(add[4]) + rng.choice((1, -1, 2, 10, -10))
-        last = f"{a} {sign} {n} = {wrong}"
+    adds = [synthetic._ARITH.fullmatch(s) for s in p.steps]
+    folds = [synthetic._FOLD.fullmatch(s) for s in p.steps]
+    out: list[str] = []
+    if all(adds):
+        acc = int(adds[0][1])
+        for k, m in enumerate(adds):
+            n = int(m[3])
+            new = acc + n if m[2] == "+" else acc - n
+            if k == j:
+                new += rng.choice((1, -1, 2, 10, -10))
+            if new < 0:
+                return None
+            out.append(f"{acc} {m[2]} {n} = {new}")
+            acc = new
+    elif all(folds):
+        acc = int(folds[0][2])
+        for k, m in enumerate(folds):
+            x, pick = int(m[3]), max if m[1] == "max" else min
+            new = pick(acc, x) if k != j else (x if pick(acc, x) == acc else acc)
+            out.append(f"{m[1]}({acc}, {x}) = {new}")
+            acc = new
     else:
-        op, acc, x = fold[1], int(fold[2]), int(fold[3])
-        pick = max if op == "max" else min
-        if copy:
-            x = max(1, x + rng.choice((1, -1, 2, -2, 3)))
-            wrong = pick(acc, x)
-        else:
-            wrong = x if pick(acc, x) == acc else acc
-        last = f"{op}({acc}, {x}) = {wrong}"
-    if wrong < 0 or str(wrong) == p.answer or last == p.steps[j]:
         return None
-    return [*p.steps[:j], last], str(wrong)
+    answer = out[-1].rsplit(" ", 1)[1]
+    return (out, answer) if answer != p.answer else None
 
 
-def _last_step_slip(p: Problem, rng: random.Random) -> str:
-    if p.task == "compare":
-        wrong = synthetic._distractors(p)[0]
-    else:
-        a = int(p.answer)
-        wrong = str(rng.choice([x for x in (a + 1, a + 2, a - 1, a - 2) if x >= 0]))
-    return trace((*p.steps[:-1], p.steps[-1][: -len(p.answer)] + wrong), wrong)
-
-
-def rejected_wrong_5_of_6(p: Problem, i: int, rng: random.Random) -> str:
-    body, answer = "\n".join(p.steps), format_answer(p)
-    if i % 6 < 5:
-        slipped = slip_and_stop(p, rng, copy=i % 2 == 1)
-        return trace(*slipped) if slipped else _last_step_slip(p, rng)
-    variant = (i // 6) % 4
-    if variant == 0:
-        return f"{THINK_OPEN}\n{body}\n{answer}"
-    if variant == 1:
-        block = f"{THINK_OPEN}\n{body}\n{THINK_CLOSE}\n"
-        return f"{block}{block}{answer}"
-    if variant == 2:
-        return f"{answer}\n{THINK_OPEN}\n{body}\n{THINK_CLOSE}"
-    return trace(p.steps * rng.randint(3, 4), p.answer)
-
-
-def _stop_only(p: Problem, rng: random.Random):  # the default's rotation, its slip stopping
+def stop_slip(p: Problem, rng: random.Random) -> tuple[list[str], str] | None:
+    """The first screen's slip: a step's result off, the trace stopping there."""
     j = rng.randrange(len(p.steps))
     adds = [synthetic._ARITH.fullmatch(s) for s in p.steps]
     folds = [synthetic._FOLD.fullmatch(s) for s in p.steps]
@@ -107,6 +82,30 @@ def _stop_only(p: Problem, rng: random.Random):  # the default's rotation, its s
     return ([*p.steps[:j], last], str(wrong)) if str(wrong) != p.answer else None
 
 
+def one_in_three(slip):
+    """The earlier rotation by row index: a wrong answer (`slip`, else the last step off), a
+    malformed <think> (no </think>, two blocks, answer first), rambling."""
+    def rejected(p: Problem, i: int, rng: random.Random) -> str:
+        mode, body, answer = i % 3, "\n".join(p.steps), format_answer(p)
+        if mode == 0 and (slipped := slip(p, rng)):
+            return trace(*slipped)
+        if mode == 0:
+            return synthetic._last_step_slip(p, rng)
+        if mode == 1:
+            variant = (i // 3) % 3
+            if variant == 0:
+                return f"{THINK_OPEN}\n{body}\n{answer}"
+            if variant == 1:
+                block = f"{THINK_OPEN}\n{body}\n{THINK_CLOSE}\n"
+                return f"{block}{block}{answer}"
+            return f"{answer}\n{THINK_OPEN}\n{body}\n{THINK_CLOSE}"
+        return trace(p.steps * rng.randint(3, 4), p.answer)
+    return rejected
+
+
+VARIANTS = {"carried": one_in_three(carried_slip), "stop": one_in_three(stop_slip), "wrong-5-of-6": None}
+
+
 @contextmanager
 def _swapped(name: str, fn):
     old = getattr(synthetic, name)
@@ -117,11 +116,10 @@ def _swapped(name: str, fn):
         setattr(synthetic, name, old)
 
 
-VARIANTS = {"stop": ("_slip", _stop_only), "wrong-5-of-6": ("_rejected", rejected_wrong_5_of_6)}
-
-
 def rows(variant: str, n: int = 1000, seed: int = 0) -> list[dict]:
-    with _swapped(*VARIANTS[variant]):
+    if VARIANTS[variant] is None:  # the default's own
+        return synthetic.preference_rows(n, seed)
+    with _swapped("_rejected", VARIANTS[variant]):
         return synthetic.preference_rows(n, seed)
 
 

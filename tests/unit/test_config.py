@@ -29,7 +29,7 @@ def test_default_is_the_five_stage_curriculum_ending_in_grpo():
     cfg = load_config()
     assert [s.kind for s in cfg.stages] == ["pretrain", "sft", "reasoning_sft", "dpo", "grpo"]
     dpo = cfg.stage("dpo")
-    assert dpo.trainer.loss_type == "apo_zero" and dpo.trainer.beta > 0
+    assert dpo.trainer.loss_type == ["apo_zero", "sft"] and dpo.trainer.beta > 0  # apo_zero with the NLL term
     grpo = cfg.stage("grpo")
     assert [r["name"] for r in grpo.rewards] == ["correctness", "think_format"]
 

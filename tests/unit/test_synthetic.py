@@ -278,6 +278,27 @@ def test_preference_rows_schema_and_failure_modes():
     assert malformed == {(False, 1, True), (True, 2, True), (True, 1, False)}
 
 
+
+def test_wrong_traces_stop_at_their_one_slipped_step():
+    # DPO pushes down every token of the rejected answer: a wrong trace must hold no right
+    # step after its slip, so it is the chosen trace's lines up to one that differs, answered
+    # from it. Both slips occur: a step's result, and a number copied from the question.
+    copies = results = 0
+    wrong = 0
+    for r in syn.preference_rows(300, 5):
+        chosen, rejected = (THINK_RE.fullmatch(r[k][0]["content"]) for k in ("chosen", "rejected"))
+        if not rejected or rejected[2] == chosen[2] or rejected[1].count(THINK_OPEN):
+            continue
+        wrong += 1
+        good, bad = chosen[1].split("\n"), rejected[1].split("\n")
+        assert len(bad) <= len(good) and bad[:-1] == good[:len(bad) - 1], r
+        assert bad[-1] != good[len(bad) - 1] and bad[-1].endswith(rejected[2]), r
+        numbers = [re.findall(r"\d+", line) for line in (good[len(bad) - 1], bad[-1])]
+        if len(numbers[0]) == 3:  # an add/take or max/min line: which of its numbers slipped
+            copies += numbers[0][1] != numbers[1][1]
+            results += numbers[0][:2] == numbers[1][:2]
+    assert wrong == 250 and copies >= 30 and results >= 60  # five rows in six
+
 DRILL_RE = re.compile(r"(\d+) ([+-]) (\d+) = (\d+)|(\d+) ([<>]) (\d+)|(max|min)\((\d+), (\d+)\) = (\d+)")
 
 

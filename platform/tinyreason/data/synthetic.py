@@ -165,60 +165,73 @@ _ARITH = re.compile(r"(\d+) ([+-]) (\d+) = (\d+)")
 _FOLD = re.compile(r"(max|min)\((\d+), (\d+)\) = (\d+)")
 
 
-def _slip(p: Problem, rng: random.Random) -> tuple[list[str], str] | None:
-    """The trace with one step gone wrong, anywhere in the chain, and the error carried
-    through every later line, as a model's own slips are: off by 1, 2 or 10 in an
-    addition, the wrong one of two numbers in a max/min. None when that leaves the
-    final answer right (a later max can hide an early slip) or goes below zero."""
+def _slip(p: Problem, rng: random.Random, copy: bool = False) -> tuple[list[str], str] | None:
+    """The trace up to one step gone wrong, anywhere in the chain, answered from that step.
+    Either the step's result slips (off by 1, 2 or 10 in an addition, the wrong one of two
+    numbers in a max/min), or, with `copy`, the number it copies from the question does (off by
+    1 to 3) and the line works on from the miscopy: the two errors the model makes most.
+
+    It stops at the slip because DPO pushes down every token of the rejected answer: lines after
+    the slip, carried on from the wrong number, are right arithmetic (`wrong + n = wrong + n`).
+    None when the slipped line's number is the right final answer or goes below zero, and for
+    traces of other steps (compare, count)."""
     j = rng.randrange(len(p.steps))
-    adds = [_ARITH.fullmatch(s) for s in p.steps]
-    folds = [_FOLD.fullmatch(s) for s in p.steps]
-    out: list[str] = []
-    if all(adds):
-        acc = int(adds[0][1])
-        for k, m in enumerate(adds):
-            n = int(m[3])
-            new = acc + n if m[2] == "+" else acc - n
-            if k == j:
-                new += rng.choice((1, -1, 2, 10, -10))
-            if new < 0:
-                return None
-            out.append(f"{acc} {m[2]} {n} = {new}")
-            acc = new
-    elif all(folds):
-        acc = int(folds[0][2])
-        for k, m in enumerate(folds):
-            x, pick = int(m[3]), max if m[1] == "max" else min
-            new = pick(acc, x) if k != j else (x if pick(acc, x) == acc else acc)
-            out.append(f"{m[1]}({acc}, {x}) = {new}")
-            acc = new
-    else:
+    add, fold = _ARITH.fullmatch(p.steps[j]), _FOLD.fullmatch(p.steps[j])
+    if not (add or fold) or not all(_ARITH.fullmatch(s) or _FOLD.fullmatch(s) for s in p.steps):
         return None
-    answer = out[-1].rsplit(" ", 1)[1]
-    return (out, answer) if answer != p.answer else None
+    if add:
+        a, sign, n = int(add[1]), add[2], int(add[3])
+        if copy:
+            n = max(1, n + rng.choice((1, -1, 2, -2, 3)))
+            wrong = a + n if sign == "+" else a - n
+        else:
+            wrong = int(add[4]) + rng.choice((1, -1, 2, 10, -10))
+        last = f"{a} {sign} {n} = {wrong}"
+    else:
+        op, acc, x = fold[1], int(fold[2]), int(fold[3])
+        pick = max if op == "max" else min
+        if copy:
+            x = max(1, x + rng.choice((1, -1, 2, -2, 3)))
+            wrong = pick(acc, x)
+        else:
+            wrong = x if pick(acc, x) == acc else acc
+        last = f"{op}({acc}, {x}) = {wrong}"
+    answer = str(wrong)
+    if wrong < 0 or answer == p.answer or last == p.steps[j]:
+        return None
+    return [*p.steps[:j], last], answer
+
+
+def _last_step_slip(p: Problem, rng: random.Random) -> str:
+    """The right trace with its last line's number, and so the answer, wrong: compare's
+    conclusion or count's tally, or a chain where no other slip changes the answer."""
+    if p.task == "compare":
+        wrong = _distractors(p)[0]
+    else:
+        a = int(p.answer)
+        wrong = str(rng.choice([x for x in (a + 1, a + 2, a - 1, a - 2) if x >= 0]))
+    return trace((*p.steps[:-1], p.steps[-1][: -len(p.answer)] + wrong), wrong)
 
 
 def _rejected(p: Problem, i: int, rng: random.Random) -> str:
-    # Rotation by row index, so any 9 consecutive rows hold every failure mode and
-    # every malformed variant: DPO sees each error type at a steady 1-in-3 rate.
-    mode, body, answer = i % 3, "\n".join(p.steps), format_answer(p)
-    if mode == 0 and (slipped := _slip(p, rng)):  # a slip mid-chain, carried into the answer
-        return trace(*slipped)
-    if mode == 0:  # a slip in the last step (compare, count, or a chain where none carries)
-        if p.task == "compare":
-            wrong = _distractors(p)[0]
-        else:
-            a = int(p.answer)
-            wrong = str(rng.choice([x for x in (a + 1, a + 2, a - 1, a - 2) if x >= 0]))
-        last = p.steps[-1][: -len(p.answer)] + wrong
-        return trace((*p.steps[:-1], last), wrong)
-    if mode == 1:  # malformed: no </think>, two think blocks, or answer first
-        variant = (i // 3) % 3
-        if variant == 0:
-            return f"{THINK_OPEN}\n{body}\n{answer}"
-        if variant == 1:
-            block = f"{THINK_OPEN}\n{body}\n{THINK_CLOSE}\n"
-            return f"{block}{block}{answer}"
+    """The worse answer of a preference pair. Five rows in six are wrong answers, the model's
+    own kind of failure: a trace that slips once, in a result or in a number copied from the
+    question. The sixth rotates through the format failures (no </think>, two think blocks,
+    answer first, rambling), so DPO keeps the format <think> SFT taught. Before, one pair in
+    three was wrong and the rest format failures, which the parent no longer makes: those took
+    the update (rambling answers down 17 nats, malformed 4.8, wrong ones 0.1;
+    bench/results/dpo_shift.json) and DPO added nothing."""
+    body, answer = "\n".join(p.steps), format_answer(p)
+    if i % 6 < 5:  # rotation by row index: any 6 consecutive rows hold every kind
+        slipped = _slip(p, rng, copy=i % 2 == 1)
+        return trace(*slipped) if slipped else _last_step_slip(p, rng)
+    variant = (i // 6) % 4
+    if variant == 0:
+        return f"{THINK_OPEN}\n{body}\n{answer}"
+    if variant == 1:
+        block = f"{THINK_OPEN}\n{body}\n{THINK_CLOSE}\n"
+        return f"{block}{block}{answer}"
+    if variant == 2:
         return f"{answer}\n{THINK_OPEN}\n{body}\n{THINK_CLOSE}"
     return trace(p.steps * rng.randint(3, 4), p.answer)  # rambling: right, but 3-4x long
 
