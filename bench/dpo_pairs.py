@@ -26,8 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tinyreason.data import synthetic
-from tinyreason.data.world import Problem, format_answer, trace
-from tinyreason.model.chat import THINK_CLOSE, THINK_OPEN
+from tinyreason.data.world import Problem, trace
 
 
 def carried_slip(p: Problem, rng: random.Random) -> tuple[list[str], str] | None:
@@ -86,19 +85,13 @@ def one_in_three(slip):
     """The earlier rotation by row index: a wrong answer (`slip`, else the last step off), a
     malformed <think> (no </think>, two blocks, answer first), rambling."""
     def rejected(p: Problem, i: int, rng: random.Random) -> str:
-        mode, body, answer = i % 3, "\n".join(p.steps), format_answer(p)
+        mode = i % 3
         if mode == 0 and (slipped := slip(p, rng)):
             return trace(*slipped)
         if mode == 0:
             return synthetic._last_step_slip(p, rng)
         if mode == 1:
-            variant = (i // 3) % 3
-            if variant == 0:
-                return f"{THINK_OPEN}\n{body}\n{answer}"
-            if variant == 1:
-                block = f"{THINK_OPEN}\n{body}\n{THINK_CLOSE}\n"
-                return f"{block}{block}{answer}"
-            return f"{answer}\n{THINK_OPEN}\n{body}\n{THINK_CLOSE}"
+            return synthetic.malformed(p, (i // 3) % 3)
         return trace(p.steps * rng.randint(3, 4), p.answer)
     return rejected
 

@@ -221,19 +221,25 @@ def _rejected(p: Problem, i: int, rng: random.Random) -> str:
     three was wrong and the rest format failures, which the parent no longer makes: those took
     the update (rambling answers down 17 nats, malformed 4.8, wrong ones 0.1;
     bench/results/dpo_shift.json) and DPO added nothing."""
-    body, answer = "\n".join(p.steps), format_answer(p)
     if i % 6 < 5:  # rotation by row index: any 6 consecutive rows hold every kind
         slipped = _slip(p, rng, copy=i % 2 == 1)
         return trace(*slipped) if slipped else _last_step_slip(p, rng)
     variant = (i // 6) % 4
+    if variant < 3:
+        return malformed(p, variant)
+    return trace(p.steps * rng.randint(3, 4), p.answer)  # rambling: right, but 3-4x long
+
+
+def malformed(p: Problem, variant: int) -> str:
+    """The right steps and answer in a broken <think>: 0 no </think>, 1 two think blocks, 2 the
+    answer before the block."""
+    body, answer = "\n".join(p.steps), format_answer(p)
     if variant == 0:
         return f"{THINK_OPEN}\n{body}\n{answer}"
     if variant == 1:
         block = f"{THINK_OPEN}\n{body}\n{THINK_CLOSE}\n"
         return f"{block}{block}{answer}"
-    if variant == 2:
-        return f"{answer}\n{THINK_OPEN}\n{body}\n{THINK_CLOSE}"
-    return trace(p.steps * rng.randint(3, 4), p.answer)  # rambling: right, but 3-4x long
+    return f"{answer}\n{THINK_OPEN}\n{body}\n{THINK_CLOSE}"
 
 
 def preference_rows(n: int, seed: int) -> list[dict]:
