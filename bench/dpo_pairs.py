@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-from contextlib import contextmanager
 from pathlib import Path
 
 from tinyreason.data import synthetic
@@ -99,21 +98,8 @@ def one_in_three(slip):
 VARIANTS = {"carried": one_in_three(carried_slip), "stop": one_in_three(stop_slip), "wrong-5-of-6": None}
 
 
-@contextmanager
-def _swapped(name: str, fn):
-    old = getattr(synthetic, name)
-    setattr(synthetic, name, fn)
-    try:
-        yield
-    finally:
-        setattr(synthetic, name, old)
-
-
 def rows(variant: str, n: int = 1000, seed: int = 0) -> list[dict]:
-    if VARIANTS[variant] is None:  # the default's own
-        return synthetic.preference_rows(n, seed)
-    with _swapped("_rejected", VARIANTS[variant]):
-        return synthetic.preference_rows(n, seed)
+    return synthetic.preference_rows(n, seed, VARIANTS[variant])  # None: the default's own
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -44,4 +44,4 @@ def test_the_earlier_pairs_rotate_one_in_three_and_leave_the_default_as_it_was(b
     chosen = [r["chosen"][0]["content"].count("\n") for r in rows[::3]]
     # a carried slip keeps every line; a stopped one ends at its slip, shorter somewhere in ten
     assert (wrong == chosen) if variant == "carried" else any(w < c for w, c in zip(wrong, chosen))
-    assert pairs.rows("wrong-5-of-6", 30) == synthetic.preference_rows(30, 0)  # the swap is undone
+    assert pairs.rows("wrong-5-of-6", 30) == synthetic.preference_rows(30, 0)  # the default, unchanged

@@ -278,7 +278,6 @@ def test_preference_rows_schema_and_failure_modes():
     assert malformed == {(False, 1, True), (True, 2, True), (True, 1, False)}
 
 
-
 def test_wrong_traces_stop_at_their_one_slipped_step():
     # DPO pushes down every token of the rejected answer: a wrong trace must hold no right
     # step after its slip, so it is the chosen trace's lines up to one that differs, answered
@@ -298,6 +297,7 @@ def test_wrong_traces_stop_at_their_one_slipped_step():
             copies += numbers[0][1] != numbers[1][1]
             results += numbers[0][:2] == numbers[1][:2]
     assert wrong == 250 and copies >= 30 and results >= 60  # five rows in six
+
 
 DRILL_RE = re.compile(r"(\d+) ([+-]) (\d+) = (\d+)|(\d+) ([<>]) (\d+)|(max|min)\((\d+), (\d+)\) = (\d+)")
 

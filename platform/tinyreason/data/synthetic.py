@@ -242,7 +242,10 @@ def malformed(p: Problem, variant: int) -> str:
     return f"{answer}\n{THINK_OPEN}\n{body}\n{THINK_CLOSE}"
 
 
-def preference_rows(n: int, seed: int) -> list[dict]:
+def preference_rows(n: int, seed: int, rejected=None) -> list[dict]:
+    """Chosen: the right trace. Rejected: `rejected(problem, row index, rng)`, by default
+    `_rejected`; bench/dpo_pairs.py passes the earlier rotations to rebuild their screens."""
+    rejected = rejected or _rejected
     rng = random.Random(derive_seed(seed, "preference"))
     stream, rows = problem_stream(rng), []
     for i in range(n):
@@ -250,7 +253,7 @@ def preference_rows(n: int, seed: int) -> list[dict]:
         rows.append({
             "prompt": _messages(p.question, "")[:2],
             "chosen": [{"role": "assistant", "content": format_reasoning(p)}],
-            "rejected": [{"role": "assistant", "content": _rejected(p, i, rng)}],
+            "rejected": [{"role": "assistant", "content": rejected(p, i, rng)}],
         })
     return rows
 
