@@ -12,6 +12,7 @@ import hashlib
 import random
 import re
 from itertools import islice
+from typing import Callable
 
 from tinyreason.data.world import (FEELINGS, THINGS, WORLD, Problem, derive_seed, format_answer, format_reasoning,
                                    problem_stream, trace)
@@ -242,7 +243,8 @@ def malformed(p: Problem, variant: int) -> str:
     return f"{answer}\n{THINK_OPEN}\n{body}\n{THINK_CLOSE}"
 
 
-def preference_rows(n: int, seed: int, rejected=None) -> list[dict]:
+def preference_rows(n: int, seed: int, rejected: Callable[[Problem, int, random.Random], str] | None = None
+                    ) -> list[dict]:
     """Chosen: the right trace. Rejected: `rejected(problem, row index, rng)`, by default
     `_rejected`; bench/dpo_pairs.py passes the earlier rotations to rebuild their screens."""
     rejected = rejected or _rejected
