@@ -100,8 +100,8 @@ def local_environment() -> None:
     returns only on the poll after its training function has, and in Ray 2.60 a worker's
     ray.train.report (a checkpoint, Tune's metrics) waits in a one-slot queue that each poll
     empties. At Ray's 2 s a micro stage's fit() returned ~4 s after its workers had exported;
-    at 0.2 s, 0.45 s. The micro curriculum's five stages took 137 s at 2 s, 127 s at 0.5 s,
-    118-120 s at 0.2 s and 116 s at 0.1 s (2 CPUs; bench/results/health_check.json). A poll is
+    at 0.2 s, 0.45 s. The micro curriculum's five stages, from scratch on 2 CPUs: 112.5 s at 0.1 s
+    against 140.2 s at 2 s, 3 runs each in turn (bench/results/health_check.json). A poll is
     one small actor call per worker, and a local Ray has one machine's workers. On a cluster,
     Ray's default stays unless the variable is set; an operator who sets it is never overridden.
     """
