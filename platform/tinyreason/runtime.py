@@ -102,7 +102,10 @@ def local_environment() -> None:
     empties. At Ray's 2 s a micro stage's fit() returned ~4 s after its workers had exported;
     at 0.2 s, 0.45 s. The micro curriculum's five stages, from scratch on 2 CPUs: 112.5 s at 0.1 s
     against 140.2 s at 2 s, 3 runs each in turn (bench/results/health_check.json). A poll is
-    one small actor call per worker, and a local Ray has one machine's workers. On a cluster,
+    one small actor call per worker, and a local Ray has one machine's workers. A poll that a
+    busy worker answers late is not a failure: the controller keeps waiting on it, and marks the
+    worker dead only after RAY_TRAIN_WORKER_HEALTH_CHECK_TIMEOUT_S (10 min; Ray's
+    worker_group.py). On a cluster,
     Ray's default stays unless the variable is set; an operator who sets it is never overridden.
     """
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", HEALTH_CHECK_INTERVAL_S)
