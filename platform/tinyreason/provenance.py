@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tinyreason.imports import dependencies, import_graph, package_modules
 from tinyreason.machine import run_command
+from tinyreason.tracking import redact
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,13 @@ def git_state(repo_root: Path) -> dict:
     commit, _ = _git(top_dir, "rev-parse", "--verify", "-q", "HEAD")  # None before the first commit
     branch, _ = _git(top_dir, "symbolic-ref", "--short", "-q", "HEAD")  # None on a detached HEAD
     diff, diff_bytes, notes = _diff(top_dir, commit)
+    # The diff is written to provenance.json, git.diff and wandb's config: a secret of this
+    # environment typed into a tracked file not yet committed (a key pasted into a script)
+    # would travel with it. It becomes ***; `git apply` then fails on those lines, and says so.
+    shown = redact(diff)
+    if shown != diff:
+        diff = shown
+        notes.append("the value of a secret in the environment (tracking.SECRET_ENV) was replaced with *** in the diff")
     untracked, more = _untracked(top_dir)
     notes += more
     return {

@@ -82,6 +82,21 @@ def test_an_untracked_file_alone_makes_the_tree_dirty(repo):
 
 
 @needs_git
+def test_a_secret_of_the_environment_in_the_uncommitted_diff_is_recorded_as_stars(repo, monkeypatch):
+    """Found by the suite: a tracked file holding the value of WANDB_API_KEY, not yet committed,
+    put the key into provenance.json and git.diff."""
+    key = "0f3e9c1d2bfake7f3e9c1d2bfake"
+    monkeypatch.setenv("WANDB_API_KEY", key)
+    (repo / "pkg" / "model.py").write_text(f"WIDTH = 64\nKEY = '{key}'\n")
+    state = git_state(repo)
+    assert key not in state["diff"] and "+KEY = '***'" in state["diff"] and "+WIDTH" not in state["diff"]
+    assert state["notes"] == ["the value of a secret in the environment (tracking.SECRET_ENV) was replaced "
+                              "with *** in the diff"]
+    monkeypatch.delenv("WANDB_API_KEY")
+    assert key in git_state(repo)["diff"] and git_state(repo)["notes"] == []  # not a secret here
+
+
+@needs_git
 def test_a_huge_diff_is_cut_with_a_note(repo, monkeypatch):
     monkeypatch.setattr(provenance, "DIFF_CAP_BYTES", 200)
     (repo / "pkg" / "model.py").write_text("WIDTH = 128\n" * 100)
