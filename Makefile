@@ -43,7 +43,9 @@ demo: setup
 	$(BIN)/python jobs/curriculum.py
 
 test: setup
-	$(BIN)/python -m pytest -q tests
+	# two pytest-xdist workers: the Ray, e2e and GPU tiers in file order on one, the unit tier
+	# beside them on the other (tests/conftest.py, pytest_xdist_make_scheduler)
+	$(BIN)/python -m pytest -q -n 2 tests
 
 test-unit: setup
 	$(BIN)/python -m pytest -q tests/unit

@@ -39,6 +39,29 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
 
 
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: called only when tests run on workers (-n)
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` runs on two pytest-xdist workers. Every test that starts Ray (the ray, e2e and
+    gpu tiers) is one unit of work, run on one worker in file order with one local Ray for the
+    session: two Rays side by side made the suite slower (README). The unit tier, which never
+    starts Ray, runs module by module on the other worker, in the CPU the Ray tier leaves idle.
+
+    A scheduler, not xdist_group marks: xdist 3.8 groups by rewriting test ids, which pytest 9.2
+    no longer lets it do, so `--dist loadgroup` silently stops grouping
+    (pytest-dev/pytest-xdist#1386)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class TierScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if path.startswith("tests/unit/") else "ray"
+
+    # units in collection order, not largest first: tests/e2e is collected first, so the Ray
+    # tier's unit starts at once on the first worker, however large a unit module grows
+    config.option.loadscopereorder = False
+    return TierScheduling(config, log)
+
+
 # Fake credentials every Ray worker sees, as on a real cluster with wandb and hub tokens set:
 # tests check that none of them ever lands in a file the platform writes.
 FAKE_SECRETS = {"WANDB_API_KEY": "0f3e9c1d2bfake7f3e9c1d2bfake7f3e9c1d2bfake", "HF_TOKEN": "hf_fakeTokenTinyreason4821"}
