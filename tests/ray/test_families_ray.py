@@ -1,12 +1,17 @@
-"""sft -> reasoning_sft on a tiny random model of each family (SmolLM2/ChatML, Qwen3, Llama-3.2,
-Gemma-3) with its real chat template, then dpo on Qwen3's, on a real local Ray, one worker per stage:
-the family keeps its template and special tokens (nothing added where it has them, Qwen3's own
-think ids reused), loss masks cover exactly the assistant spans its template renders, every
-stage's card says which template and system prompt were used, and the export's generation
-stops at the end of a turn. Kept cheap: a few dozen rows, a few steps, no DeepSpeed. A stage costs
-~12 s here, nearly all of it Ray Train's start-up, so dpo runs on one family: Qwen3's, whose
-template re-renders the think block of the turn being scored; tests/unit/test_families.py
-tokenizes preference rows under every family's template."""
+"""reasoning_sft on a tiny random model of each family (SmolLM2/ChatML, Qwen3, Llama-3.2, Gemma-3)
+with its real chat template, after sft on SmolLM2's and before dpo on Qwen3's, on a real local
+Ray, one worker per stage: the family keeps its template and special tokens (nothing added where
+it has them, Qwen3's own think ids reused), loss masks cover exactly the assistant spans its
+template renders, every stage's card says which template and system prompt were used, and the
+export's generation stops at the end of a turn. Kept cheap: a few dozen rows, a few steps, no
+DeepSpeed. A stage costs ~12 s here, nearly all of it Ray Train's start-up, so each family trains
+the one stage that exercises it most:
+- reasoning_sft prepares the family's tokenizer as sft does (its own template kept, nothing
+  grafted onto it) and adds or reuses the think tokens, so a reasoning stage from the base
+  checks both; one family (SmolLM2's) goes sft -> reasoning_sft, a reasoning stage from a
+  chat-prepared parent;
+- dpo runs on Qwen3's, whose template re-renders the think block of the turn being scored;
+  tests/unit/test_families.py tokenizes preference rows under every family's template."""
 
 import json
 
@@ -22,6 +27,7 @@ from tinyreason.model.plain_jinja import PLAIN_TEMPLATE
 NAMES = list(FAMILIES)
 SYSTEM_PROMPT = {"gemma3": "You are a careful tutor."}  # one family runs with model.system_prompt set
 DPO_FAMILY = "qwen3"  # the family whose curriculum goes on to dpo
+SFT_FAMILY = "smollm2"  # the family whose curriculum starts with sft
 STEPS = {"sft": 3, "reasoning": 3, "dpo": 2}
 
 
@@ -49,8 +55,9 @@ def runs(ray_local, tmp_path_factory):
         model = {"preset": None, "name_or_path": str(base)}
         if name in SYSTEM_PROMPT:
             model["system_prompt"] = SYSTEM_PROMPT[name]
-        stages = [_stage("sft", "sft", data["chat"], STEPS["sft"]),
-                  _stage("reasoning", "reasoning_sft", data["reasoning"], STEPS["reasoning"])]
+        stages = [_stage("reasoning", "reasoning_sft", data["reasoning"], STEPS["reasoning"])]
+        if name == SFT_FAMILY:
+            stages.insert(0, _stage("sft", "sft", data["chat"], STEPS["sft"]))
         if name == DPO_FAMILY:
             stages.append(_stage("dpo", "dpo", data["preference"], STEPS["dpo"], beta=0.1, learning_rate=1e-4))
         cfg = validate_config({
@@ -70,17 +77,21 @@ def _tok(path):
 def test_no_tokens_are_added_where_the_family_has_them_and_qwen3s_think_ids_are_reused(runs, name):
     base_dir, result = runs[name]
     base = _tok(base_dir)
-    sft, reasoning, *dpo = (_tok(o.dir / "model") for o in result.stages)
-    assert len(sft) == len(base)  # no <|im_start|>/<|im_end|> grafted onto Llama or Gemma
+    stages = {o.stage.name: o for o in result.stages}
+    reasoning = _tok(stages["reasoning"].dir / "model")
+    dpo = [_tok(stages["dpo"].dir / "model")] if "dpo" in stages else []
+    if "sft" in stages:
+        assert len(_tok(stages["sft"].dir / "model")) == len(base)
+    # exactly the think tokens or none: no <|im_start|>/<|im_end|> grafted onto Llama or Gemma
     assert "<|im_start|>" not in reasoning.get_vocab() or "<|im_start|>" in base.get_vocab()
     if name == "qwen3":
         assert len(reasoning) == len(base)
         assert [reasoning.convert_tokens_to_ids(t) for t in (THINK_OPEN, THINK_CLOSE)] == \
             [base.convert_tokens_to_ids(t) for t in (THINK_OPEN, THINK_CLOSE)]
-        assert result.stages[1].manifest["chat"]["think"]["reused"] == [THINK_OPEN, THINK_CLOSE]
+        assert stages["reasoning"].manifest["chat"]["think"]["reused"] == [THINK_OPEN, THINK_CLOSE]
     else:
         assert len(reasoning) == len(base) + 2
-        assert result.stages[1].manifest["chat"]["think"]["added"] == [THINK_OPEN, THINK_CLOSE]
+        assert stages["reasoning"].manifest["chat"]["think"]["added"] == [THINK_OPEN, THINK_CLOSE]
     assert [len(t) for t in dpo] == ([len(reasoning)] if name == DPO_FAMILY else [])
 
 
@@ -106,7 +117,7 @@ def test_every_stage_keeps_the_familys_own_template_and_its_card_says_which_syst
 @pytest.mark.parametrize("name", NAMES)
 def test_loss_masks_cover_exactly_the_assistant_spans_of_the_native_template(runs, name):
     _, result = runs[name]
-    stage = result.stages[1]
+    stage = next(o for o in result.stages if o.stage.name == "reasoning")
     tok = _tok(stage.dir / "tokenizer")
     for row in chat_rows(5, seed=2, think=True):
         msgs = row["messages"]
@@ -160,7 +171,8 @@ def test_the_exports_generation_stops_at_the_end_of_a_turn(runs, name):
 
 def test_losses_are_finite_and_every_stage_took_its_steps(runs):
     for name, (_, result) in runs.items():
-        assert [o.stage.name for o in result.stages] == ["sft", "reasoning", *(["dpo"] if name == DPO_FAMILY else [])]
+        assert [o.stage.name for o in result.stages] == [*(["sft"] if name == SFT_FAMILY else []), "reasoning",
+                                                          *(["dpo"] if name == DPO_FAMILY else [])]
         for o in result.stages:
             s = o.manifest["summary"]
             assert s["steps"] == STEPS[o.stage.name] and s["loss_last"] == s["loss_last"], (name, o.stage.name, s)
