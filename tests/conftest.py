@@ -41,10 +41,14 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: called only when tests run on workers (-n)
 def pytest_xdist_make_scheduler(config, log):
-    """`make test` runs on two pytest-xdist workers. Every test that starts Ray (the ray, e2e and
-    gpu tiers) is one unit of work, run on one worker in file order with one local Ray for the
-    session: two Rays side by side made the suite slower (README). The unit tier, which never
-    starts Ray, runs module by module on the other worker, in the CPU the Ray tier leaves idle.
+    """`make test` runs on two pytest-xdist workers, each tier's Ray kept to one of them:
+    - the ray and gpu tiers are one unit of work, run on one worker in file order with one local
+      Ray for the session: two such streams side by side made the suite slower (README);
+    - the e2e tier (its own two-node cluster, ~3 min at 60% of the 2 cores, mostly waiting on
+      `ray start` and `ray job submit`) is another, started at once on the other worker;
+    - the unit tier, which never starts Ray, follows it there module by module.
+    The Ray tier leaves ~20% of the cores idle (a micro curriculum: 80% busy), which the other
+    worker's work fills.
 
     A scheduler, not xdist_group marks: xdist 3.8 groups by rewriting test ids, which pytest 9.2
     no longer lets it do, so `--dist loadgroup` silently stops grouping
@@ -54,10 +58,11 @@ def pytest_xdist_make_scheduler(config, log):
     class TierScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
-            return path if path.startswith("tests/unit/") else "ray"
+            tier = path.split("/")[1] if path.count("/") >= 2 else ""
+            return {"unit": path, "e2e": "e2e"}.get(tier, "ray")
 
-    # units in collection order, not largest first: tests/e2e is collected first, so the Ray
-    # tier's unit starts at once on the first worker, however large a unit module grows
+    # units in collection order, not largest first: tests/e2e and then tests/gpu are collected
+    # first, so the e2e and Ray units start at once, one on each worker
     config.option.loadscopereorder = False
     return TierScheduling(config, log)
 

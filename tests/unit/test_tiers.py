@@ -1,6 +1,7 @@
-"""How `make test` splits the suite over its two pytest-xdist workers (tests/conftest.py):
-every test that starts Ray is one unit of work, in file order; the unit tier goes module by
-module to whichever worker is free. Checked on the real scheduler with two fake workers."""
+"""How `make test` splits the suite over its two pytest-xdist workers (tests/conftest.py): the
+ray and gpu tiers are one unit of work, in file order, and the e2e tier another; the unit tier
+goes module by module to whichever worker is free. Checked on the real scheduler with two fake
+workers."""
 
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,9 +11,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def scheduler():
-    import conftest
-
+def scheduler(pytestconfig):
+    # the plugin pytest loaded from tests/conftest.py: `import conftest` may find the e2e tier's
+    conftest = next(p for p in pytestconfig.pluginmanager.get_plugins()
+                    if getattr(p, "__file__", None) == str(ROOT / "tests" / "conftest.py"))
     config = SimpleNamespace(option=SimpleNamespace(loadscopereorder=True, maxschedchunk=None),
                              getvalue={"tx": ["2*popen"]}.get)  # what `-n 2` sets
     return conftest.pytest_xdist_make_scheduler(config, None)
@@ -35,19 +37,24 @@ COLLECTION = ["tests/e2e/test_job_submit.py::test_a", "tests/gpu/test_varlen_cud
               "tests/unit/test_stats.py::test_g"]
 
 
-def test_every_ray_test_is_sent_to_one_worker_in_file_order_and_the_unit_tier_to_the_other():
+def test_the_ray_tier_runs_on_one_worker_the_e2e_tier_and_then_the_unit_tier_on_the_other(pytestconfig):
     pytest.importorskip("xdist")
-    sched = scheduler()
+    sched = scheduler(pytestconfig)
     workers = [FakeWorker("gw0"), FakeWorker("gw1")]
     for w in workers:
         sched.add_node(w)
         sched.add_node_collection(w, COLLECTION)
     sched.schedule()
-    ray = [COLLECTION[i] for i in workers[0].sent]
-    assert ray == COLLECTION[:4]  # the Ray tier's whole unit first, in collection order
-    # the other worker starts on the unit tier at once, a whole module at a time, and takes
-    # the rest of it while the first is still busy with Ray
-    assert [COLLECTION[i] for i in workers[1].sent] == COLLECTION[4:]
+    # the e2e tier's unit first on one worker; the Ray tier's whole unit, in collection order, at
+    # once on the other
+    assert [COLLECTION[i] for i in workers[1].sent] == COLLECTION[1:4]
+    assert [COLLECTION[i] for i in workers[0].sent][:2] == COLLECTION[:1] + COLLECTION[4:5]
+    # the unit tier follows the e2e tier on its worker, a whole module at a time, while the
+    # other is still busy with Ray
+    for i in list(workers[0].sent):
+        sched.mark_test_complete(workers[0], i)
+    assert [COLLECTION[i] for i in workers[0].sent] == COLLECTION[:1] + COLLECTION[4:]
+    assert [COLLECTION[i] for i in workers[1].sent] == COLLECTION[1:4]
 
 
 def test_the_makefile_runs_the_suite_on_two_workers():
