@@ -68,7 +68,7 @@ def git_state(repo_root: Path) -> dict:
     diff, diff_bytes, notes = _diff(top_dir, commit)
     # The diff is written to provenance.json, git.diff and wandb's config: a secret of this
     # environment typed into a tracked file not yet committed (a key pasted into a script)
-    # would travel with it. It becomes ***; `git apply` then fails on those lines, and says so.
+    # would travel with it. It becomes ***; `git apply` then fails on those lines, and the note says why.
     shown = redact(diff)
     if shown != diff:
         diff = shown
