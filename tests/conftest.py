@@ -23,9 +23,14 @@ from tinyreason.runtime import local_environment  # noqa: E402
 local_environment()
 
 
+def _tier(path) -> str:
+    """A test file's tier: the folder it lives in (unit, ray, e2e, gpu)."""
+    return Path(str(path)).parent.name
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        tier = Path(str(item.fspath)).parent.name
+        tier = _tier(item.fspath)
         if tier in ("ray", "e2e", "gpu"):
             item.add_marker(getattr(pytest.mark, tier))
         if tier == "gpu":
@@ -58,8 +63,7 @@ def pytest_xdist_make_scheduler(config, log):
     class TierScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
-            tier = path.split("/")[1] if path.count("/") >= 2 else ""
-            return {"unit": path, "e2e": "e2e"}.get(tier, "ray")
+            return {"unit": path, "e2e": "e2e"}.get(_tier(path), "ray")
 
     # units in collection order, not largest first: tests/e2e and then tests/gpu are collected
     # first, so the e2e and Ray units start at once, one on each worker

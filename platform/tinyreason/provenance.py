@@ -69,9 +69,8 @@ def git_state(repo_root: Path) -> dict:
     # The diff is written to provenance.json, git.diff and wandb's config: a secret of this
     # environment typed into a tracked file not yet committed (a key pasted into a script)
     # would travel with it. It becomes ***; `git apply` then fails on those lines, and the note says why.
-    shown = redact(diff)
-    if shown != diff:
-        diff = shown
+    diff, raw = redact(diff), diff
+    if diff != raw:
         notes.append("the value of a secret in the environment (tracking.SECRET_ENV) was replaced with *** in the diff")
     untracked, more = _untracked(top_dir)
     notes += more

@@ -67,6 +67,10 @@ def runs(ray_local, tmp_path_factory):
     return out
 
 
+def _by_name(result) -> dict:
+    return {o.stage.name: o for o in result.stages}
+
+
 def _tok(path):
     from transformers import AutoTokenizer
 
@@ -77,7 +81,7 @@ def _tok(path):
 def test_no_tokens_are_added_where_the_family_has_them_and_qwen3s_think_ids_are_reused(runs, name):
     base_dir, result = runs[name]
     base = _tok(base_dir)
-    stages = {o.stage.name: o for o in result.stages}
+    stages = _by_name(result)
     reasoning = _tok(stages["reasoning"].dir / "model")
     dpo = [_tok(stages["dpo"].dir / "model")] if "dpo" in stages else []
     if "sft" in stages:
@@ -117,7 +121,7 @@ def test_every_stage_keeps_the_familys_own_template_and_its_card_says_which_syst
 @pytest.mark.parametrize("name", NAMES)
 def test_loss_masks_cover_exactly_the_assistant_spans_of_the_native_template(runs, name):
     _, result = runs[name]
-    stage = next(o for o in result.stages if o.stage.name == "reasoning")
+    stage = _by_name(result)["reasoning"]
     tok = _tok(stage.dir / "tokenizer")
     for row in chat_rows(5, seed=2, think=True):
         msgs = row["messages"]
