@@ -15,6 +15,7 @@ import collections
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -97,6 +98,11 @@ def blend_key(blend: BlendConfig, row_schema: str, seed: int, extra: dict | None
             # a source's revision enters through its fingerprint, so unpinned blends keep their keys
             "blend": blend.model_dump(mode="json", exclude={"file": True, "sources": {"__all__": {"revision"}}}),
             "sources": [fingerprint(s) for s in blend.sources], "extra": extra or {}}
+    # local sources shuffle by their place in the blend, not their path (order_name): blends
+    # with one carry it, so a cache built when the path ordered them rebuilds; others keep keys
+    order = {str(i): name for i, s in enumerate(blend.sources) if (name := order_name(s, i)) != (s.hub or s.label)}
+    if order:
+        spec["order"] = order
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -119,6 +125,15 @@ def content_hash(row_hashes) -> str:
 
 def _combine(n: int, total: int) -> str:
     return hashlib.sha256(f"{n}:{total:032x}".encode()).hexdigest()[:16]
+
+
+def order_name(src: SourceConfig, index: int) -> str:
+    """The source's name in a row's shuffle key: its label (`synthetic:chat`, a hub id), but
+    for local files their place in the blend. A path is where the data sits, not what it is:
+    with it in the key, the same files in another directory (a colleague's checkout, a
+    test's temporary dir) trained in another order, and so to other numbers."""
+    local = src.files or (src.hub and os.path.isdir(src.hub))  # a hub dataset's local copy too
+    return f"local#{index}" if local else src.hub or src.label
 
 
 def shuffle_key(h: str, seed: int) -> int:
@@ -153,6 +168,7 @@ def clean_batch(batch, src: SourceConfig, index: int, row_schema: str, max_chars
     """
     cols = COLUMNS[schema.family(row_schema)]
     prov = {"_source_dataset": src.hub or src.label, "_source_subset": src.subset or "", "_source_split": src.split}
+    ordered_as = order_name(src, index)
     raws = raw_rows(batch)
     seen = sorted({k for r in raws if isinstance(r, dict) for k in r if k != BAD_JSON})
     out = []
@@ -165,7 +181,9 @@ def clean_batch(batch, src: SourceConfig, index: int, row_schema: str, max_chars
                 payload["chat_template_kwargs"] = json.dumps(payload["chat_template_kwargs"] or {}, sort_keys=True)
             try:
                 rec["_h"] = row_hash({**payload, **prov}, row_schema)
-                rec.update(payload, _order=shuffle_key(rec["_h"], seed))
+                named = rec["_h"] if ordered_as == prov["_source_dataset"] else row_hash(
+                    {**payload, **prov, "_source_dataset": ordered_as}, row_schema)
+                rec.update(payload, _order=shuffle_key(named, seed))
             except UnicodeEncodeError:
                 reason = "bad_unicode"
         rec["_reject"] = reason or ""
