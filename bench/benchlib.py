@@ -163,14 +163,24 @@ def set_niceness(n: int) -> int:
 def init_ray(num_cpus: int = 2) -> None:
     """A local Ray whose workers import the platform from this checkout (ROOT/platform, first
     on PYTHONPATH), as this process does: in a git worktree the installed package may be
-    another checkout's, and the figures must belong to the code the fingerprint names."""
+    another checkout's, and the figures must belong to the code the fingerprint names. It is
+    started as the platform starts one (runtime.init_ray): Ray Train's health poll and the idle
+    workers kept decide how long a stage's fit() takes to return, so a benchmark run with Ray's
+    defaults timed a slower platform than users run."""
     import ray
 
+    from tinyreason.runtime import local_environment, local_system_config
+
     if not ray.is_initialized():
-        path = os.pathsep.join(p for p in (str(ROOT / "platform"), os.environ.get("PYTHONPATH")) if p)
+        local_environment()
+        # in this process's environment, not a runtime_env: the raylet passes it on to every
+        # worker, and a runtime_env starts each through a second interpreter (runtime.init_ray)
+        paths = [str(ROOT / "platform")] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                                             if p and p != str(ROOT / "platform")]
+        os.environ["PYTHONPATH"] = os.pathsep.join(paths)
+        os.environ.update(TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled")
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled",
-                                           "PYTHONPATH": path}})
+                 _system_config=local_system_config())
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False
