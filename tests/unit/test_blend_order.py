@@ -33,6 +33,14 @@ def test_the_same_files_in_two_directories_shuffle_the_same_and_record_their_own
     assert _cleaned(SourceConfig(files=str(a)), seed=1)["_order"] != here["_order"]
 
 
+def test_a_hub_datasets_local_copy_in_two_places_shuffles_the_same(tmp_path):
+    copies = [tmp_path / "mirror" / "smoltalk2", tmp_path / "scratch" / "smoltalk2"]
+    for d in copies:
+        d.mkdir(parents=True)
+    here, there = (_cleaned(SourceConfig(hub=str(d), subset="SFT", split="x")) for d in copies)
+    assert here["_order"] == there["_order"] and here["_source_dataset"] != there["_source_dataset"]
+
+
 def test_a_local_source_at_another_place_in_the_blend_shuffles_differently(tmp_path):
     src = SourceConfig(files=str(tmp_path / "prompts.jsonl"))
     assert _cleaned(src, index=0)["_order"] != _cleaned(src, index=1)["_order"]

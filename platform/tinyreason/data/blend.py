@@ -129,10 +129,11 @@ def _combine(n: int, total: int) -> str:
 
 def order_name(src: SourceConfig, index: int) -> str:
     """The source's name in a row's shuffle key: its label (`synthetic:chat`, a hub id), but
-    for local files their place in the blend. A path is where the data sits, not what it is:
+    for a local source (files, or a hub dataset's local copy) its place in the blend, as its
+    provenance names it by path. A path is where the data sits, not what it is:
     with it in the key, the same files in another directory (a colleague's checkout, a
     test's temporary dir) trained in another order, and so to other numbers."""
-    local = src.files or (src.hub and os.path.isdir(src.hub))  # a hub dataset's local copy too
+    local = src.files or (src.hub and os.path.isdir(src.hub))  # as sources.fingerprint reads them
     return f"local#{index}" if local else src.hub or src.label
 
 
