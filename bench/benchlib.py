@@ -175,9 +175,8 @@ def init_ray(num_cpus: int = 2) -> None:
         local_environment()
         # in this process's environment, not a runtime_env: the raylet passes it on to every
         # worker, and a runtime_env starts each through a second interpreter (runtime.init_ray)
-        paths = [str(ROOT / "platform")] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
-                                             if p and p != str(ROOT / "platform")]
-        os.environ["PYTHONPATH"] = os.pathsep.join(paths)
+        paths = dict.fromkeys([str(ROOT / "platform"), *os.environ.get("PYTHONPATH", "").split(os.pathsep)])
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
         os.environ.update(TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled")
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
                  _system_config=local_system_config())

@@ -60,8 +60,8 @@ def test_only_blends_with_a_local_source_change_their_key(tmp_path, monkeypatch)
     hub = BlendConfig(name="p", sources=[SourceConfig(hub="openai/gsm8k", subset="main", revision="abc")])
     synthetic = BlendConfig(name="s", sources=[SourceConfig(synthetic="prompts", entries=20)])
     now = {name: blend_key(b, "prompt", 0) for name, b in [("files", files), ("hub", hub), ("synthetic", synthetic)]}
-    # the rule before: every source named by its label, a file source by its path
-    monkeypatch.setattr(blend, "order_name", lambda src, index: src.hub or src.label)
+    # the rule before: no source ordered as local, a file source named by its path
+    monkeypatch.setattr(blend, "is_local", lambda src: False)
     before = {name: blend_key(b, "prompt", 0) for name, b in [("files", files), ("hub", hub), ("synthetic", synthetic)]}
     assert now["files"] != before["files"]  # a cache ordered by the path rebuilds
     assert now["hub"] == before["hub"] and now["synthetic"] == before["synthetic"]  # stored stages stay current

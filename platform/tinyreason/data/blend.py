@@ -15,7 +15,6 @@ import collections
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -29,7 +28,8 @@ from ray.data.expressions import col
 from tinyreason.config.sections import BlendConfig, SourceConfig
 from tinyreason.data import schema
 from tinyreason.data.card import render_card
-from tinyreason.data.sources import BAD_JSON, DataError, decode_json_cells, fingerprint, raw_rows, read_source
+from tinyreason.data.sources import (BAD_JSON, DataError, decode_json_cells, fingerprint, is_local, raw_rows,
+                                     read_source)
 from tinyreason.data.teacher import FILTERED
 
 BLEND_FORMAT = 2  # bump when the output layout changes (validation rules are hashed from schema.py)
@@ -100,7 +100,7 @@ def blend_key(blend: BlendConfig, row_schema: str, seed: int, extra: dict | None
             "sources": [fingerprint(s) for s in blend.sources], "extra": extra or {}}
     # local sources shuffle by their place in the blend, not their path (order_name): blends
     # with one carry it, so a cache built when the path ordered them rebuilds; others keep keys
-    order = {str(i): name for i, s in enumerate(blend.sources) if (name := order_name(s, i)) != (s.hub or s.label)}
+    order = {str(i): name for i, s in enumerate(blend.sources) if (name := order_name(s, i))}
     if order:
         spec["order"] = order
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
@@ -127,14 +127,13 @@ def _combine(n: int, total: int) -> str:
     return hashlib.sha256(f"{n}:{total:032x}".encode()).hexdigest()[:16]
 
 
-def order_name(src: SourceConfig, index: int) -> str:
-    """The source's name in a row's shuffle key: its label (`synthetic:chat`, a hub id), but
-    for a local source (files, or a hub dataset's local copy) its place in the blend, as its
-    provenance names it by path. A path is where the data sits, not what it is:
-    with it in the key, the same files in another directory (a colleague's checkout, a
-    test's temporary dir) trained in another order, and so to other numbers."""
-    local = src.files or (src.hub and os.path.isdir(src.hub))  # as sources.fingerprint reads them
-    return f"local#{index}" if local else src.hub or src.label
+def order_name(src: SourceConfig, index: int) -> str | None:
+    """What names a local source (files, or a hub dataset's local copy) in its rows' shuffle
+    key: its place in the blend, where its provenance names it by path. A path is where the data
+    sits, not what it is: with it in the key, the same files in another directory (a colleague's
+    checkout, a test's temporary dir) trained in another order, and so to other numbers. None for
+    other sources: their row hash, label included, orders them as it always has."""
+    return f"local#{index}" if is_local(src) else None
 
 
 def shuffle_key(h: str, seed: int) -> int:
@@ -182,7 +181,7 @@ def clean_batch(batch, src: SourceConfig, index: int, row_schema: str, max_chars
                 payload["chat_template_kwargs"] = json.dumps(payload["chat_template_kwargs"] or {}, sort_keys=True)
             try:
                 rec["_h"] = row_hash({**payload, **prov}, row_schema)
-                named = rec["_h"] if ordered_as == prov["_source_dataset"] else row_hash(
+                named = rec["_h"] if ordered_as is None else row_hash(
                     {**payload, **prov, "_source_dataset": ordered_as}, row_schema)
                 rec.update(payload, _order=shuffle_key(named, seed))
             except UnicodeEncodeError:

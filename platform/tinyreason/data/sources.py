@@ -190,6 +190,11 @@ def file_digest(path: str) -> str:
     return h.hexdigest()[:16]
 
 
+def is_local(src: SourceConfig) -> bool:
+    """Files, or a hub source that is a local dir (a dataset's local copy): named by a path."""
+    return bool(src.files) or bool(src.hub and os.path.isdir(src.hub))
+
+
 def fingerprint(src: SourceConfig) -> dict:
     """What identifies a source's content, for the blend cache key.
 
@@ -204,7 +209,7 @@ def fingerprint(src: SourceConfig) -> dict:
     if src.synthetic:
         code = b"".join(Path(m.__file__).read_bytes() for m in (synthetic, world, phrasings))
         return {"generator": hashlib.sha256(code).hexdigest()[:16]}
-    if src.hub and os.path.isdir(src.hub):
+    if is_local(src):  # a hub dataset's local copy
         files = sorted(p for p in glob.glob(os.path.join(src.hub, "**", "*"), recursive=True) if os.path.isfile(p))
         return {"files": [(os.path.relpath(p, src.hub), file_digest(p)) for p in files]}
     return {"revision": src.revision} if src.revision else {}
