@@ -42,3 +42,22 @@ def test_a_local_ray_polls_its_train_workers_often_unless_told_otherwise(monkeyp
     monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "3")
     runtime.local_environment()
     assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "3"
+
+
+def test_a_local_ray_starts_no_preemption_watcher_unless_told_otherwise(monkeypatch):
+    """The watcher polls for draining nodes, and a local Ray is the driver's own machine: its
+    reclaim arrives as SIGTERM (train/notice.py). Ray Train reads the switch in its controller;
+    what an operator set is kept."""
+    from ray._private import ray_constants
+    from ray.train.v2._internal.constants import (DEFAULT_ENABLE_PREEMPTION_WATCHER,
+                                                  ENABLE_PREEMPTION_WATCHER_ENV_VAR)
+
+    from tinyreason import runtime
+
+    monkeypatch.delenv(ENABLE_PREEMPTION_WATCHER_ENV_VAR, raising=False)
+    assert ray_constants.env_bool(ENABLE_PREEMPTION_WATCHER_ENV_VAR, DEFAULT_ENABLE_PREEMPTION_WATCHER)
+    runtime.local_environment()
+    assert not ray_constants.env_bool(ENABLE_PREEMPTION_WATCHER_ENV_VAR, DEFAULT_ENABLE_PREEMPTION_WATCHER)
+    monkeypatch.setenv(ENABLE_PREEMPTION_WATCHER_ENV_VAR, "1")
+    runtime.local_environment()
+    assert ray_constants.env_bool(ENABLE_PREEMPTION_WATCHER_ENV_VAR, DEFAULT_ENABLE_PREEMPTION_WATCHER)
