@@ -44,6 +44,11 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
 
 
+# Ray-tier modules whose curricula start their own local Ray in a subprocess and use no fixture
+# that needs the session's (`ray_local`): run beside the Ray tier, not in it
+OWN_RAY = frozenset({"tests/ray/test_trlm_smollm2.py"})
+
+
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: called only when tests run on workers (-n)
 def pytest_xdist_make_scheduler(config, log):
     """`make test` runs on two pytest-xdist workers, each tier's Ray kept to one of them:
@@ -54,6 +59,12 @@ def pytest_xdist_make_scheduler(config, log):
     - the unit tier, which never starts Ray, follows it there module by module.
     The Ray tier leaves ~20% of the cores idle (a micro curriculum: 80% busy), which the other
     worker's work fills.
+    - A Ray-tier module that runs its curricula as `jobs/curriculum.py` subprocesses, each with
+      its own local Ray, and needs nothing of the session's Ray (OWN_RAY) is a unit of its own.
+      It comes next in the queue, so the worker that ran the e2e tier takes it before the unit
+      tier. The SmolLM2 recipe is one: ~4-5 min of the Ray worker's ~31, and its converted
+      SmolLM2 weights (`smollm2_base`, per worker) are the ones the unit tier's GGUF tests
+      already convert on that worker, so the suite converts them once, not twice.
 
     A scheduler, not xdist_group marks: xdist 3.8 groups by rewriting test ids, which pytest 9.2
     no longer lets it do, so `--dist loadgroup` silently stops grouping
@@ -63,6 +74,8 @@ def pytest_xdist_make_scheduler(config, log):
     class TierScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
+            if path in OWN_RAY:
+                return path
             return {"unit": path, "e2e": "e2e"}.get(_tier(path), "ray")
 
     # units in collection order, not largest first: tests/e2e and then tests/gpu are collected

@@ -11,10 +11,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def scheduler(pytestconfig):
+def root_conftest(pytestconfig):
     # the plugin pytest loaded from tests/conftest.py: `import conftest` may find the e2e tier's
-    conftest = next(p for p in pytestconfig.pluginmanager.get_plugins()
-                    if getattr(p, "__file__", None) == str(ROOT / "tests" / "conftest.py"))
+    return next(p for p in pytestconfig.pluginmanager.get_plugins()
+                if getattr(p, "__file__", None) == str(ROOT / "tests" / "conftest.py"))
+
+
+def scheduler(pytestconfig):
+    conftest = root_conftest(pytestconfig)
     config = SimpleNamespace(option=SimpleNamespace(loadscopereorder=True, maxschedchunk=None),
                              getvalue={"tx": ["2*popen"]}.get)  # what `-n 2` sets
     return conftest.pytest_xdist_make_scheduler(config, None)
@@ -31,10 +35,14 @@ class FakeWorker:
         self.shutting_down = True
 
 
-COLLECTION = ["tests/e2e/test_job_submit.py::test_a", "tests/gpu/test_varlen_cuda.py::test_b",
+COLLECTION = ["tests/e2e/test_job_submit.py::test_a", "tests/e2e/test_job_submit.py::test_a2",
+              "tests/e2e/test_job_submit.py::test_a3", "tests/gpu/test_varlen_cuda.py::test_b",
               "tests/ray/test_faults.py::test_c", "tests/ray/test_sweep.py::test_d[x]",
+              "tests/ray/test_trlm_smollm2.py::test_h", "tests/ray/test_trlm_smollm2.py::test_i",
+              "tests/ray/test_zoo.py::test_j",
               "tests/unit/test_schema.py::test_e", "tests/unit/test_schema.py::test_f",
               "tests/unit/test_stats.py::test_g"]
+E2E, RAY, OWN, UNIT = COLLECTION[:3], COLLECTION[3:6] + COLLECTION[8:9], COLLECTION[6:8], COLLECTION[9:]
 
 
 def test_the_ray_tier_runs_on_one_worker_the_e2e_tier_and_then_the_unit_tier_on_the_other(pytestconfig):
@@ -45,16 +53,33 @@ def test_the_ray_tier_runs_on_one_worker_the_e2e_tier_and_then_the_unit_tier_on_
         sched.add_node(w)
         sched.add_node_collection(w, COLLECTION)
     sched.schedule()
-    # the e2e tier's unit first on one worker; the Ray tier's whole unit, in collection order, at
-    # once on the other
-    assert [COLLECTION[i] for i in workers[1].sent] == COLLECTION[1:4]
-    assert [COLLECTION[i] for i in workers[0].sent][:2] == COLLECTION[:1] + COLLECTION[4:5]
-    # the unit tier follows the e2e tier on its worker, a whole module at a time, while the
-    # other is still busy with Ray
-    for i in list(workers[0].sent):
-        sched.mark_test_complete(workers[0], i)
-    assert [COLLECTION[i] for i in workers[0].sent] == COLLECTION[:1] + COLLECTION[4:]
-    assert [COLLECTION[i] for i in workers[1].sent] == COLLECTION[1:4]
+    # the e2e tier's unit on one worker; the Ray tier's whole unit, in collection order (its
+    # tests after the SmolLM2 module's included), at once on the other
+    assert [COLLECTION[i] for i in workers[0].sent] == E2E
+    assert [COLLECTION[i] for i in workers[1].sent] == RAY
+
+    def finish(worker, n):
+        for i in list(worker.sent[:n]):
+            sched.mark_test_complete(worker, i)
+
+    # with the e2e tier nearly done, its worker takes the SmolLM2 module (its own Ray in a
+    # subprocess), not the next unit module: the other worker is still busy with Ray
+    finish(workers[0], 1)
+    assert [COLLECTION[i] for i in workers[0].sent] == E2E + OWN
+    # the unit tier follows it there, a whole module at a time
+    finish(workers[0], len(workers[0].sent))
+    assert [COLLECTION[i] for i in workers[0].sent] == E2E + OWN + UNIT
+    assert [COLLECTION[i] for i in workers[1].sent] == RAY
+
+
+def test_no_module_run_beside_the_ray_tier_uses_the_sessions_ray(pytestconfig):
+    """A module in OWN_RAY that asked for `ray_local` would start a second local Ray in the
+    other worker's process, as two Ray tiers side by side did (slower, README)."""
+    own = root_conftest(pytestconfig).OWN_RAY
+    assert own
+    for module in own:
+        text = (ROOT / module).read_text()
+        assert (ROOT / module).exists() and "ray_local" not in text and "jobs/curriculum.py" in text, module
 
 
 def test_the_makefile_runs_the_suite_on_two_workers():
