@@ -46,7 +46,7 @@ def pytest_collection_modifyitems(config, items):
 
 # Ray-tier modules whose curricula start their own local Ray in a subprocess and use no fixture
 # that needs the session's (`ray_local`): run beside the Ray tier, not in it
-OWN_RAY = frozenset({"tests/ray/test_trlm_smollm2.py"})
+OWN_RAY = frozenset({"tests/ray/test_object_storage.py", "tests/ray/test_trlm_smollm2.py"})
 
 
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: called only when tests run on workers (-n)
@@ -62,9 +62,10 @@ def pytest_xdist_make_scheduler(config, log):
     - A Ray-tier module that runs its curricula as `jobs/curriculum.py` subprocesses, each with
       its own local Ray, and needs nothing of the session's Ray (OWN_RAY) is a unit of its own.
       It comes next in the queue, so the worker that ran the e2e tier takes it before the unit
-      tier. The SmolLM2 recipe is one: ~4-5 min of the Ray worker's ~31, and its converted
+      tier. The SmolLM2 recipe is one: ~5 min of the Ray worker's ~31, and its converted
       SmolLM2 weights (`smollm2_base`, per worker) are the ones the unit tier's GGUF tests
-      already convert on that worker, so the suite converts them once, not twice.
+      already convert on that worker, so the suite converts them once, not twice. The
+      object-storage curricula and sweep (their own Rays against a local S3 server) are the other.
 
     A scheduler, not xdist_group marks: xdist 3.8 groups by rewriting test ids, which pytest 9.2
     no longer lets it do, so `--dist loadgroup` silently stops grouping
