@@ -43,8 +43,9 @@ demo: setup
 	$(BIN)/python jobs/curriculum.py
 
 test: setup
-	# two pytest-xdist workers: the ray and gpu tiers in file order on one, the e2e tier and then
-	# the unit tier beside them on the other (tests/conftest.py, pytest_xdist_make_scheduler)
+	# two pytest-xdist workers: the ray and gpu tiers in file order on one; the e2e tier, the Ray
+	# modules that start their own Rays (OWN_RAY) and the unit tier on the other
+	# (tests/conftest.py, pytest_xdist_make_scheduler)
 	$(BIN)/python -m pytest -q -n 2 tests
 
 test-unit: setup
