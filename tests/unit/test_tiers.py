@@ -1,6 +1,7 @@
 """How `make test` splits the suite over its two pytest-xdist workers (tests/conftest.py): the
-ray and gpu tiers are one unit of work, in file order, and the e2e tier another; the unit tier
-goes module by module to whichever worker is free. Checked on the real scheduler with two fake
+ray and gpu tiers are one unit of work, in file order, and the e2e tier another; each Ray-tier
+module that starts its own Rays (OWN_RAY) is a unit that the e2e tier's worker takes next; the
+unit tier goes module by module to whichever worker is free. Checked on the real scheduler with two fake
 workers."""
 
 from pathlib import Path
