@@ -73,7 +73,7 @@ def init_ray(config=None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # Ray workers already fork; avoid nested pools
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", WORKER_ENV["TOKENIZERS_PARALLELISM"])
     if os.environ.get("RAY_ADDRESS") or _inside_ray_job():
         _join_cluster(os.environ.get("RAY_ADDRESS", ""))
     else:
@@ -114,9 +114,26 @@ def local_environment() -> None:
     train/notice.py turns into a checkpoint without the watcher. On 2 CPUs its start cost each
     stage ~0.9 s: the micro curriculum's five stages trained in 74.7 s without it against 79.0 s
     with it, 3 runs each in turn (bench/results/preemption_watcher.json). Clusters keep it.
+
+    The workers keep Python's own print (WORKER_ENV, which clusters get too).
     """
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", HEALTH_CHECK_INTERVAL_S)
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    for name, value in WORKER_ENV.items():
+        os.environ.setdefault(name, value)
+
+
+# Environment every Ray worker of a run gets: from the local raylet, or on a cluster through
+# the job's runtime_env (cluster_runtime_env). What an operator set wins in both.
+WORKER_ENV = {
+    "TOKENIZERS_PARALLELISM": "false",  # Ray workers already fork; avoid nested pools
+    # Ray Train replaces print in its workers with one that also logs every line, even a line
+    # printed into a stream a library captured: dill finds a function's globals by disassembling
+    # it into a captured stdout, so every stage's workers wrote Python bytecode into the run's
+    # log (datasets fingerprints each shard through dill). Off, a worker's print goes to its
+    # stdout, which Ray streams to the driver's log as before; only captured text stays captured.
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+}
 
 
 # Idle worker processes a local Ray keeps, at least (Ray's own limit is one per CPU).
@@ -227,7 +244,8 @@ def cluster_runtime_env(job_env: dict | None = None, address: str = "") -> tuple
 
     Workers also get the GCS address: Ray Train's PlacementGroupCleaner looks the
     cluster up with address "auto", which fails on a machine running more than one
-    Ray (a rehearsal, a shared dev box) and kills its monitor thread.
+    Ray (a rehearsal, a shared dev box) and kills its monitor thread. And they get
+    WORKER_ENV, unless the job's runtime_env or this driver's environment sets its own.
     Returns (runtime_env, whether it must override the job's own py_modules).
     """
     job_env = job_env or {}
@@ -240,7 +258,7 @@ def cluster_runtime_env(job_env: dict | None = None, address: str = "") -> tuple
             env["py_modules"], override = job_modules + [package], True
     else:
         env["py_modules"] = [package]
-    wanted = {"TOKENIZERS_PARALLELISM": "false"}
+    wanted = {name: os.environ.get(name, value) for name, value in WORKER_ENV.items()}  # the driver's own win
     if address and "://" not in address and address != "auto":
         wanted["RAY_ADDRESS"] = address
     env_vars = {k: v for k, v in wanted.items() if k not in (job_env.get("env_vars") or {})}

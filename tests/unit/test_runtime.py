@@ -61,3 +61,32 @@ def test_a_local_ray_starts_no_preemption_watcher_unless_told_otherwise(monkeypa
     monkeypatch.setenv(ENABLE_PREEMPTION_WATCHER_ENV_VAR, "1")
     runtime.local_environment()
     assert ray_constants.env_bool(ENABLE_PREEMPTION_WATCHER_ENV_VAR, DEFAULT_ENABLE_PREEMPTION_WATCHER)
+
+
+def test_ray_train_workers_keep_pythons_print_locally_and_on_clusters(monkeypatch):
+    """Ray Train's print patch logs every line a worker prints, even into a stream a library
+    captured: dill's disassembly, captured while datasets fingerprints a shard, reached the run's
+    log once a stage. A local raylet hands the switch on from this process's environment; a
+    cluster's workers get it in the job's runtime_env. An operator's setting wins in both."""
+    from ray._private import ray_constants
+    from ray.train.v2._internal.constants import DEFAULT_ENABLE_PRINT_PATCH, ENABLE_PRINT_PATCH_ENV_VAR
+
+    from tinyreason import runtime
+
+    def patched() -> bool:  # read as Ray Train's worker reads it (patch_print_function)
+        return ray_constants.env_bool(ENABLE_PRINT_PATCH_ENV_VAR, DEFAULT_ENABLE_PRINT_PATCH)
+
+    monkeypatch.delenv(ENABLE_PRINT_PATCH_ENV_VAR, raising=False)
+    assert patched()
+    env, _ = runtime.cluster_runtime_env({})
+    assert env["env_vars"][ENABLE_PRINT_PATCH_ENV_VAR] == "0"
+    runtime.local_environment()
+    assert not patched()
+
+    monkeypatch.setenv(ENABLE_PRINT_PATCH_ENV_VAR, "1")
+    runtime.local_environment()
+    assert patched()
+    env, _ = runtime.cluster_runtime_env({})
+    assert env["env_vars"][ENABLE_PRINT_PATCH_ENV_VAR] == "1"  # the driver's environment
+    env, _ = runtime.cluster_runtime_env({"env_vars": {ENABLE_PRINT_PATCH_ENV_VAR: "1"}})
+    assert ENABLE_PRINT_PATCH_ENV_VAR not in env["env_vars"]  # the job's own runtime_env stands
