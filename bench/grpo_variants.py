@@ -29,7 +29,7 @@ import benchlib  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "grpo_variants.json"
 KNOBS = ("learning_rate", "max_steps", "per_device_train_batch_size", "num_generations", "temperature", "beta",
-         "scale_rewards", "num_iterations")
+         "scale_rewards", "num_iterations", "top_entropy_quantile")
 
 
 def _eval(stage: Path, heldout: int) -> dict:
