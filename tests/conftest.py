@@ -13,9 +13,9 @@ sys.path.insert(0, str(ROOT / "tests"))  # helpers beside the tests: s3_server, 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test touches the network
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # The local Ray's environment, as runtime.init_ray starts it (Ray Train's controller polls its
-# workers every 0.1 s, not 2 s). Set before any Ray starts: ray_local's raylet inherits it, and
+# workers every 0.1 s, not 2 s; runtime.WORKER_ENV, tokenizers' thread pools off included).
+# Set before any Ray starts: ray_local's raylet inherits it, and
 # so do the e2e nodes, where a real cluster keeps Ray's 2 s (docs/cluster.md) but the tests
 # would wait ~4 s more a stage.
 from tinyreason.runtime import local_environment  # noqa: E402
