@@ -26,6 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib as B  # noqa: E402
+from tinyreason.outputs import Outputs  # noqa: E402
+from tinyreason.storage import Storage  # noqa: E402
 
 OUT = B.RESULTS / "demo_fresh_clone.json"
 TARGET_S = 15 * 60
@@ -44,8 +46,7 @@ def one_run(keep: Path | None = None) -> dict:
         wall = time.perf_counter() - start
         if rc != 0:
             raise SystemExit(f"make demo failed with exit code {rc}; its logs are under {clone}/runs")
-        runs = clone / "runs" / "runs" / "default"
-        record = runs / (runs / "LATEST").read_text().strip()
+        record = Outputs(Storage(clone / "runs")).latest_run("default").path  # the clone's storage.path: runs
         results = json.loads((record / "results.json").read_text())
         if keep is not None:
             shutil.copytree(record, keep)
