@@ -57,6 +57,12 @@ CASES = [
     ("tokenizer dir without a tokenizer", lambda t: _config(t, **{"tokenizer.path": str(_touch(t, "x.txt").parent)}),
      ["tokenizer.path", "has no tokenizer"]),
     ("missing blend file", lambda t: _config(t, **{"stages.0.data.blend": "blends/nope.yaml"}), ["nope.yaml", "not found"]),
+    ("unknown task family", lambda t: _config(t, **{"stages.1.data.blend.sources": [
+        {"synthetic": "chat", "tasks": ["count", "algebra"]}]}),
+     ["stages.1.data.blend.sources.0.tasks", "unknown: algebra", "add_sub, compare, count, list_op"]),
+    ("task families on a source that has none", lambda t: _config(t, **{"stages.0.data.blend.sources": [
+        {"synthetic": "pretrain", "tasks": ["count"]}]}),
+     ["stages.0.data.blend.sources.0", "synthetic:pretrain", "chat, reasoning, preference, prompts", "remove tasks"]),
     ("dpo given chat rows", lambda t: _config(t, **{"stages.3.data.blend.sources": [{"synthetic": "chat"}]}),
      ["stages.3.data.blend.sources.0.synthetic", "preference"]),
     ("token budget on a dpo stage", lambda t: _config(t, **{"stages.3.data.tokens_per_step": 4096}),

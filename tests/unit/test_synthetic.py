@@ -4,6 +4,7 @@ Answers are re-derived by a checker written independently of the generator: it
 parses question text back to a key and computes the answer from the key alone.
 """
 
+import collections
 import random
 import re
 
@@ -213,6 +214,34 @@ def test_prompt_rows_are_training_problems_with_their_gold_answer():
         key = key_from_question(r["prompt"][1]["content"])
         assert not heldout(key) and r["answer"] == answer_from_key(key)
     assert len({r["prompt"][1]["content"].split(" ")[0] for r in rows}) > 5  # every family, varied wording
+
+
+@pytest.mark.parametrize("fn", [syn.chat_rows, syn.reasoning_rows, syn.preference_rows, syn.prompt_rows])
+def test_tasks_narrows_a_generator_to_its_families_and_all_four_is_the_stream_before(fn):
+    def families(rows):
+        keys = (key_from_question(q) for q in user_questions(rows))
+        return collections.Counter(k.split(":")[0] for k in keys if k)  # chat's small talk has no key
+
+    narrowed = families(fn(400, 3, tasks=("count", "compare")))
+    assert set(narrowed) == {"count", "compare"} and abs(narrowed["count"] - narrowed["compare"]) <= 1
+    assert fn(200, 3, tasks=("compare", "count")) == fn(200, 3, tasks=("count", "compare"))  # order is no weight
+    # every family is the default: the rows every stage drew before `tasks` existed
+    assert fn(200, 3, tasks=world.TASKS) == fn(200, 3)
+    with pytest.raises(ValueError, match="unknown: algebra"):
+        fn(10, 3, tasks=("count", "algebra"))
+
+
+def test_a_sources_task_families_change_its_blend_key_and_leave_the_keys_made_before():
+    from tinyreason.config.sections import BlendConfig, SourceConfig, without_added_defaults
+    from tinyreason.data.blend import blend_key
+
+    def key(**src):
+        return blend_key(BlendConfig(sources=[SourceConfig(synthetic="prompts", **src)]), "prompt", 0)
+
+    dumped = without_added_defaults(BlendConfig(sources=[SourceConfig(synthetic="prompts")]).model_dump(mode="json"))
+    assert "tasks" not in dumped["sources"][0]  # as if the field did not exist: older keys stay valid
+    assert key() == key(tasks=None) != key(tasks=["count"]) == key(tasks=["count"])
+    assert key(tasks=["count", "compare"]) == key(tasks=["compare", "count"])
 
 
 def check_messages(msgs):

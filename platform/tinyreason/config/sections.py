@@ -17,7 +17,9 @@ from tinyreason.config.base import Strict, resolve_path
 # The evaluation sections live in config/evaluation.py; importers of this module keep finding them here.
 from tinyreason.config.evaluation import (BenchmarkConfig, DecontamConfig, EvalConfig,  # noqa: F401
                                           ObjectiveConfig, TaskSpec)
-from tinyreason.data.synthetic import GENERATORS
+# The data sections live in config/sources.py; importers of this module keep finding them here.
+from tinyreason.config.sources import (SOURCE_FIELDS_ADDED, BlendConfig, SourceConfig, TeacherFilters,  # noqa: F401
+                                       TeacherSource, without_added_defaults)
 from tinyreason.model import templates
 from tinyreason.model.presets import HUB_PRESETS, PRESETS
 
@@ -93,107 +95,6 @@ class TokenizerConfig(Strict):
     path: str | None = None  # an existing tokenizer (hub id or dir); None = use the model's, or train one
     train_vocab_size: int = Field(2048, ge=300, le=262144)  # from-scratch BPE size; small vocabs suit tiny models
     train_rows: int = Field(20000, ge=100)  # rows of the first pretrain blend to train the BPE on
-
-
-class SourceConfig(Strict):
-    """One data source of a blend: exactly one of synthetic / hub / files / teacher."""
-
-    synthetic: str | None = None  # a generator of data/synthetic.py (GENERATORS)
-    hub: str | None = None  # e.g. HuggingFaceTB/smoltalk2
-    subset: str | None = None  # hub config name
-    # hub: a commit sha, tag or branch of the dataset repo; unpinned sources read whatever the hub
-    # serves that day, and the blend card says so
-    revision: str | None = None
-    split: str = "train"
-    streaming: bool = True  # read hub sources as streams: caps apply before download
-    files: str | list[str] | None = None  # local jsonl/json/parquet/csv paths or globs
-    # a model that answers prompt rows: sequence-level distillation, rejection sampling (data/teacher.py)
-    teacher: TeacherSource | None = None
-    entries: int | None = Field(None, gt=0)  # cap on rows taken from this source
-    drop_columns: list[str] = []
-    rename_columns: dict[str, str] = {}
-    seed: int = 0
-
-    @field_validator("synthetic")
-    @classmethod
-    def _known_generator(cls, v):
-        if v is not None and v not in GENERATORS:
-            raise ValueError(f"unknown synthetic generator {v!r}; allowed: {', '.join(GENERATORS)}")
-        return v
-
-    @model_validator(mode="after")
-    def _exactly_one(self):
-        given = [k for k in ("synthetic", "hub", "files", "teacher") if getattr(self, k)]
-        if len(given) != 1:
-            raise ValueError(f"a source needs exactly one of synthetic, hub, files, teacher; got {given or 'none'}")
-        if self.revision is not None and not self.hub:
-            what = ("local files (fingerprinted by content)" if self.files else "a teacher's samples (keyed by the "
-                    "teacher and its prompts)" if self.teacher else "a synthetic generator (keyed by its code)")
-            raise ValueError(f"revision={self.revision!r} pins a hub dataset, but this source reads {what}; "
-                             "remove revision")
-        if self.teacher is not None and self.entries is not None:
-            raise ValueError("entries caps rows read, and a teacher source makes num_samples rows per prompt; cap its "
-                             "prompts' sources instead (teacher.prompts[i].entries)")
-        return self
-
-    @property
-    def label(self) -> str:
-        if self.teacher:
-            return f"teacher:{self.teacher.model}"
-        if self.synthetic:
-            return f"synthetic:{self.synthetic}"
-        if self.hub:
-            return self.hub
-        return self.files if isinstance(self.files, str) else ",".join(self.files)
-
-
-class TeacherFilters(Strict):
-    """Which generated samples a teacher source keeps. Each sample dropped is counted under its
-    reason in the blend's card (data/teacher.py FILTER_REASONS) and sampled into rejected.jsonl."""
-
-    correct: bool = False  # only samples whose final answer matches the prompt's gold answer (answers.grade)
-    well_formed: bool = False  # only samples with one <think>...</think> block at the start and an answer after it
-    max_tokens: int | None = Field(None, gt=0)  # only samples of at most this many completion tokens
-    finished: bool = True  # drop samples cut at max_new_tokens: trained on, the cut would end with <|im_end|>
-
-
-class TeacherSource(Strict):
-    """A source that generates: a teacher model answers every prompt row `num_samples` times
-    on Ray Data (a pool of model actors), and the kept samples become chat rows. With the
-    student's own parent as teacher and `filters.correct`, it is rejection-sampling fine-tuning."""
-
-    model: str  # an earlier stage's name, a model dir, a .gguf file, or a hub id (tinyreason/refs.py)
-    prompts: list[SourceConfig] = Field(min_length=1)  # sources of prompt rows: a question and its gold answer
-    num_samples: int = Field(1, ge=1, le=64)  # completions per prompt
-    temperature: float = Field(0.7, ge=0)  # 0: greedy decoding
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int = Field(128, gt=0)
-    batch_size: int = Field(16, ge=1)  # prompts per generate call (x num_samples sequences)
-    actors: int | None = Field(None, ge=1)  # model actors; None: one per GPU, else one per CPU of the cluster
-    seed: int = 0
-    filters: TeacherFilters = TeacherFilters()
-
-    @model_validator(mode="after")
-    def _sampling(self):
-        if self.temperature == 0 and self.num_samples > 1:
-            raise ValueError(f"num_samples={self.num_samples} at temperature 0: greedy decoding gives the same "
-                             "completion every time; set temperature > 0 (e.g. 0.7) or num_samples: 1")
-        nested = [i for i, s in enumerate(self.prompts) if s.teacher is not None]
-        if nested:
-            raise ValueError(f"prompts.{nested[0]} is itself a teacher source; prompts come from synthetic, hub or "
-                             "file sources of prompt rows")
-        return self
-
-
-SourceConfig.model_rebuild()  # its `teacher` field names TeacherSource, defined after it
-
-
-class BlendConfig(Strict):
-    name: str | None = None
-    file: str | None = None  # the blend YAML this was read from, when the stage named one
-    sources: list[SourceConfig] = Field(min_length=1)
-    max_chars: int = Field(100_000, gt=0)  # rows longer than this are rejected as too_long
-    heldout_fraction: float = Field(0.0, ge=0.0, lt=0.5)  # pretrain: rows kept back for validation perplexity
 
 
 class DataConfig(Strict):

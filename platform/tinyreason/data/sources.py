@@ -99,7 +99,7 @@ def read_source(src: SourceConfig):
     """Raw rows of one source, capped at `entries` rows read (before validation)."""
     if src.synthetic:
         make, _ = synthetic.GENERATORS[src.synthetic]
-        rows = make(src.entries or DEFAULT_SYNTHETIC_ROWS, src.seed)
+        rows = make(src.entries or DEFAULT_SYNTHETIC_ROWS, src.seed, **({"tasks": src.tasks} if src.tasks else {}))
         return ray.data.from_items(rows)
     if src.files:
         return _read_files(src)

@@ -14,8 +14,8 @@ import re
 from itertools import islice
 from typing import Callable
 
-from tinyreason.data.world import (FEELINGS, THINGS, WORLD, Problem, derive_seed, format_answer, format_reasoning,
-                                   problem_stream, trace)
+from tinyreason.data.world import (FEELINGS, TASKS, THINGS, WORLD, Problem, derive_seed, format_answer,
+                                   format_reasoning, problem_stream, trace)
 from tinyreason.model.chat import SYSTEM_PROMPT, THINK_CLOSE, THINK_OPEN
 
 
@@ -124,9 +124,9 @@ def _small_talk(rng: random.Random) -> tuple[str, str]:
     ))
 
 
-def chat_rows(n: int, seed: int) -> list[dict]:
+def chat_rows(n: int, seed: int, tasks: tuple[str, ...] = TASKS) -> list[dict]:
     rng = random.Random(derive_seed(seed, "chat"))
-    stream, rows = problem_stream(rng), []
+    stream, rows = problem_stream(rng, tasks=tasks), []
     for _ in range(n):
         # 20% small talk keeps it a chat model (greetings, world facts) while 80%
         # of the rows still teach the concise "The answer is N." format.
@@ -139,8 +139,8 @@ def chat_rows(n: int, seed: int) -> list[dict]:
     return rows
 
 
-def reasoning_rows(n: int, seed: int) -> list[dict]:
-    stream = problem_stream(random.Random(derive_seed(seed, "reasoning")))
+def reasoning_rows(n: int, seed: int, tasks: tuple[str, ...] = TASKS) -> list[dict]:
+    stream = problem_stream(random.Random(derive_seed(seed, "reasoning")), tasks=tasks)
     return [{"messages": _messages(p.question, format_reasoning(p))} for p in islice(stream, n)]
 
 
@@ -243,13 +243,13 @@ def malformed(p: Problem, variant: int) -> str:
     return f"{answer}\n{THINK_OPEN}\n{body}\n{THINK_CLOSE}"
 
 
-def preference_rows(n: int, seed: int, rejected: Callable[[Problem, int, random.Random], str] | None = None
-                    ) -> list[dict]:
+def preference_rows(n: int, seed: int, rejected: Callable[[Problem, int, random.Random], str] | None = None,
+                    tasks: tuple[str, ...] = TASKS) -> list[dict]:
     """Chosen: the right trace. Rejected: `rejected(problem, row index, rng)`, by default
     `_rejected`; bench/dpo_pairs.py passes the earlier rotations to rebuild their screens."""
     rejected = rejected or _rejected
     rng = random.Random(derive_seed(seed, "preference"))
-    stream, rows = problem_stream(rng), []
+    stream, rows = problem_stream(rng, tasks=tasks), []
     for i in range(n):
         p = next(stream)
         rows.append({
@@ -260,10 +260,10 @@ def preference_rows(n: int, seed: int, rejected: Callable[[Problem, int, random.
     return rows
 
 
-def prompt_rows(n: int, seed: int) -> list[dict]:
+def prompt_rows(n: int, seed: int, tasks: tuple[str, ...] = TASKS) -> list[dict]:
     """GRPO rows from the training split: the prompt (system + user) and the gold answer
     that a verifiable reward compares with the text after </think>."""
-    stream = problem_stream(random.Random(derive_seed(seed, "prompt")))
+    stream = problem_stream(random.Random(derive_seed(seed, "prompt")), tasks=tasks)
     return [{"prompt": _messages(p.question, "")[:2], "answer": p.answer} for p in islice(stream, n)]
 
 
@@ -297,3 +297,5 @@ GENERATORS = {
     "preference": (preference_rows, "preference"),
     "prompts": (prompt_rows, "prompt"),
 }
+# The generators that draw the world's problems: a source's `tasks` narrows them to some families
+TASK_GENERATORS = ("chat", "reasoning", "preference", "prompts")

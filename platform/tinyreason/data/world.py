@@ -171,14 +171,26 @@ def is_heldout(problem: Problem) -> bool:
     return int(digest[:8], 16) % 1000 < HELDOUT_PER_MILLE
 
 
-def problem_stream(rng: random.Random, split: str = "train", phrasing: str = "train") -> Iterator[Problem]:
-    """Endless problems of one split; tasks in shuffled blocks of four, so any 4k rows
-    hold exactly k of each family. Held-out problems never repeat a key."""
+def check_tasks(tasks) -> tuple[str, ...]:
+    """A subset of the families, in TASKS order (so a list's order never changes the rows)."""
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise ValueError(f"tasks {list(tasks)!r}: expected a non-empty list of task families from {', '.join(TASKS)}"
+                         + (f"; unknown: {', '.join(map(str, unknown))}" if unknown else ""))
+    return tuple(t for t in TASKS if t in set(tasks))
+
+
+def problem_stream(rng: random.Random, split: str = "train", phrasing: str = "train",
+                   tasks: tuple[str, ...] = TASKS) -> Iterator[Problem]:
+    """Endless problems of one split; `tasks` in shuffled blocks, one of each family, so any
+    k blocks hold exactly k of each. Held-out problems never repeat a key. All families (the
+    default) give the stream every stage's rows have always been drawn from."""
     if split not in SPLITS:
         raise ValueError(f"split={split!r}; expected one of {SPLITS}")
+    tasks = check_tasks(tasks)
     want, seen = split == "heldout", set()
     while True:
-        order = list(TASKS)
+        order = list(tasks)
         rng.shuffle(order)
         for task in order:
             for _ in range(MAX_DRAWS):
