@@ -3,11 +3,13 @@
     python jobs/curriculum.py --set storage.path=/tmp/demo/s0 --set stages.grpo.trainer.max_steps=300
     ...  (one run per variant: the pretrain..dpo stages are reused, only the grpo stage trains)
     python bench/grpo_variants.py /tmp/demo/s0/stages/03-dpo-* /tmp/demo/s0/stages/04-grpo-*
+    python bench/grpo_variants.py --kind dpo /tmp/demo/s0/stages/02-reasoning-* /tmp/demo/s0/stages/03-dpo-*
 
 Reads each stage's own record (manifest.json: its settings, rewards and train time;
 eval-*.json: held-out accuracy in the training and the held-out wordings, per task family;
 metrics.jsonl: the correctness reward and the policy's entropy over the first and last fifth of
-its steps) and writes bench/results/grpo_variants.json, each variant beside its parent.
+its steps) and writes bench/results/grpo_variants.json, each variant beside its parent, with
+its data sources and LoRA section. `--kind dpo` reads DPO variants beside their <think> SFT parent.
 The figures are the runs' own; the one derived figure is the share of the evaluation's written
 steps that are true (`claims.arithmetic_claims` on the samples' <think> blocks), per kind of step.
 """
@@ -28,8 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "grpo_variants.json"
-KNOBS = ("learning_rate", "max_steps", "per_device_train_batch_size", "num_generations", "temperature", "beta",
-         "scale_rewards", "num_iterations", "top_entropy_quantile")
+KNOBS = {"grpo": ("learning_rate", "max_steps", "per_device_train_batch_size", "num_generations", "temperature",
+                  "beta", "scale_rewards", "num_iterations", "top_entropy_quantile"),
+         "dpo": ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "beta", "loss_type",
+                 "loss_weights")}
+TARGETS = {"grpo": "GRPO over its DPO parent >= +0.05 held-out accuracy",
+           "dpo": "DPO adds held-out accuracy over its <think> SFT parent"}
 
 
 def _eval(stage: Path, heldout: int) -> dict:
@@ -73,8 +79,11 @@ def stage_figures(stage: Path, heldout: int) -> dict:
            "per_task": result["per_task"], "well_formed_think": result["format"]["well_formed"],
            "steps_true": step_truth(result["samples"] + result["new_templates"]["samples"]),
            "train_seconds": round(manifest["train_seconds"], 1)}
+    if manifest["kind"] in KNOBS:
+        row["trainer"] = {k: config["trainer"].get(k) for k in KNOBS[manifest["kind"]]}
+        row["sources"] = config.get("data", {}).get("blend", {}).get("sources")  # a variant may change its data
+        row["peft"] = config.get("peft")  # LoRA, when the variant trains an adapter
     if manifest["kind"] == "grpo":
-        row["trainer"] = {k: config["trainer"].get(k) for k in KNOBS}
         row["rewards"] = config["rewards"]
         row.update(_fifths(stage))
     return row
@@ -83,8 +92,9 @@ def stage_figures(stage: Path, heldout: int) -> dict:
 def main(argv=None) -> None:
     command = benchlib.command(__file__, argv)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("parent", type=Path, help="the DPO stage dir every variant starts from")
+    ap.add_argument("parent", type=Path, help="the stage dir every variant starts from (GRPO's: its DPO stage)")
     ap.add_argument("variants", nargs="+", type=Path, help="grpo stage dirs (stages/04-grpo-<key>)")
+    ap.add_argument("--kind", choices=sorted(KNOBS), default="grpo", help="the variants' stage kind")
     ap.add_argument("--heldout", type=int, default=200, help="held-out problems per wording of the evaluation to read")
     ap.add_argument("--out", type=Path, default=OUT, help=f"where to write (default {OUT.name})")
     ap.add_argument("--note", default=None, help="a line kept with the figures")
@@ -93,18 +103,19 @@ def main(argv=None) -> None:
     variants = []
     for stage in args.variants:
         row = stage_figures(stage, args.heldout)
-        if row["kind"] != "grpo":
-            raise SystemExit(f"{stage} is a {row['kind']} stage; give grpo stage dirs after the parent")
+        if row["kind"] != args.kind:
+            raise SystemExit(f"{stage} is a {row['kind']} stage; give {args.kind} stage dirs after the parent"
+                             + ("" if args.kind != "grpo" else ", or --kind for another kind's variants"))
         row["over_parent"] = round(row["heldout_accuracy"] - parent["heldout_accuracy"], 4)
         row["over_parent_new_templates"] = round(row["new_templates_accuracy"] - parent["new_templates_accuracy"], 4)
         variants.append(row)
     variants.sort(key=lambda r: r["train_seconds"])
     benchlib.write_record(args.out, {"name": args.out.stem, "command": command, "date": str(date.today()),
                                      "machine": benchlib.MACHINE,
-                                     "target": "GRPO over its DPO parent >= +0.05 held-out accuracy",
+                                     "target": TARGETS[args.kind],
                                      "parent": parent, "variants": variants}, args.note)
     for r in variants:
-        print(f"{r['stage_dir']}: {r['trainer']} {[s.get('name') for s in r['rewards']]} -> "
+        print(f"{r['stage_dir']}: {r['trainer']} {[s.get('name') for s in r.get('rewards', [])]} -> "
               f"{r['heldout_accuracy']:.3f} ({r['over_parent']:+.3f}), new templates {r['new_templates_accuracy']:.3f} "
               f"({r['over_parent_new_templates']:+.3f}), {r['train_seconds']} s")
 

@@ -11,10 +11,13 @@ def variants(bench_script):
     return bench_script("grpo_variants")
 
 
-def _stage(root: Path, name: str, kind: str, acc: float, new: float, lr=5e-5) -> Path:
+def _stage(root: Path, name: str, kind: str, acc: float, new: float, lr=5e-5, sources=None, peft=None) -> Path:
     d = root / name
     d.mkdir()
-    config = {"trainer": {"learning_rate": lr, "max_steps": 10, "num_generations": 8}, "rewards": [{"name": "correctness"}]}
+    config = {"trainer": {"learning_rate": lr, "max_steps": 10, "num_generations": 8}, "rewards": [{"name": "correctness"}],
+              "data": {"blend": {"sources": sources or [{"synthetic": "prompts", "entries": 2000}]}}}
+    if peft:
+        config["peft"] = peft
     (d / "manifest.json").write_text(json.dumps({"kind": kind, "config": config, "train_seconds": 60.04}))
     samples = [{"output": "<think>\n12 + 3 = 15\n15 - 4 = 10\n</think>\nThe answer is 10."},  # 1 of 2 right
                {"output": "<think>\nmax(3, 9) = 9\n9 > 4\n</think>\nThe answer is 9."}]
@@ -58,3 +61,21 @@ def test_a_stage_without_that_evaluation_or_not_grpo_is_refused_by_name(variants
         variants.main([str(parent), str(_stage(tmp_path, "04-grpo-c", "grpo", 0.3, 0.3)), "--heldout", "150"])
     with pytest.raises(SystemExit, match="is a dpo stage"):
         variants.main([str(parent), str(parent)])
+
+
+def test_a_variant_records_its_data_and_adapter_and_dpo_variants_read_with_kind(variants, tmp_path):
+    parent = _stage(tmp_path, "03-dpo-a", "dpo", 0.34, 0.31)
+    narrowed = [{"synthetic": "prompts", "entries": 2000, "tasks": ["compare", "count"]}]
+    lora = {"r": 16, "lora_alpha": 32, "target_modules": "all-linear"}
+    variants.main([str(parent), str(_stage(tmp_path, "04-grpo-b", "grpo", 0.36, 0.17, sources=narrowed)),
+                   str(_stage(tmp_path, "04-grpo-c", "grpo", 0.38, 0.2, lr=2e-4, peft=lora))])
+    rows = {r["stage_dir"]: r for r in json.loads(variants.OUT.read_text())["variants"]}
+    assert rows["04-grpo-b"]["sources"] == narrowed and rows["04-grpo-b"]["peft"] is None
+    assert rows["04-grpo-c"]["peft"] == lora and rows["04-grpo-c"]["trainer"]["learning_rate"] == 2e-4
+    think = _stage(tmp_path, "02-reasoning-a", "reasoning_sft", 0.30, 0.2)
+    pairs = [{"files": "pairs.jsonl"}]
+    variants.main(["--kind", "dpo", str(think), str(_stage(tmp_path, "03-dpo-b", "dpo", 0.33, 0.2, sources=pairs))])
+    record = json.loads(variants.OUT.read_text())
+    (row,) = record["variants"]
+    assert record["target"].startswith("DPO adds") and row["over_parent"] == pytest.approx(0.03)
+    assert row["sources"] == pairs and "rewards" not in row and row["trainer"]["learning_rate"] == 5e-5
