@@ -42,13 +42,18 @@ def _checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p for p in run_dir.glob("checkpoint_*") if (p / INFO_FILE).exists())
 
 
-def _registered(run_dir: Path) -> bool:
-    """Ray Train has registered a checkpoint (every rank's upload is done): a restart gets it."""
+def _registered_names(run_dir: Path) -> set[str]:
+    """The checkpoints Ray Train has registered (every rank's report is in): a restart gets the latest."""
     try:
-        return json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())["latest_checkpoint_result"] \
-            is not None
-    except (OSError, ValueError, KeyError):
-        return False
+        snapshot = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
+    except (OSError, ValueError):
+        return set()
+    results = [*snapshot.get("checkpoint_results", []), snapshot.get("latest_checkpoint_result")]
+    return {r["checkpoint_dir_name"] for r in results if r}
+
+
+def _registered(run_dir: Path) -> bool:
+    return bool(_registered_names(run_dir))
 
 
 def _wait_for(predicate, timeout: float, what: str):
@@ -128,7 +133,8 @@ def _sigterm_rank_1(tmp_path: Path, sent: dict) -> None:
     def on_notice():
         for ckpt in _checkpoints(run_dir):
             info = json.loads((ckpt / INFO_FILE).read_text())
-            if info.get("cause", "").startswith("notice") and _registered(run_dir):
+            # that checkpoint itself registered, not only one before it
+            if info.get("cause", "").startswith("notice") and ckpt.name in _registered_names(run_dir):
                 return info
         return None
 

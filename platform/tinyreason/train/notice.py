@@ -126,6 +126,14 @@ class StepCheck:
     def saved(self) -> None:
         self.last_save = time.monotonic()
 
+    def all_reported(self) -> None:
+        """Wait here until every rank has reported the checkpoint on notice. Ray Train registers a
+        checkpoint once all ranks have reported it, and restarts the group at the first rank's
+        error: a rank that ended the attempt while a peer was still uploading lost the checkpoint,
+        and the stage resumed a step early (seen once under load in tests/ray/test_faults.py)."""
+        if self.world > 1:
+            dist.barrier(group=self.group)
+
     def at_step_end(self) -> Decision:
         if not self.on_notice and not self.every_s:
             return Decision()  # nothing to agree on (the same on every rank: one config)

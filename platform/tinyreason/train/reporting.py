@@ -144,6 +144,7 @@ def make_report_callback(job: StageJob, timeline: Timeline | None = None, layout
                              checkpoint_upload_mode=mode, delete_local_checkpoint_after_upload=True)
             self.check.saved()
             if decision.stop:
+                self.check.all_reported()  # the peers' reports are in before this rank ends the attempt
                 if is_rank_zero():
                     output.append({"event": "notice", "cause": decision.stop, "step": state.global_step,
                                    "time": time.time()})
