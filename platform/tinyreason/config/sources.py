@@ -30,8 +30,9 @@ class SourceConfig(Strict):
     drop_columns: list[str] = []
     rename_columns: dict[str, str] = {}
     seed: int = 0
-    # synthetic: only these task families of the world (data/world.py TASKS), e.g. GRPO prompts
-    # weighted to the families the parent half-solves; None draws all four, in equal shares
+    # synthetic: only these task families of the world (data/world.py TASKS), in equal shares, e.g.
+    # a blend of one family; None draws all four. (GRPO on the families the demo's parents half-solve
+    # let the others decay: README, "Where the two misses come from")
     tasks: list[str] | None = None
 
     @field_validator("synthetic")
