@@ -22,7 +22,7 @@ import ray.data
 from tinyreason import cards, console
 from tinyreason.config.base import resolve_path
 from tinyreason.config.experiment import StageConfig
-from tinyreason.config.sections import CostConfig, without_added_defaults
+from tinyreason.config.sections import CostConfig
 from tinyreason.context import RunContext
 from tinyreason.cost import cluster_node_types, stage_cost, worker_rates
 from tinyreason.data import lengths, schema
@@ -78,7 +78,7 @@ def stage_key(stage: StageConfig, parent: ModelRef, blend: Blend, seed: int, tra
     """The stage's cache key. Without `trained_by` (lineage.TrainedBy.of) it is the content key:
     config, parent, blend and seed, what `reuse_stale` matches stages trained by other code on.
     The models it reads besides its parent (a teacher) enter it by their own keys."""
-    dumped = without_added_defaults(stage.model_dump(mode="json"))
+    dumped = stage.model_dump(mode="json")
     for section, names in RUN_ONLY.items():
         fields = type(getattr(stage, section)).model_fields
         dumped[section].update({name: fields[name].default for name in names})

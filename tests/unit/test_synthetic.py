@@ -232,13 +232,13 @@ def test_tasks_narrows_a_generator_to_its_families_and_all_four_is_the_stream_be
 
 
 def test_a_sources_task_families_change_its_blend_key_and_leave_the_keys_made_before():
-    from tinyreason.config.sections import BlendConfig, SourceConfig, without_added_defaults
+    from tinyreason.config.sections import BlendConfig, SourceConfig
     from tinyreason.data.blend import blend_key
 
     def key(**src):
         return blend_key(BlendConfig(sources=[SourceConfig(synthetic="prompts", **src)]), "prompt", 0)
 
-    dumped = without_added_defaults(BlendConfig(sources=[SourceConfig(synthetic="prompts")]).model_dump(mode="json"))
+    dumped = BlendConfig(sources=[SourceConfig(synthetic="prompts")]).model_dump(mode="json")
     assert "tasks" not in dumped["sources"][0]  # as if the field did not exist: older keys stay valid
     assert key() == key(tasks=None) != key(tasks=["count"]) == key(tasks=["count"])
     assert key(tasks=["count", "compare"]) == key(tasks=["compare", "count"])

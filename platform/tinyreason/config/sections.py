@@ -18,8 +18,7 @@ from tinyreason.config.base import Strict, resolve_path
 from tinyreason.config.evaluation import (BenchmarkConfig, DecontamConfig, EvalConfig,  # noqa: F401
                                           ObjectiveConfig, TaskSpec)
 # The data sections live in config/sources.py; importers of this module keep finding them here.
-from tinyreason.config.sources import (SOURCE_FIELDS_ADDED, BlendConfig, SourceConfig, TeacherFilters,  # noqa: F401
-                                       TeacherSource, without_added_defaults)
+from tinyreason.config.sources import BlendConfig, SourceConfig, TeacherFilters, TeacherSource  # noqa: F401
 from tinyreason.model import templates
 from tinyreason.model.presets import HUB_PRESETS, PRESETS
 

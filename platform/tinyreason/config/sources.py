@@ -1,11 +1,10 @@
 """The data sections of an experiment YAML: a blend and its sources (synthetic generators, hub
-datasets, local files, a teacher model that generates), and how source fields added since cache
-keys were first made stay out of the keys made before them.
+datasets, local files, a teacher model that generates).
 """
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from tinyreason.config.base import Strict
 from tinyreason.data.synthetic import GENERATORS, TASK_GENERATORS
@@ -65,6 +64,15 @@ class SourceConfig(Strict):
                              "prompts' sources instead (teacher.prompts[i].entries)")
         return self
 
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        # `tasks` came after blend and stage keys were first made (both hash this dump): left out
+        # while unset, so every key made before it stays valid
+        out = handler(self)
+        if self.tasks is None:
+            out.pop("tasks", None)
+        return out
+
     @property
     def label(self) -> str:
         if self.teacher:
@@ -115,21 +123,6 @@ class TeacherSource(Strict):
 
 
 SourceConfig.model_rebuild()  # its `teacher` field names TeacherSource, defined after it
-
-# Source fields added since cache keys were first made. A key leaves them out at their default,
-# so every blend and stage key made before them stays valid (stage.py does the same for scaling).
-SOURCE_FIELDS_ADDED = ("tasks",)
-
-
-def without_added_defaults(dumped):
-    """A dumped config with the sources' added fields left out where they hold their default."""
-    if isinstance(dumped, list):
-        return [without_added_defaults(x) for x in dumped]
-    if not isinstance(dumped, dict):
-        return dumped
-    source = "synthetic" in dumped and "seed" in dumped
-    return {k: without_added_defaults(v) for k, v in dumped.items()
-            if not (source and k in SOURCE_FIELDS_ADDED and v is None)}
 
 
 class BlendConfig(Strict):

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import ray.data
 from ray.data.expressions import col
 
-from tinyreason.config.sections import BlendConfig, SourceConfig, without_added_defaults
+from tinyreason.config.sections import BlendConfig, SourceConfig
 from tinyreason.data import schema
 from tinyreason.data.card import render_card
 from tinyreason.data.sources import (BAD_JSON, DataError, decode_json_cells, fingerprint, is_local, raw_rows,
@@ -96,8 +96,7 @@ def blend_key(blend: BlendConfig, row_schema: str, seed: int, extra: dict | None
     rules = hashlib.sha256(Path(schema.__file__).read_bytes()).hexdigest()[:16]  # edits to validation rebuild
     spec = {"format": BLEND_FORMAT, "rules": rules, "schema": row_schema, "seed": seed,
             # a source's revision enters through its fingerprint, so unpinned blends keep their keys
-            "blend": without_added_defaults(
-                blend.model_dump(mode="json", exclude={"file": True, "sources": {"__all__": {"revision"}}})),
+            "blend": blend.model_dump(mode="json", exclude={"file": True, "sources": {"__all__": {"revision"}}}),
             "sources": [fingerprint(s) for s in blend.sources], "extra": extra or {}}
     # local sources shuffle by their place in the blend, not their path (order_name): blends
     # with one carry it, so a cache built when the path ordered them rebuilds; others keep keys
