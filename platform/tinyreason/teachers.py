@@ -72,13 +72,14 @@ class TeacherReader:
             "max_new_tokens": t.spec.max_new_tokens, "filters": t.spec.filters.model_dump(),
             # wall clock from the first actor's start to the last sample, model loads included; and
             # inside generate() alone, summed over actors (what one actor makes per second of work)
-            "generated": len(stats), "tokens": tokens, "seconds": round(seconds, 2),
+            "pairs": t.spec.pairs, "rows": len(stats),
+            "generated": int(stats["_samples"].sum()), "tokens": tokens, "seconds": round(seconds, 2),
             "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else 0.0,
             "generate_seconds": round(busy, 2), "tokens_per_actor_s": round(tokens / busy, 1) if busy > 0 else 0.0,
-            "actors": {a: int(n) for a, n in stats["_actor"].value_counts().sort_index().items()},
+            "actors": {a: int(n) for a, n in stats.groupby("_actor")["_samples"].sum().sort_index().items()},
         }
         log.info("teacher %s: %s samples, %s tokens in %.1f s (%s tokens/s) on %d actors", t.model.name,
-                 f"{len(stats):,}", f"{tokens:,}", seconds, f"{tokens / max(seconds, 1e-9):,.0f}",
+                 f"{self.made[index]['generated']:,}", f"{tokens:,}", seconds, f"{tokens / max(seconds, 1e-9):,.0f}",
                  len(self.made[index]["actors"]))
         return ds.drop_columns(teacher.STATS)
 

@@ -41,6 +41,16 @@ def _traces_stage(files) -> dict:
             "scaling": {"num_workers": 2}}
 
 
+def _pairs_stage(files) -> dict:
+    """DPO on the parent's own samples: a right answer chosen over a wrong one of the same prompt."""
+    teacher = {"model": "yesno", "prompts": [{"files": str(files / "teacher_prompts.jsonl")}], "num_samples": SAMPLES,
+               "temperature": 1.0, "max_new_tokens": 16, "batch_size": 8, "pairs": True}
+    return {"name": "pairs", "kind": "dpo", "parent": "yesno",
+            "data": {"blend": {"name": "yesno-pairs", "sources": [{"teacher": teacher}]}, "max_length": 128},
+            "trainer": {"learning_rate": 1e-4, "max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1},
+            "scaling": {"num_workers": 2}}
+
+
 def _distill_stage(files, **trainer) -> dict:
     return {"name": "student", "kind": "distill", "parent": "yesno", "init": "micro",
             "teacher": {"model": "yesno", "heldout_kl_rows": 16},
@@ -58,9 +68,10 @@ def _config(tmp_path, files, *stages, name="distill-test") -> str:
 
 @pytest.fixture(scope="module")
 def run(ray_local, files, tmp_path_factory):
-    """The teacher, a student sft stage on its traces, and a distilled student: one curriculum."""
+    """The teacher, a student sft stage on its traces, a distilled student and DPO on the
+    teacher's own pairs: one curriculum."""
     tmp = tmp_path_factory.mktemp("distill-run")
-    path = _config(tmp, files, parent_stage(files), _traces_stage(files), _distill_stage(files))
+    path = _config(tmp, files, parent_stage(files), _traces_stage(files), _distill_stage(files), _pairs_stage(files))
     return path, run_curriculum(load_config(path))
 
 
@@ -91,6 +102,26 @@ def test_the_correct_only_filter_keeps_only_samples_with_the_gold_answer(run):
     assert all(r["_source_dataset"] == "teacher:yesno" for r in kept)
     rejected = [json.loads(line) for line in (rows / "rejected.jsonl").read_text().splitlines()]
     assert rejected and all(r["reason"].startswith("teacher_") for r in rejected)
+
+
+def test_paired_samples_put_a_right_answer_over_a_wrong_one_of_the_same_prompt(run):
+    _, result = run
+    stage = result.stages[3]
+    rows = stage.output.store.local_root / "blends" / stage.manifest["blend"]["name"]
+    import pyarrow.parquet as pq
+
+    pairs = pq.read_table(rows / "data").to_pylist()
+    assert pairs and all(grade(r["chosen"][0]["content"], "yes").correct for r in pairs)
+    assert not any(grade(r["rejected"][0]["content"], "yes").correct for r in pairs)
+    manifest = json.loads((rows / "manifest.json").read_text())
+    (teacher,) = manifest["teachers"]
+    src = manifest["sources"][0]
+    # every sample is accounted for: two in each pair read, one in each row dropped
+    dropped = sum(src["rejected"].values())
+    assert teacher["pairs"] and teacher["generated"] == PROMPTS * SAMPLES == 2 * (src["read"] - dropped) + dropped
+    assert src["rejected"].get("teacher_unpaired", 0) > 0 and src["kept"] == len(pairs)
+    assert "`teacher_unpaired`" in (rows / "card.md").read_text()
+    assert stage.manifest["summary"]["steps"] == 2  # and DPO trained on them
 
 
 def test_rerunning_reuses_the_teacher_blend_without_generating(run):

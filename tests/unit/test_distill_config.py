@@ -14,7 +14,7 @@ from tinyreason.config.loading import load_config, validate_config
 from tinyreason.config.sections import TeacherFilters
 from tinyreason.config.sweeps import apply_point, load_sweep, section_of
 from tinyreason.data.card import render_card
-from tinyreason.data.teacher import judge
+from tinyreason.data.teacher import judge, pair_up
 from tinyreason.train import registry, sft
 from tinyreason.train.kind import LOSS, StageKind
 
@@ -147,8 +147,17 @@ def test_teacher_sources_are_checked_with_the_config(demo):
         _check(demo, student_traces=lambda s: src(s).update(prompts=[{"synthetic": "chat"}]))
     with pytest.raises(ConfigError, match="num_samples=4 at temperature 0: greedy decoding"):
         _check(demo, student_traces=lambda s: src(s).update(temperature=0))
-    with pytest.raises(ConfigError, match="a dpo stage .* trains on preference rows, but this source makes chat rows"):
+    with pytest.raises(ConfigError, match="a dpo stage .* trains on preference rows, but this teacher makes chat "
+                                          "rows; set teacher.pairs: true"):
         _check(demo, student_traces=lambda s: s.update(kind="dpo", data={"blend": s["data"]["blend"]}))
+    with pytest.raises(ConfigError, match="trains on reasoning rows, but this teacher makes preference rows; remove "
+                                          "teacher.pairs"):
+        _check(demo, student_traces=lambda s: src(s).update(pairs=True, filters={}))
+    with pytest.raises(ConfigError, match="pairs puts a prompt's wrong samples on the rejected side, and "
+                                          "filters.correct drops them; remove filters.correct"):
+        _check(demo, student_traces=lambda s: src(s).update(pairs=True))
+    with pytest.raises(ConfigError, match="num_samples=1 gives one; set num_samples >= 2"):
+        _check(demo, student_traces=lambda s: src(s).update(pairs=True, num_samples=1, filters={}))
     with pytest.raises(ConfigError, match="entries caps rows read"):
         _check(demo, student_traces=lambda s: s["data"]["blend"]["sources"][0].update(entries=10))
     with pytest.raises(ConfigError, match="the teacher cannot be loaded: .*nope.gguf: no such file"):
@@ -164,6 +173,25 @@ def test_the_filters_name_why_a_sample_is_dropped():
     assert judge(good, "7", 21, True, every) == "teacher_too_long"
     assert judge(good, "7", 64, False, every) == "teacher_unfinished"
     assert judge("The answer is 8.", "7", 5, True, TeacherFilters()) == ""  # no filter but finished: kept
+
+
+def test_pairs_use_each_sample_once_in_sampling_order():
+    assert pair_up([0, 2], [1, 3]) == ([(0, 1), (2, 3)], [])
+    assert pair_up([0, 1, 3], [2]) == ([(0, 2)], [1, 3])  # the surplus right ones find no partner
+    assert pair_up([], [0, 1]) == ([], [0, 1]) and pair_up([0, 1], []) == ([], [0, 1])
+
+
+def test_pairing_changes_a_teacher_blends_key_and_leaves_the_keys_made_before():
+    from tinyreason.config.sections import BlendConfig, SourceConfig
+    from tinyreason.data.blend import blend_key
+
+    def source(**teacher):
+        return SourceConfig(teacher={"model": "reasoning", "prompts": [{"synthetic": "prompts"}], "num_samples": 4,
+                                     **teacher})
+
+    assert "pairs" not in source().model_dump(mode="json")["teacher"]  # as if the field did not exist
+    key = lambda **t: blend_key(BlendConfig(sources=[source(**t)]), "preference", 0)  # noqa: E731
+    assert key() == key(pairs=False) != key(pairs=True)
 
 
 def test_sweep_points_address_the_peft_section():

@@ -142,8 +142,16 @@ def _check_source(src: SourceConfig, want: str, where: str, reader: str, source:
     """Its files exist, and a synthetic generator or a teacher makes rows of the schema wanted."""
     if src.files:
         _check_files(src, f"{source}: {where}.files")
-    made, field = (SYNTHETIC_SCHEMA.get(src.synthetic), f"synthetic = {src.synthetic!r}") if not src.teacher else \
-        ("chat", f"teacher.model = {src.teacher.model!r}")  # a teacher's samples are chat rows
+    if src.teacher:  # a teacher's samples are chat rows, or preference rows when it pairs them
+        made = "preference" if src.teacher.pairs else "chat"
+        if schema.family(made) != schema.family(want):
+            fix = ("set teacher.pairs: true (a right sample chosen over a wrong one of the same prompt)"
+                   if schema.family(want) == "preference" else "remove teacher.pairs" if src.teacher.pairs else
+                   "use a source of " + want + " rows")
+            raise ConfigError(f"{source} is invalid:\n  {where}.teacher: {reader} {want} rows, but this teacher "
+                              f"makes {made} rows; {fix}")
+        return
+    made, field = SYNTHETIC_SCHEMA.get(src.synthetic), f"synthetic = {src.synthetic!r}"
     if made and schema.family(made) != schema.family(want):
         fits = [repr(g) for g, s in SYNTHETIC_SCHEMA.items() if schema.family(s) == schema.family(want)]
         raise ConfigError(f"{source} is invalid:\n  {where}.{field}: {reader} {want} rows, but this "

@@ -97,7 +97,10 @@ class TeacherFilters(Strict):
 class TeacherSource(Strict):
     """A source that generates: a teacher model answers every prompt row `num_samples` times
     on Ray Data (a pool of model actors), and the kept samples become chat rows. With the
-    student's own parent as teacher and `filters.correct`, it is rejection-sampling fine-tuning."""
+    student's own parent as teacher and `filters.correct`, it is rejection-sampling fine-tuning.
+    With `pairs`, a prompt's right samples are paired with its wrong ones as preference rows:
+    DPO on the parent's own mistakes (on-policy pairs, as in iterative reasoning preference
+    optimization, Pang et al. 2024)."""
 
     model: str  # an earlier stage's name, a model dir, a .gguf file, or a hub id (tinyreason/refs.py)
     prompts: list[SourceConfig] = Field(min_length=1)  # sources of prompt rows: a question and its gold answer
@@ -109,9 +112,18 @@ class TeacherSource(Strict):
     actors: int | None = Field(None, ge=1)  # model actors; None: one per GPU, else one per CPU of the cluster
     seed: int = 0
     filters: TeacherFilters = TeacherFilters()
+    # preference rows: each right sample chosen over a wrong one of the same prompt (a DPO stage's
+    # source); a prompt whose kept samples are all right or all wrong gives no pair
+    pairs: bool = False
 
     @model_validator(mode="after")
     def _sampling(self):
+        if self.pairs and self.filters.correct:
+            raise ValueError("pairs puts a prompt's wrong samples on the rejected side, and filters.correct drops "
+                             "them; remove filters.correct (the chosen side is always a right answer)")
+        if self.pairs and self.num_samples < 2:
+            raise ValueError(f"pairs needs a right and a wrong sample of one prompt, and num_samples="
+                             f"{self.num_samples} gives one; set num_samples >= 2 (4 to 8 gives most prompts a pair)")
         if self.temperature == 0 and self.num_samples > 1:
             raise ValueError(f"num_samples={self.num_samples} at temperature 0: greedy decoding gives the same "
                              "completion every time; set temperature > 0 (e.g. 0.7) or num_samples: 1")
@@ -120,6 +132,15 @@ class TeacherSource(Strict):
             raise ValueError(f"prompts.{nested[0]} is itself a teacher source; prompts come from synthetic, hub or "
                              "file sources of prompt rows")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        # `pairs` came after teacher blends were first keyed (their keys hash this dump): left
+        # out while off, so every teacher blend made before it stays valid
+        out = handler(self)
+        if not self.pairs:
+            out.pop("pairs", None)
+        return out
 
 
 SourceConfig.model_rebuild()  # its `teacher` field names TeacherSource, defined after it

@@ -137,5 +137,8 @@ def teacher_section(manifest: dict) -> str:
     lines.append("\nKept samples are chat rows: the prompt's messages and the teacher's answer. Samples dropped by a "
                  "filter are counted under their reason and sampled in `rejected.jsonl`; `kept` is after validation "
                  "and decontamination too. tokens/s is wall clock from the pool's start (model loads included); per "
-                 "actor generating counts the time inside generate() only.\n\n")
+                 "actor generating counts the time inside generate() only." +
+                 (" A source with `pairs` keeps preference rows instead, each a right sample chosen over a wrong one "
+                  "of the same prompt (two samples); a sample left without a partner is counted under "
+                  "`teacher_unpaired`." if any(t.get("pairs") for t in teachers) else "") + "\n\n")
     return "\n".join(lines)

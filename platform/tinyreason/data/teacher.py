@@ -7,6 +7,8 @@ temperature. Each sample becomes a chat row (the prompt's messages plus the teac
 answer) judged by the source's filters: a dropped one carries its reason in `FILTERED`,
 and the blend builder counts it as rejected under that reason, so a teacher's blend is an
 ordinary blend (data/blend.py) whose card says what the teacher made and what was kept.
+With `pairs`, a prompt's kept samples are graded instead, and each right one is paired with
+a wrong one as a preference row (`pair_up`); the samples left without a partner are dropped.
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ from tinyreason.storage import resolve
 
 ACTOR_START_S = 600  # how long the pool may take to start: a hub teacher downloads, a GPU one loads
 FILTERED = "_filtered"  # why a generated sample was dropped, '' when kept (read by blend.clean_row)
-COLUMNS = ["messages", FILTERED, "_gold", "_answer", "_tokens", "_actor", "_seconds"]
-STATS = ["_tokens", "_actor", "_seconds"]  # per-sample bookkeeping the driver sums, then drops
+BOOKKEEPING = [FILTERED, "_gold", "_answer", "_tokens", "_samples", "_actor", "_seconds"]
+COLUMNS = ["messages", *BOOKKEEPING]
+PAIR_COLUMNS = ["prompt", "chosen", "rejected", *BOOKKEEPING]
+# per-row bookkeeping the driver sums, then drops: a pair row stands for its two samples
+STATS = ["_tokens", "_samples", "_actor", "_seconds"]
 # Stable codes: the blend card prints these sentences next to their counts
 FILTER_REASONS = {
     "teacher_wrong": "The teacher's final answer does not match the prompt's gold answer (filters.correct).",
@@ -36,6 +41,8 @@ FILTER_REASONS = {
                          "(filters.well_formed).",
     "teacher_too_long": "The teacher's answer is longer than filters.max_tokens tokens.",
     "teacher_unfinished": "The teacher reached max_new_tokens before ending its turn (filters.finished).",
+    "teacher_unpaired": "No sample of the other kind was left to pair this one with (pairs): its prompt's kept "
+                        "samples were all right, all wrong, or more of one kind than the other.",
 }
 BLOCKS_PER_ACTOR = 4  # the prompts are cut into this many blocks per actor: work for each, and even finishes
 
@@ -50,6 +57,7 @@ class Generation:
     top_p: float
     max_new_tokens: int
     seed: int
+    pairs: bool = False
     trust_remote_code: bool = False
     use_gpu: bool = False
 
@@ -71,6 +79,14 @@ def batch_seed(seed: int, prompts: list[str]) -> int:
     """Sampling seed of one batch, from its prompts: the same prompts sample the same answers."""
     h = hashlib.sha256(f"{seed}\0{prompts[0] if prompts else ''}\0{len(prompts)}".encode()).hexdigest()
     return int(h[:8], 16)
+
+
+def pair_up(right: list[int], wrong: list[int]) -> tuple[list[tuple[int, int]], list[int]]:
+    """Pure: (pairs of a right and a wrong sample's index, the samples left over), in sampling
+    order. Each sample is used once, so no pair repeats a completion and every pair is a fresh
+    contrast on the same prompt."""
+    n = min(len(right), len(wrong))
+    return list(zip(right[:n], wrong[:n])), right[n:] + wrong[n:]
 
 
 class TeacherActor:
@@ -104,13 +120,35 @@ class TeacherActor:
         seconds = (time.perf_counter() - start) / max(len(outs), 1)  # the batch's generate time, per sample
         judged = []
         for i, row in enumerate(rows):
+            gold = row.get("answer") or ""
+            samples = []
             for text, n_tokens, finished in outs[i * self.gen.num_samples:(i + 1) * self.gen.num_samples]:
-                reason = judge(text, row.get("answer"), n_tokens, finished, self.filters)
-                g = grade(text, row.get("answer") or "")
-                judged.append({"messages": [*row["prompt"], {"role": "assistant", "content": text}],
-                               FILTERED: reason, "_gold": row.get("answer") or "", "_answer": g.answer or "",
-                               "_tokens": n_tokens, "_actor": self.pid, "_seconds": seconds})
-        return batch_of(judged, COLUMNS)
+                g = grade(text, gold)
+                samples.append({"messages": [*row["prompt"], {"role": "assistant", "content": text}],
+                                FILTERED: judge(text, gold, n_tokens, finished, self.filters), "_gold": gold,
+                                "_answer": g.answer or "", "_tokens": n_tokens, "_samples": 1, "_actor": self.pid,
+                                "_seconds": seconds, "_right": g.correct})
+            judged += self._pairs(row["prompt"], samples) if self.gen.pairs else samples
+        return batch_of(judged, PAIR_COLUMNS if self.gen.pairs else COLUMNS)
+
+    @staticmethod
+    def _pairs(prompt: list[dict], samples: list[dict]) -> list[dict]:
+        """One prompt's samples as preference rows (a right one chosen over a wrong one) and, for
+        the samples that found no partner or that a filter dropped, rows that say why."""
+        kept = [k for k, s in enumerate(samples) if not s[FILTERED]]
+        pairs, alone = pair_up([k for k in kept if samples[k]["_right"]], [k for k in kept if not samples[k]["_right"]])
+        out = []
+        for c, r in pairs:
+            chosen, rejected = samples[c], samples[r]
+            out.append({"prompt": prompt, "chosen": chosen["messages"][-1:], "rejected": rejected["messages"][-1:],
+                        FILTERED: "", "_gold": chosen["_gold"], "_answer": rejected["_answer"],
+                        "_tokens": chosen["_tokens"] + rejected["_tokens"], "_samples": 2,
+                        "_actor": chosen["_actor"], "_seconds": chosen["_seconds"] + rejected["_seconds"]})
+        for k in alone + [k for k, s in enumerate(samples) if s[FILTERED]]:
+            s = samples[k]
+            out.append({"prompt": prompt, "chosen": s["messages"][-1:], "rejected": None,
+                        FILTERED: s[FILTERED] or "teacher_unpaired", **{c: s[c] for c in BOOKKEEPING[1:]}})
+        return out
 
     def _sample(self, texts: list[str]) -> list[tuple[str, int, bool]]:
         """(completion text, its tokens, whether it ended its turn), num_samples per prompt, in order."""
@@ -159,7 +197,7 @@ def generate(prompt_table, spec: TeacherSource, model_dir: str, trust_remote_cod
     step = max(1, -(-n // (actors * BLOCKS_PER_ACTOR)))
     ds = ray.data.from_arrow([prompt_table.slice(i, step) for i in range(0, n, step)])
     gen = Generation(model_dir, spec.num_samples, spec.temperature, spec.top_p, spec.max_new_tokens, spec.seed,
-                     trust_remote_code, on_gpu)
+                     spec.pairs, trust_remote_code, on_gpu)
     return ds.map_batches(TeacherActor, fn_constructor_kwargs={"gen": gen, "filters": spec.filters},
                           batch_size=spec.batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
                           num_gpus=1 if on_gpu else 0, num_cpus=1, batch_format="default")
