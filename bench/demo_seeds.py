@@ -10,6 +10,11 @@ in the training and the held-out wordings, and the well-formed share; then the m
 over seeds of the final accuracy, `<think>` SFT over chat SFT, and each of DPO and GRPO over
 its parent, beside the targets. Runs that end at DPO (a DPO variant screened with
 `--stages pretrain,sft,reasoning,dpo`) are summed the same way, without the GRPO figure.
+
+A seed given as `A+B` is run A's stages continued by run B's: B an experiment whose base model is
+the export of one of A's stages (`model.name_or_path: <A's storage>/stages/02-reasoning-*/model`,
+then only the later stages), so a change to those stages is measured without re-training A's.
+The seam is checked: B's evaluation of its base must equal A's of that stage, figure by figure.
 """
 
 from __future__ import annotations
@@ -32,11 +37,33 @@ FLOORS = {"final_accuracy": ("final_accuracy", "mean"), "think_over_chat": ("thi
           "grpo_over_dpo": ("grpo_over_dpo", "mean"), "well_formed": ("well_formed_min", "min")}
 
 
-def seed_figures(path: Path) -> dict:
-    """`path`: a run's record dir (holding results.json), or a storage whose latest run is read."""
+def read_run(path: Path) -> tuple[Path, dict, dict]:
+    """(record dir, results.json, config.json) of a run's record dir or a storage's latest run."""
     run = path if (path / "results.json").is_file() else path / "runs" / "default" / "latest"
-    results = json.loads((run / "results.json").read_text())
-    config = json.loads((run / "config.json").read_text())
+    return run, json.loads((run / "results.json").read_text()), json.loads((run / "config.json").read_text())
+
+
+def continued(first: Path, then: Path) -> tuple[Path, dict, dict]:
+    """Run `first`'s results up to the stage whose export `then` started from, then `then`'s."""
+    run, results, config = read_run(first)
+    _, later, later_config = read_run(then)
+    base = Path(later_config["model"]["name_or_path"])  # <storage>/stages/<nn>-<stage>-<key>/model
+    name = base.parent.name.split("-", 1)[-1].rsplit("-", 1)[0]
+    at = next((i for i, r in enumerate(results["stages"]) if r["stage"] == name), None)
+    if at is None or later_config["seed"] != config["seed"]:
+        raise SystemExit(f"{then}: its base {base} is no stage of {first} (seed {config['seed']})")
+    seam = later["benchmarks"]["base"]
+    mine = results["benchmarks"][results["stages"][at]["stage"]]
+    if any(round(seam[k]["value"], 6) != round(mine[k]["value"], 6) for k in seam if k in mine):
+        raise SystemExit(f"{then}: its evaluation of its base differs from {first}'s of that stage; not a continuation")
+    return run, {**results, "stages": results["stages"][:at + 1] + later["stages"]}, config
+
+
+def seed_figures(path: Path) -> dict:
+    """`path`: a run's record dir (holding results.json), a storage whose latest run is read, or
+    `A+B`: run A continued by run B (the module's docstring)."""
+    first, _, then = str(path).partition("+")
+    run, results, config = continued(Path(first), Path(then)) if then else read_run(path)
     stages = {r["stage"]: {f: r[f] for f in FIELDS} for r in results["stages"]}
     # which CPU trained it: the same seed gives other numbers on another CPU (README: provenance.json)
     record = json.loads((run / "provenance.json").read_text()) if (run / "provenance.json").is_file() else {}

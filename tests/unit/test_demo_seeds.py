@@ -70,3 +70,31 @@ def test_runs_that_end_at_dpo_are_summed_without_a_grpo_figure(demo_seeds, tmp_p
     assert "grpo_over_dpo" not in out["summary"] and "grpo_over_dpo" not in out["met"]
     assert out["summary"]["dpo_over_think"] == {"mean": 0.0, "min": -0.02, "max": 0.02}
     assert out["summary"]["final_accuracy"]["mean"] == 0.45 and out["met"]["well_formed"] is True
+
+
+def test_a_seed_continued_by_another_run_reads_both_and_checks_the_seam(demo_seeds, tmp_path):
+    """`A+B`: B's base is the export of A's <think> SFT stage, and B trained the stages after it."""
+    a = _run(tmp_path, 1, {"pretrain": 0.0, "sft": 0.2, "reasoning": 0.7, "dpo": 0.68, "grpo": 0.695})
+    record = a / "runs" / "default" / "latest" / "results.json"
+    results = json.loads(record.read_text())
+    record.write_text(json.dumps({**results, "benchmarks": {"reasoning": {"heldout/accuracy": {"value": 0.7}}}}))
+    b = tmp_path / "route" / "runs" / "route" / "latest"
+    b.mkdir(parents=True)
+    stages = [{"stage": s, "heldout_accuracy": v, "new_templates_accuracy": 0.3, "well_formed_think": 1.0}
+              for s, v in (("dpo", 0.71), ("grpo", 0.69))]
+    (b / "results.json").write_text(json.dumps({"stages": stages,
+                                                "benchmarks": {"base": {"heldout/accuracy": {"value": 0.7}}}}))
+    base = str(a / "stages" / "02-reasoning-a0a01762ad5b" / "model")
+    (b / "config.json").write_text(json.dumps({"seed": 1, "model": {"name_or_path": base}}))
+    out_path = tmp_path / "continued.json"
+    demo_seeds.main([f"{a}+{b}", "--out", str(out_path)])
+    (seed,) = json.loads(out_path.read_text())["seeds"]
+    assert list(seed["stages"]) == ["pretrain", "sft", "reasoning", "dpo", "grpo"]
+    assert seed["dpo_over_think"] == pytest.approx(0.01) and seed["final_accuracy"] == 0.69
+    (b / "results.json").write_text(json.dumps({"stages": stages,
+                                                "benchmarks": {"base": {"heldout/accuracy": {"value": 0.65}}}}))
+    with pytest.raises(SystemExit, match="its evaluation of its base differs"):
+        demo_seeds.main([f"{a}+{b}", "--out", str(out_path)])
+    (b / "config.json").write_text(json.dumps({"seed": 2, "model": {"name_or_path": base}}))
+    with pytest.raises(SystemExit, match="is no stage of"):
+        demo_seeds.main([f"{a}+{b}", "--out", str(out_path)])
