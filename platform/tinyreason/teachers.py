@@ -72,7 +72,7 @@ class TeacherReader:
             "max_new_tokens": t.spec.max_new_tokens, "filters": t.spec.filters.model_dump(),
             # wall clock from the first actor's start to the last sample, model loads included; and
             # inside generate() alone, summed over actors (what one actor makes per second of work)
-            "pairs": t.spec.pairs, "rows": len(stats),
+            "pairs": t.spec.pairs,
             "generated": int(stats["_samples"].sum()), "tokens": tokens, "seconds": round(seconds, 2),
             "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else 0.0,
             "generate_seconds": round(busy, 2), "tokens_per_actor_s": round(tokens / busy, 1) if busy > 0 else 0.0,

@@ -7,9 +7,10 @@ typo in stage 3 fails in a second instead of after two hours of stage 1.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -21,6 +22,22 @@ class ConfigError(ValueError):
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class KeyStable(Strict):
+    """A section whose dump cache keys hash (blend and stage keys). The fields it gained after
+    keys were first made are named in ADDED: a dump leaves each out while it holds its default,
+    so every key made before the field existed stays valid, and setting it changes the key."""
+
+    ADDED: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _without_added_defaults(self, handler):
+        out = handler(self)
+        for name in self.ADDED:
+            if getattr(self, name) == type(self).model_fields[name].default:
+                out.pop(name, None)
+        return out
 
 
 def read_yaml(path: Path) -> dict:

@@ -143,19 +143,22 @@ def _check_source(src: SourceConfig, want: str, where: str, reader: str, source:
     if src.files:
         _check_files(src, f"{source}: {where}.files")
     if src.teacher:  # a teacher's samples are chat rows, or preference rows when it pairs them
-        made = "preference" if src.teacher.pairs else "chat"
-        if schema.family(made) != schema.family(want):
-            fix = ("set teacher.pairs: true (a right sample chosen over a wrong one of the same prompt)"
-                   if schema.family(want) == "preference" else "remove teacher.pairs" if src.teacher.pairs else
-                   "use a source of " + want + " rows")
-            raise ConfigError(f"{source} is invalid:\n  {where}.teacher: {reader} {want} rows, but this teacher "
-                              f"makes {made} rows; {fix}")
-        return
-    made, field = SYNTHETIC_SCHEMA.get(src.synthetic), f"synthetic = {src.synthetic!r}"
+        made, field, maker = ("preference" if src.teacher.pairs else "chat"), "teacher", "teacher"
+    else:
+        made, field, maker = SYNTHETIC_SCHEMA.get(src.synthetic), f"synthetic = {src.synthetic!r}", "source"
     if made and schema.family(made) != schema.family(want):
+        raise ConfigError(f"{source} is invalid:\n  {where}.{field}: {reader} {want} rows, but this {maker} makes "
+                          f"{made} rows; {_schema_fix(src, want)}")
+
+
+def _schema_fix(src: SourceConfig, want: str) -> str:
+    """What to change so that the source makes the rows its stage wants."""
+    if src.teacher is None:
         fits = [repr(g) for g, s in SYNTHETIC_SCHEMA.items() if schema.family(s) == schema.family(want)]
-        raise ConfigError(f"{source} is invalid:\n  {where}.{field}: {reader} {want} rows, but this "
-                          f"source makes {made} rows; use " + (" or ".join(fits) or "another source"))
+        return "use " + (" or ".join(fits) or "another source")
+    if schema.family(want) == "preference":
+        return "set teacher.pairs: true (a right sample chosen over a wrong one of the same prompt)"
+    return "remove teacher.pairs" if src.teacher.pairs else f"use a source of {want} rows"
 
 
 def _with_blends(raw: dict) -> dict:

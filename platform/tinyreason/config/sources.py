@@ -4,15 +4,17 @@ datasets, local files, a teacher model that generates).
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator, model_serializer, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from tinyreason.config.base import Strict
+from tinyreason.config.base import KeyStable, Strict
 from tinyreason.data.synthetic import GENERATORS, TASK_GENERATORS
 from tinyreason.data.world import check_tasks
 
 
-class SourceConfig(Strict):
+class SourceConfig(KeyStable):
     """One data source of a blend: exactly one of synthetic / hub / files / teacher."""
+
+    ADDED = ("tasks",)  # left out of blend and stage keys while unset (config/base.py KeyStable)
 
     synthetic: str | None = None  # a generator of data/synthetic.py (GENERATORS)
     hub: str | None = None  # e.g. HuggingFaceTB/smoltalk2
@@ -64,15 +66,6 @@ class SourceConfig(Strict):
                              "prompts' sources instead (teacher.prompts[i].entries)")
         return self
 
-    @model_serializer(mode="wrap")
-    def _dump(self, handler):
-        # `tasks` came after blend and stage keys were first made (both hash this dump): left out
-        # while unset, so every key made before it stays valid
-        out = handler(self)
-        if self.tasks is None:
-            out.pop("tasks", None)
-        return out
-
     @property
     def label(self) -> str:
         if self.teacher:
@@ -94,13 +87,15 @@ class TeacherFilters(Strict):
     finished: bool = True  # drop samples cut at max_new_tokens: trained on, the cut would end with <|im_end|>
 
 
-class TeacherSource(Strict):
+class TeacherSource(KeyStable):
     """A source that generates: a teacher model answers every prompt row `num_samples` times
     on Ray Data (a pool of model actors), and the kept samples become chat rows. With the
     student's own parent as teacher and `filters.correct`, it is rejection-sampling fine-tuning.
     With `pairs`, a prompt's right samples are paired with its wrong ones as preference rows:
     DPO on the parent's own mistakes (on-policy pairs, as in iterative reasoning preference
     optimization, Pang et al. 2024)."""
+
+    ADDED = ("pairs",)  # left out of teacher blends' keys while off (config/base.py KeyStable)
 
     model: str  # an earlier stage's name, a model dir, a .gguf file, or a hub id (tinyreason/refs.py)
     prompts: list[SourceConfig] = Field(min_length=1)  # sources of prompt rows: a question and its gold answer
@@ -132,15 +127,6 @@ class TeacherSource(Strict):
             raise ValueError(f"prompts.{nested[0]} is itself a teacher source; prompts come from synthetic, hub or "
                              "file sources of prompt rows")
         return self
-
-    @model_serializer(mode="wrap")
-    def _dump(self, handler):
-        # `pairs` came after teacher blends were first keyed (their keys hash this dump): left
-        # out while off, so every teacher blend made before it stays valid
-        out = handler(self)
-        if not self.pairs:
-            out.pop("pairs", None)
-        return out
 
 
 SourceConfig.model_rebuild()  # its `teacher` field names TeacherSource, defined after it

@@ -146,8 +146,8 @@ class TeacherActor:
                         "_actor": chosen["_actor"], "_seconds": chosen["_seconds"] + rejected["_seconds"]})
         for k in alone + [k for k, s in enumerate(samples) if s[FILTERED]]:
             s = samples[k]
-            out.append({"prompt": prompt, "chosen": s["messages"][-1:], "rejected": None,
-                        FILTERED: s[FILTERED] or "teacher_unpaired", **{c: s[c] for c in BOOKKEEPING[1:]}})
+            out.append({**{c: s[c] for c in BOOKKEEPING}, "prompt": prompt, "chosen": s["messages"][-1:],
+                        "rejected": None, FILTERED: s[FILTERED] or "teacher_unpaired"})
         return out
 
     def _sample(self, texts: list[str]) -> list[tuple[str, int, bool]]:
