@@ -6,7 +6,9 @@
     python bench/grpo_variants.py --kind dpo /tmp/demo/s0/stages/02-reasoning-* /tmp/demo/s0/stages/03-dpo-*
 
 Reads each stage's own record (manifest.json: its settings, rewards and train time;
-eval-*.json: held-out accuracy in the training and the held-out wordings, per task family;
+eval-*.json: held-out accuracy in the training and the held-out wordings, per task family, and
+with `--samples K` the evaluation that drew K answers per problem, its pass@K and standard error,
+and each variant's gain over its parent with the standard error of that paired difference;
 metrics.jsonl: the correctness reward and the policy's entropy over the first and last fifth of
 its steps) and writes bench/results/grpo_variants.json, each variant beside its parent, with
 its data sources and LoRA section. `--kind dpo` reads DPO variants beside their <think> SFT parent.
@@ -25,27 +27,41 @@ from statistics import mean
 
 from tinyreason.answers import split_thinking
 from tinyreason.claims import arithmetic_claims
+from tinyreason.stats import mean_se
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "grpo_variants.json"
 KNOBS = {"grpo": ("learning_rate", "max_steps", "per_device_train_batch_size", "num_generations", "temperature",
-                  "beta", "scale_rewards", "num_iterations", "top_entropy_quantile"),
+                  "top_p", "beta", "scale_rewards", "num_iterations", "top_entropy_quantile", "optim", "adam_epsilon"),
          "dpo": ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "beta", "loss_type",
                  "loss_weights")}
 TARGETS = {"grpo": "GRPO over its DPO parent >= +0.05 held-out accuracy",
            "dpo": "DPO adds held-out accuracy over its <think> SFT parent"}
 
 
-def _eval(stage: Path, heldout: int) -> dict:
-    """The stage's evaluation on `heldout` problems per wording (a stage dir can hold several)."""
+def _eval(stage: Path, heldout: int, samples: int = 1) -> dict:
+    """The stage's evaluation on `heldout` problems per wording, `samples` draws each (a stage dir
+    can hold several evaluations: each setting of the evaluation is its own eval-*.json)."""
     for path in sorted(stage.glob("eval-*.json")):
         result = json.loads(path.read_text())
-        if result.get("n") == heldout:
+        if result.get("n") == heldout and result.get("draws", 1) == samples:
             return result
-    raise SystemExit(f"{stage}: no evaluation on {heldout} held-out problems (eval-*.json); run the curriculum "
-                     f"with evaluation.heldout_problems={heldout}, or pass --heldout")
+    raise SystemExit(f"{stage}: no evaluation on {heldout} held-out problems with {samples} draws each "
+                     f"(eval-*.json); run the curriculum again with evaluation.heldout_problems={heldout} and "
+                     f"evaluation.heldout_samples={samples} (the stage is reused), or pass --heldout / --samples")
+
+
+def paired_se(parent: dict, variant: dict, samples: int) -> float | None:
+    """The standard error of a variant's gain over its parent on the same problems, from each
+    problem's share of right draws in both (`right_of_k`): the problems' own difficulty cancels,
+    so it is far below either accuracy's error. None for one draw per problem (no shares)."""
+    if samples < 2:
+        return None
+    before = {s["id"]: s["right_of_k"] for s in parent["samples"]}
+    gains = [(s["right_of_k"] - before[s["id"]]) / samples for s in variant["samples"] if s["id"] in before]
+    return round(mean_se(gains), 4) if len(gains) > 1 else None
 
 
 def _fifths(stage: Path) -> dict:
@@ -71,17 +87,21 @@ def step_truth(samples: list[dict]) -> dict:
     return {k: round(t / n, 4) if n else None for k, (t, n) in counts.items()}
 
 
-def stage_figures(stage: Path, heldout: int) -> dict:
+def stage_figures(stage: Path, heldout: int, samples: int = 1) -> dict:
     manifest = json.loads((stage / "manifest.json").read_text())
-    config, result = manifest["config"], _eval(stage, heldout)
+    config, result = manifest["config"], _eval(stage, heldout, samples)
     row = {"stage_dir": stage.name, "kind": manifest["kind"],
            "heldout_accuracy": result["accuracy"], "new_templates_accuracy": result["new_templates"]["accuracy"],
+           **({"samples_per_problem": samples, "heldout_accuracy_se": round(result["accuracy_se"], 4),
+               "heldout_pass_at_k": result["pass_at_k"], "new_templates_pass_at_k": result["new_templates"]["pass_at_k"]}
+              if samples > 1 else {}),
            "per_task": result["per_task"], "well_formed_think": result["format"]["well_formed"],
            "steps_true": step_truth(result["samples"] + result["new_templates"]["samples"]),
            "train_seconds": round(manifest["train_seconds"], 1)}
     if manifest["kind"] in KNOBS:
         row["trainer"] = {k: config["trainer"].get(k) for k in KNOBS[manifest["kind"]]}
         row["sources"] = config.get("data", {}).get("blend", {}).get("sources")  # a variant may change its data
+        row["max_prompt_length"] = config.get("data", {}).get("max_prompt_length")  # longer prompts are dropped
         row["peft"] = config.get("peft")  # LoRA, when the variant trains an adapter
     if manifest["kind"] == "grpo":
         row["rewards"] = config["rewards"]
@@ -96,18 +116,25 @@ def main(argv=None) -> None:
     ap.add_argument("variants", nargs="+", type=Path, help="grpo stage dirs (stages/04-grpo-<key>)")
     ap.add_argument("--kind", choices=sorted(KNOBS), default="grpo", help="the variants' stage kind")
     ap.add_argument("--heldout", type=int, default=200, help="held-out problems per wording of the evaluation to read")
+    ap.add_argument("--samples", type=int, default=1,
+                    help="draws per problem of the evaluation to read (evaluation.heldout_samples)")
     ap.add_argument("--out", type=Path, default=OUT, help=f"where to write (default {OUT.name})")
     ap.add_argument("--note", default=None, help="a line kept with the figures")
     args = ap.parse_args(argv)
-    parent = stage_figures(args.parent, args.heldout)
+    parent = stage_figures(args.parent, args.heldout, args.samples)
     variants = []
     for stage in args.variants:
-        row = stage_figures(stage, args.heldout)
+        row = stage_figures(stage, args.heldout, args.samples)
         if row["kind"] != args.kind:
             raise SystemExit(f"{stage} is a {row['kind']} stage; give {args.kind} stage dirs after the parent"
                              + ("" if args.kind != "grpo" else ", or --kind for another kind's variants"))
         row["over_parent"] = round(row["heldout_accuracy"] - parent["heldout_accuracy"], 4)
         row["over_parent_new_templates"] = round(row["new_templates_accuracy"] - parent["new_templates_accuracy"], 4)
+        if args.samples > 1:
+            before, after = _eval(args.parent, args.heldout, args.samples), _eval(stage, args.heldout, args.samples)
+            row["over_parent_se"] = paired_se(before, after, args.samples)
+            row["over_parent_new_templates_se"] = paired_se(before["new_templates"], after["new_templates"],
+                                                            args.samples)
         variants.append(row)
     variants.sort(key=lambda r: r["train_seconds"])
     benchlib.write_record(args.out, {"name": args.out.stem, "command": command, "date": str(date.today()),
@@ -116,7 +143,9 @@ def main(argv=None) -> None:
                                      "parent": parent, "variants": variants}, args.note)
     for r in variants:
         print(f"{r['stage_dir']}: {r['trainer']} {[s.get('name') for s in r.get('rewards', [])]} -> "
-              f"{r['heldout_accuracy']:.3f} ({r['over_parent']:+.3f}), new templates {r['new_templates_accuracy']:.3f} "
+              f"{r['heldout_accuracy']:.3f} ({r['over_parent']:+.3f}"
+              + (f" ± {r['over_parent_se']:.3f}" if r.get("over_parent_se") else "")
+              + f"), new templates {r['new_templates_accuracy']:.3f} "
               f"({r['over_parent_new_templates']:+.3f}), {r['train_seconds']} s")
 
 

@@ -82,7 +82,9 @@ def _heldout(cfg, model_dir: Path, out: Path) -> None:
     res = ray.get(ray.remote(num_cpus=1)(evaluate_heldout).remote(str(model_dir), ev, cfg.model.trust_remote_code))
     (out / "heldout.json").write_text(json.dumps(res, indent=2))
     f = res["format"]
-    console.say(f"held-out accuracy {res['accuracy']:.1%} on {res['n']} problems; "
+    draws = (f" (mean of {res['draws']} draws each, ± {res['accuracy_se']:.1%}; pass@{res['draws']} "
+             f"{res['pass_at_k']:.1%})" if res.get("draws") else "")
+    console.say(f"held-out accuracy {res['accuracy']:.1%} on {res['n']} problems{draws}; "
           f"well-formed <think> {f['well_formed']:.1%}, "
           f"answer after it {f['has_answer']:.1%}, truncated {f['truncated']:.1%}, repetition {f['repetition']:.3f}, "
           f"think words p50/p90 {f['think_tokens_p50']:.0f}/{f['think_tokens_p90']:.0f}; "

@@ -53,8 +53,22 @@ def heldout_samples(evaluation: dict | None, k: int = SHOWN) -> list[str]:
 def heldout_intro(evaluation: dict, k: int = SHOWN) -> str:
     n, acc = evaluation.get("n") or len(evaluation.get("samples") or []), evaluation.get("accuracy")
     shown = min(k, len(evaluation.get("samples") or []))
+    draws = evaluation.get("draws")
     return (f"The first {shown} of {n} held-out problems (the same ones after every stage, not chosen by outcome), "
-            f"greedy decoding; accuracy over all {n}: {acc:.1%}." if acc is not None else "")
+            f"{_decoding((evaluation.get('settings') or {}).get('decoding'))}; accuracy over all {n}: {acc:.1%}"
+            + (f", the mean of {draws} draws per problem (the first shown)" if draws else "") + "."
+            if acc is not None else "")
+
+
+def _decoding(sampling: dict | None) -> str:
+    """How the shown answers were generated, from the evaluation's recorded settings."""
+    if not sampling:  # an evaluation cached before its settings were recorded
+        return "as the evaluation decodes"
+    if not sampling.get("do_sample"):
+        return "greedy decoding"
+    parts = [f"temperature {sampling['temperature']:g}"] + [f"{name} {sampling[key]:g}" for name, key in
+                                                             (("top-p", "top_p"), ("top-k", "top_k")) if key in sampling]
+    return "sampled at " + ", ".join(parts) + ", seeded"
 
 
 def training_samples(rows: list[dict], k: int = TRAINING_SHOWN) -> list[str]:

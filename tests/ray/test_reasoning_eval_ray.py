@@ -126,3 +126,22 @@ def test_thinking_off_outputs_carry_an_empty_think_block(runs):
     assert gens and all(g["output"].startswith(f"{THINK_OPEN}\n\n{THINK_CLOSE}\n") for g in gens)
     assert all(g["thinking"].strip() == "" and g["think_tokens"] == 0 for g in gens)
     assert all(g["output"].count(THINK_OPEN) == 1 for g in gens)  # <think> cannot reopen
+
+
+def test_held_out_draws_start_with_the_single_draw_and_average_over_the_rest(thinking_model):
+    """evaluation.heldout_samples: the first of k draws is the k = 1 evaluation (one seeded
+    stream), the accuracy is the mean over every draw, and the draws differ (sampled)."""
+    from tinyreason.config.evaluation import EvalConfig
+    from tinyreason.eval.heldout import evaluate_heldout
+
+    def ev(k):
+        return EvalConfig(heldout_problems=8, heldout_samples=k, max_new_tokens=40, batch_size=8,
+                          thinking={"mode": "on", "compare_off": False})
+
+    one, three = (evaluate_heldout(str(thinking_model), ev(k), new_templates=False) for k in (1, 3))
+    assert [s["output"] for s in three["samples"]] == [s["output"] for s in one["samples"]]
+    assert three["draws"] == 3 and three["format"]["n"] == 24 and three["settings"]["samples_per_problem"] == 3
+    assert three["accuracy"] == pytest.approx(sum(s["right_of_k"] for s in three["samples"]) / 24)
+    assert all(s["right_of_k"] >= s["correct"] for s in three["samples"])
+    assert three["pass_at_k"] == sum(s["right_of_k"] > 0 for s in three["samples"]) / 8
+    assert three["thinking"]["think_tokens_mean"] != one["thinking"]["think_tokens_mean"]  # other draws, other traces

@@ -11,7 +11,8 @@ def variants(bench_script):
     return bench_script("grpo_variants")
 
 
-def _stage(root: Path, name: str, kind: str, acc: float, new: float, lr=5e-5, sources=None, peft=None) -> Path:
+def _stage(root: Path, name: str, kind: str, acc: float, new: float, lr=5e-5, sources=None, peft=None,
+           draws: int = 0, right: list[int] | None = None) -> Path:
     d = root / name
     d.mkdir()
     config = {"trainer": {"learning_rate": lr, "max_steps": 10, "num_generations": 8}, "rewards": [{"name": "correctness"}],
@@ -25,6 +26,13 @@ def _stage(root: Path, name: str, kind: str, acc: float, new: float, lr=5e-5, so
         (d / f"eval-{n}.json").write_text(json.dumps({
             "n": n, "accuracy": a, "new_templates": {"accuracy": new, "samples": samples[1:]},
             "samples": samples[:1], "per_task": {"add_sub": a}, "format": {"well_formed": 1.0}}))
+    if draws:  # the same stage evaluated again with `draws` answers per problem (evaluation.heldout_samples)
+        right = right or [draws // 2] * 3
+        drawn = [{**samples[i % 2], "id": f"p{i}", "right_of_k": r} for i, r in enumerate(right)]
+        (d / "eval-draws.json").write_text(json.dumps({
+            "n": 200, "draws": draws, "accuracy": acc + 0.01, "accuracy_se": 0.0171, "pass_at_k": 0.9,
+            "new_templates": {"accuracy": new + 0.01, "pass_at_k": 0.6, "samples": drawn[1:]},
+            "samples": drawn[:1] + drawn[2:], "per_task": {"add_sub": acc + 0.01}, "format": {"well_formed": 1.0}}))
     lines = [{"rewards/correctness/mean": 0.1 * i, "entropy": 0.1 * (i + 1)} for i in range(15)]
     (d / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in [{"event": "startup"}, *lines]) + "\n")
     return d
@@ -79,3 +87,23 @@ def test_a_variant_records_its_data_and_adapter_and_dpo_variants_read_with_kind(
     (row,) = record["variants"]
     assert record["target"].startswith("DPO adds") and row["over_parent"] == pytest.approx(0.03)
     assert row["sources"] == pairs and "rewards" not in row and row["trainer"]["learning_rate"] == 5e-5
+
+
+def test_samples_reads_the_evaluation_that_drew_that_many_answers_per_problem(variants, tmp_path):
+    parent = _stage(tmp_path, "03-dpo-a", "dpo", 0.34, 0.31, draws=8, right=[4, 2, 8])
+    grpo = _stage(tmp_path, "04-grpo-b", "grpo", 0.36, 0.17, draws=8, right=[6, 2, 4])
+    variants.main([str(parent), str(grpo), "--samples", "8"])
+    out = json.loads(variants.OUT.read_text())
+    (row,) = out["variants"]
+    # problem by problem (p0 and p2 in the training wording): gains 2/8 and -4/8
+    assert row["over_parent_se"] == pytest.approx(abs(0.25 + 0.5) / 2, abs=1e-4)
+    assert row["over_parent_new_templates_se"] == pytest.approx(0.25)  # p1 and p2 there: gains 0 and -4/8
+    assert row["heldout_accuracy"] == pytest.approx(0.37) and out["parent"]["heldout_accuracy"] == pytest.approx(0.35)
+    assert row["samples_per_problem"] == 8 and row["heldout_accuracy_se"] == 0.0171
+    assert row["heldout_pass_at_k"] == 0.9 and row["new_templates_pass_at_k"] == 0.6
+    variants.main([str(parent), str(grpo)])  # by default the one-draw evaluation, as before
+    (row,) = json.loads(variants.OUT.read_text())["variants"]
+    assert row["heldout_accuracy"] == 0.36 and "samples_per_problem" not in row
+    with pytest.raises(SystemExit, match="no evaluation on 200 held-out problems with 4 draws each .*"
+                                         "evaluation.heldout_samples=4"):
+        variants.main([str(parent), str(grpo), "--samples", "4"])

@@ -91,6 +91,46 @@ def test_repeats_with_greedy_decoding_is_an_error_naming_the_fix():
         TaskSpec(task="gsm8k", repeats=4, temperature=0)
 
 
+def test_heldout_draws_with_greedy_decoding_is_an_error_naming_the_fix():
+    with pytest.raises(ValidationError, match="heldout_samples: 4 with greedy decoding would give 4 identical "
+                                              "answers per problem; set heldout_samples: 1, or decoding: reasoning"):
+        EvalConfig(heldout_samples=4, decoding={"decoding": "greedy"})
+    with pytest.raises(ValidationError, match="greater than or equal to 1"):
+        EvalConfig(heldout_samples=0)
+
+
+def _gen(text: str) -> thinking.Generation:
+    split = text.partition("</think>")
+    return thinking.Generation(text, split[0].removeprefix("<think>"), split[2].strip(), None, 3, False, False)
+
+
+def test_heldout_accuracy_over_draws_is_the_mean_with_its_error_over_problems_and_pass_at_k():
+    from tinyreason.eval.heldout import score
+    from tinyreason.eval.scores import primary_with_errors
+
+    rows = [{"id": i, "task": t, "question": f"q{i}", "answer": a}
+            for i, (t, a) in enumerate([("add_sub", "7"), ("add_sub", "3"), ("count", "2"), ("count", "1")])]
+    right, wrong = "<think>\nx\n</think>\nThe answer is {}.", "<think>\nx\n</think>\nThe answer is 99."
+    # draws x problems: problem 0 right 3 of 3, problem 1 1 of 3, problem 2 0 of 3, problem 3 2 of 3
+    hits = [[1, 1, 0, 1], [1, 0, 0, 1], [1, 0, 0, 0]]
+    draws = [[_gen(right.format(r["answer"]) if h else wrong) for r, h in zip(rows, draw)] for draw in hits]
+    result = score(rows, draws)
+    per_problem = [1, 1 / 3, 0, 2 / 3]
+    assert result["accuracy"] == pytest.approx(0.5) and result["draws"] == 3
+    assert result["pass_at_k"] == pytest.approx(0.75)  # problem 2 never right
+    assert result["per_task"] == {"add_sub": pytest.approx(2 / 3), "count": pytest.approx(1 / 3)}
+    mean = sum(per_problem) / 4
+    sd = (sum((p - mean) ** 2 for p in per_problem) / 3) ** 0.5
+    assert result["accuracy_se"] == pytest.approx(sd / 2)
+    assert [s["right_of_k"] for s in result["samples"]] == [3, 1, 0, 2]
+    assert [s["correct"] for s in result["samples"]] == [True, True, False, True]  # the first draw's samples
+    assert result["format"]["n"] == 12 and result["thinking"]["n"] == 12  # health counts every draw
+    assert primary_with_errors(result)["heldout/accuracy"].se == pytest.approx(sd / 2)
+    one = score(rows, draws[:1])  # one draw: the binomial se over problems, no k figures
+    assert one["accuracy"] == 0.75 and "pass_at_k" not in one and "right_of_k" not in one["samples"][0]
+    assert primary_with_errors(one)["heldout/accuracy"].se == pytest.approx((0.75 * 0.25 / 4) ** 0.5)
+
+
 def test_a_budget_larger_than_the_generation_limit_is_an_error():
     with pytest.raises(ValidationError, match=r"budget = 512 is not below evaluation.benchmarks.max_gen_toks = 256"):
         EvalConfig(heldout_problems=0, thinking={"budget": 512},
@@ -129,8 +169,10 @@ def test_new_settings_change_the_evaluation_cache_key():
     changed = [EvalConfig(thinking={"budget": 8}), EvalConfig(thinking={"mode": "off"}),
                EvalConfig(decoding={"decoding": "greedy"}), EvalConfig(prompt={"chat_template": "platform"}),
                EvalConfig(prompt={"system_prompt": "Be exact."}),
-               EvalConfig(benchmarks={"tasks": [{"task": "x", "repeats": 2}]})]
+               EvalConfig(benchmarks={"tasks": [{"task": "x", "repeats": 2}]}), EvalConfig(heldout_samples=4)]
     assert base not in {digest(c.model_dump()) for c in changed}
+    # added after evaluations were cached: at its default the key is the one made before it existed
+    assert "heldout_samples" not in EvalConfig().model_dump() and digest(EvalConfig(heldout_samples=1).model_dump()) == base
 
 
 def test_vllm_backend_without_vllm_installed_says_what_to_do():

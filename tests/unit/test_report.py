@@ -18,7 +18,7 @@ import made_runs  # noqa: E402
 from tinyreason import cards, report  # noqa: E402
 from tinyreason.eval import harness, tables  # noqa: E402
 from tinyreason.eval.scores import objective_score, primary_with_errors, table_with_errors  # noqa: E402
-from tinyreason.generations import heldout_samples  # noqa: E402
+from tinyreason.generations import heldout_intro, heldout_samples  # noqa: E402
 from tinyreason.plots import StageCurves, curve_lines, plot_curves  # noqa: E402
 from tinyreason.render import markdown_to_html  # noqa: E402
 from tinyreason.stats import Score, proportion_se  # noqa: E402
@@ -181,6 +181,16 @@ def test_generations_set_think_apart_and_mark_correct_and_wrong():
     looping["samples"][0].update(answer="is " * 40, correct=False)
     summary = heldout_samples(looping, k=1)[0].split("</summary>")[0]
     assert summary.endswith("answered is is is is is is is is is is is is is…)")  # the full output is below
+
+
+def test_the_samples_intro_says_how_they_were_decoded_and_over_how_many_draws():
+    ev = made_runs.evaluation(0.25, 0.3, 0.04, 0.0)
+    assert "as the evaluation decodes; accuracy over all 100: 25.0%." in heldout_intro(ev)  # no settings kept
+    ev["settings"] = {"decoding": {"do_sample": True, "temperature": 0.6, "top_p": 0.95}}
+    assert "sampled at temperature 0.6, top-p 0.95, seeded; accuracy over all 100: 25.0%." in heldout_intro(ev)
+    ev.update(settings={"decoding": {"do_sample": False}}, draws=8)
+    assert heldout_intro(ev).endswith("greedy decoding; accuracy over all 100: 25.0%, the mean of 8 draws per "
+                                      "problem (the first shown).")
 
 
 def test_model_card_has_the_hugging_face_shape(tmp_path):

@@ -11,11 +11,11 @@ the evaluation cache key (evaluation.py hashes this section's dump).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from tinyreason.config.base import Strict
+from tinyreason.config.base import KeyStable, Strict
 from tinyreason.model.chat import SYSTEM_PROMPT
 
 # The seed report's decoding for reasoning tasks; "greedy" where a task asks for it.
@@ -163,8 +163,16 @@ class DecontamConfig(Strict):
     threshold: float | None = Field(None, gt=0, le=1)  # share of one eval item's n-grams found in a row
 
 
-class EvalConfig(Strict):
+class EvalConfig(KeyStable):
+    ADDED: ClassVar[tuple[str, ...]] = ("heldout_samples",)  # evaluation keys made before it stay valid
+
     heldout_problems: int = Field(100, ge=0)  # synthetic held-out reasoning problems scored after every stage
+    # draws per held-out problem: accuracy is their mean (pass@1 from k samples, as the R1 report
+    # estimates it), with pass@k beside it. One sample per problem at temperature 0.6 leaves the
+    # score a draw's luck on every problem the model gets right only sometimes: 2.3 points of
+    # standard error from that alone at 200 problems for the demo's DPO stage, so 3.3 on a
+    # stage-to-stage difference (bench/results/grpo_variants_draws_seed1.json)
+    heldout_samples: int = Field(1, ge=1)
     max_new_tokens: int = Field(96, gt=0)  # the probe's generation limit; outputs hitting it count as truncated
     batch_size: int = Field(16, ge=1)
     decoding: Decoding = Decoding()  # the probe's decoding (the suite's is per task)
@@ -176,6 +184,14 @@ class EvalConfig(Strict):
     prompt: PromptConfig = PromptConfig()
     objective: ObjectiveConfig = ObjectiveConfig()
     decontamination: DecontamConfig = DecontamConfig()
+
+    @model_validator(mode="after")
+    def _draws_differ(self):
+        if self.heldout_samples > 1 and self.decoding.sampling().get("do_sample") is False:
+            raise ValueError(f"evaluation.heldout_samples: {self.heldout_samples} with greedy decoding would give "
+                             f"{self.heldout_samples} identical answers per problem; set heldout_samples: 1, or "
+                             "decoding: reasoning to sample")
+        return self
 
     @model_validator(mode="after")
     def _budget_fits(self):

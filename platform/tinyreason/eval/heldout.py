@@ -5,8 +5,12 @@ model), the decoding `evaluation.decoding` (the seed report's temperature 0.6, t
 default, seeded), and generation goes through `thinking.generate`, as the lm-eval suite's does:
 the answer after `</think>` is graded by `answers.grade`, a trace that never closes counts as no
 answer, and a thinking budget applies. The same generations give the reasoning-format health
-numbers. A model that thinks is also scored with thinking off (`result["think_off"]`) when
-`evaluation.thinking.compare_off` is on. The problems' number combinations never occur in any
+numbers. With `evaluation.heldout_samples` k > 1 each problem is answered k times (one seeded
+stream: the first draw is the k = 1 evaluation) and the accuracy is the mean over the draws, the
+pass@1 that the R1 report estimates from k samples at temperature 0.6, with its standard error
+over problems and pass@k beside it: the draw-to-draw luck of one sample per problem is as large
+as most stage-to-stage differences. A model that thinks is also scored with thinking off
+(`result["think_off"]`) when `evaluation.thinking.compare_off` is on. The problems' number combinations never occur in any
 training blend (see `world.is_heldout`); a second set words the held-out problems with
 templates no training row uses (`data/phrasings.py`), reported as `new_templates`.
 """
@@ -23,20 +27,21 @@ from tinyreason.eval import health, thinking
 from tinyreason.model.chat import CHAT_TEMPLATE
 from tinyreason.model.presets import load_model
 from tinyreason.model.templates import render_kwargs
+from tinyreason.stats import mean_score
 
 
 def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: int, sampling: dict,
-             think: thinking.Think, seed: int = 0) -> list[thinking.Generation]:
-    """Completions of chat prompts (the think prefill is added here), seeded once for the set."""
+             think: thinking.Think, seed: int = 0, draws: int = 1) -> list[list[thinking.Generation]]:
+    """`draws` sets of completions of chat prompts (the think prefill is added here), seeded once:
+    draw i continues the random stream of draw i - 1, so the first is the same at any `draws`."""
     tok.padding_side = "left"  # decoder-only generation continues from the right edge
     torch.manual_seed(seed)
-    outputs = []
-    for i in range(0, len(prompts), batch_size):
-        enc = tok([p + think.prefill for p in prompts[i:i + batch_size]], return_tensors="pt", padding=True,
-                  add_special_tokens=False)
-        outputs += thinking.generate(model, tok, enc["input_ids"], enc["attention_mask"],
-                                     max_new_tokens=max_new_tokens, sampling=sampling, think=think)
-    return outputs
+    encs = [tok([p + think.prefill for p in prompts[i:i + batch_size]], return_tensors="pt", padding=True,
+                add_special_tokens=False) for i in range(0, len(prompts), batch_size)]
+    return [[g for enc in encs for g in thinking.generate(model, tok, enc["input_ids"], enc["attention_mask"],
+                                                           max_new_tokens=max_new_tokens, sampling=sampling,
+                                                           think=think)]
+            for _ in range(draws)]
 
 
 def chat_prompts(tok, questions: list[str], prompt: PromptConfig | None = None) -> list[str]:
@@ -53,27 +58,37 @@ def chat_prompts(tok, questions: list[str], prompt: PromptConfig | None = None) 
             for q in questions]
 
 
-def score(rows: list[dict], gens: list[thinking.Generation]) -> dict:
-    """Accuracy, format health and no-answer counts of one set of generations."""
-    samples, checks, correct = [], [], 0
-    for row, gen in zip(rows, gens):
-        g = grade(gen.text, row["answer"])
-        correct += g.correct
-        checks.append(health.check_output(gen.text, hit_limit=gen.hit_limit))
+def score(rows: list[dict], draws: list[list[thinking.Generation]]) -> dict:
+    """Accuracy, format health and no-answer counts of k draws of generations (one per row each).
+    Accuracy is the mean over draws; with k > 1, `accuracy_se` is the standard error of the mean
+    of per-problem accuracies and `pass_at_k` the share of problems right at least once. The
+    samples are the first draw's, each with `right_of_k`; health counts every draw."""
+    k = len(draws)
+    grades = [[grade(gen.text, row["answer"]) for row, gen in zip(rows, gens)] for gens in draws]
+    right = [sum(d[i].correct for d in grades) for i in range(len(rows))]
+    per_problem = [r / k for r in right]
+    samples = []
+    for row, gen, g, r in zip(rows, draws[0], grades[0], right):
         samples.append({"id": row["id"], "task": row["task"], "question": row["question"], "gold": row["answer"],
                         "output": gen.text, "thinking": gen.thinking, "answer": g.answer, "grade": g.reason,
-                        "correct": g.correct, "think_tokens": gen.think_tokens, "forced_close": gen.forced_close})
-    per_task: dict[str, list[bool]] = {}
-    for s in samples:
-        per_task.setdefault(s["task"], []).append(s["correct"])
-    return {
-        "accuracy": correct / len(rows) if rows else 0.0,
+                        "correct": g.correct, "think_tokens": gen.think_tokens, "forced_close": gen.forced_close,
+                        **({"right_of_k": r} if k > 1 else {})})
+    per_task: dict[str, list[float]] = {}
+    for row, acc in zip(rows, per_problem):
+        per_task.setdefault(row["task"], []).append(acc)
+    gens = [g for d in draws for g in d]
+    result = {
+        "accuracy": sum(per_problem) / len(rows) if rows else 0.0,
         "per_task": {t: sum(v) / len(v) for t, v in sorted(per_task.items())},
-        "format": health.summarize(checks),
+        "format": health.summarize([health.check_output(g.text, hit_limit=g.hit_limit) for g in gens]),
         "thinking": thinking.summarize(gens),
         "n": len(rows),
         "samples": samples,
     }
+    if k > 1 and rows:
+        result.update(draws=k, accuracy_se=mean_score(per_problem).se,
+                      pass_at_k=sum(a > 0 for a in per_problem) / len(rows))
+    return result
 
 
 def evaluate_heldout(model_dir: str, ev: EvalConfig, trust_remote_code: bool = False, revision: str | None = None,
@@ -88,16 +103,18 @@ def evaluate_heldout(model_dir: str, ev: EvalConfig, trust_remote_code: bool = F
     prompts = chat_prompts(tok, [r["question"] for r in rows], ev.prompt)
     sampling, seed = ev.decoding.sampling(), ev.decoding.seed + seed
     think = thinking.Think(ev.thinking.mode, ev.thinking.budget)
-    result = score(rows, generate(model, tok, prompts, ev.max_new_tokens, ev.batch_size, sampling, think, seed))
+
+    def answers(prompts: list[str], think: thinking.Think) -> list[list[thinking.Generation]]:
+        return generate(model, tok, prompts, ev.max_new_tokens, ev.batch_size, sampling, think, seed,
+                        ev.heldout_samples)
+
+    result = score(rows, answers(prompts, think))
     if new_templates:
         new = synthetic.eval_rows(ev.heldout_problems, world.EVAL_SEED, "heldout")
-        new_prompts = chat_prompts(tok, [r["question"] for r in new], ev.prompt)
-        result["new_templates"] = score(new, generate(model, tok, new_prompts, ev.max_new_tokens, ev.batch_size,
-                                                      sampling, think, seed))
+        result["new_templates"] = score(new, answers(chat_prompts(tok, [r["question"] for r in new], ev.prompt), think))
     result["settings"] = {"decoding": sampling, "seed": seed, "thinking": ev.thinking.mode,
                           "budget": ev.thinking.budget, "system_prompt": ev.prompt.system_prompt,
-                          "chat_template": ev.prompt.chat_template}
+                          "chat_template": ev.prompt.chat_template, "samples_per_problem": ev.heldout_samples}
     if ev.thinking.compare_off and ev.thinking.mode != "off" and thinking.has_think_tokens(tok):
-        off = generate(model, tok, prompts, ev.max_new_tokens, ev.batch_size, sampling, thinking.Think("off"), seed)
-        result["think_off"] = score(rows, off)
+        result["think_off"] = score(rows, answers(prompts, thinking.Think("off")))
     return result

@@ -10,7 +10,9 @@ objective or the score plot (lower is better, and it is not on a 0-1 scale).
 
 The `*_with_errors` functions give the same numbers as `stats.Score`s, each with its
 standard error: lm-eval's `*_stderr` for its tasks, the binomial one for the held-out
-probe (Wilson-based at 0 or 1 correct, see `stats.proportion_se`), none for perplexity.
+probe (Wilson-based at 0 or 1 correct, see `stats.proportion_se`), or the probe's own over
+problems where it averaged several draws per problem (`evaluation.heldout_samples`), none for
+perplexity.
 """
 
 from __future__ import annotations
@@ -80,21 +82,26 @@ def _task_score(value: float, se: float | None, n: int | None) -> Score:
     return score_with_error(value, se, n)
 
 
+def _probe_score(probe: dict) -> Score:
+    """A held-out accuracy: the binomial se over its n problems, or, averaged over k draws per
+    problem, the se of the mean of per-problem accuracies it recorded (smaller: the draws' luck
+    averages out, the problems' does not)."""
+    value, n = float(probe["accuracy"]), probe.get("n")
+    if probe.get("accuracy_se") is not None:
+        return Score(value, float(probe["accuracy_se"]), n)
+    return proportion_score(value, n) if n else Score(value)
+
+
 def primary_with_errors(evaluation: dict | None) -> dict[str, Score]:
     """`primary_scores` with standard errors; an evaluation cached before errors were kept has se None."""
     if not evaluation:
         return {}
     out: dict[str, Score] = {}
-    if "accuracy" in evaluation:
-        n = evaluation.get("n")
-        for key, value in (("heldout/accuracy", evaluation["accuracy"]),
-                           ("heldout/well_formed", evaluation["format"]["well_formed"])):
-            out[key] = proportion_score(float(value), n) if n else Score(float(value))
-    new = evaluation.get("new_templates")
-    if new:  # the held-out template family: its own n problems
-        for key, value in (("heldout_new/accuracy", new["accuracy"]),
-                           ("heldout_new/well_formed", new["format"]["well_formed"])):
-            out[key] = proportion_score(float(value), new["n"]) if new.get("n") else Score(float(value))
+    for prefix, probe in (("heldout", evaluation), ("heldout_new", evaluation.get("new_templates"))):
+        if probe and "accuracy" in probe:  # the held-out template family has its own n problems
+            out[f"{prefix}/accuracy"] = _probe_score(probe)
+            n, well_formed = probe.get("n"), float(probe["format"]["well_formed"])
+            out[f"{prefix}/well_formed"] = proportion_score(well_formed, n) if n else Score(well_formed)
     bench = evaluation.get("benchmarks") or {}
     ses, counts = bench.get("primary_stderr") or {}, bench.get("n") or {}
     for task, value in (bench.get("primary") or {}).items():
