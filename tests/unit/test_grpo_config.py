@@ -57,3 +57,21 @@ def test_a_prompt_source_feeds_only_a_prompt_stage():
     raw = {"stages": [{"name": "dpo", "kind": "dpo", "data": PROMPTS}]}
     with pytest.raises(ConfigError, match="trains on preference rows, but this source makes prompt rows"):
         validate_config(raw)
+
+
+def test_prompts_longer_than_max_prompt_length_are_dropped_counting_their_tokens(tmp_path):
+    from tinyreason.data import synthetic
+    from tinyreason.model.tokenizer import prepare_chat_tokenizer, train_bpe
+    from tinyreason.train.grpo import _fitting_prompts
+
+    tok = prepare_chat_tokenizer(train_bpe((r["text"] for r in synthetic.pretrain_rows(200, 0)), 300, tmp_path))
+    tok.save_pretrained(tmp_path)
+    rows = synthetic.prompt_rows(40, 0)
+    lengths = [len(tok.apply_chat_template(r["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"])
+               for r in rows]
+    limit = sorted(lengths)[len(lengths) // 2]  # about half the prompts are longer
+    batch = {"prompt": [r["prompt"] for r in rows], "answer": [r["answer"] for r in rows]}
+    kept = _fitting_prompts(batch, str(tmp_path), limit)
+    assert kept["answer"] == [r["answer"] for r, n in zip(rows, lengths) if n <= limit]
+    assert 0 < len(kept["answer"]) < len(rows)
+    assert len(_fitting_prompts(batch, str(tmp_path), None)["answer"]) == len(rows)

@@ -95,8 +95,10 @@ def _fitting_prompts(batch, tokenizer_dir: str, max_prompt_length: int | None):
     rows = [{"prompt": r["prompt"], "answer": r["answer"]} for r in T.rows_of(batch)]
     if max_prompt_length is not None:
         tok = cached_tokenizer(tokenizer_dir)
-        rows = [r for r in rows if len(tok.apply_chat_template(r["prompt"], tokenize=True,
-                                                                add_generation_prompt=True)) <= max_prompt_length]
+        # tokenize=True gives an encoding (a dict) in transformers 5: its len() is its key count, 2,
+        # which let every prompt through until the token ids were counted
+        rows = [r for r in rows if len(tok.apply_chat_template(r["prompt"], tokenize=True, add_generation_prompt=True,
+                                                                return_dict=True)["input_ids"]) <= max_prompt_length]
     return T.batch_of(rows, list(PROMPT_COLUMNS))
 
 
