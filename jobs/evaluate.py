@@ -88,7 +88,7 @@ def _heldout(cfg, model_dir: Path, out: Path) -> None:
           f"well-formed <think> {f['well_formed']:.1%}, "
           f"answer after it {f['has_answer']:.1%}, truncated {f['truncated']:.1%}, repetition {f['repetition']:.3f}, "
           f"think words p50/p90 {f['think_tokens_p50']:.0f}/{f['think_tokens_p90']:.0f}; "
-          f"no answer {res['thinking']['no_answer']} of {res['n']}"
+          f"no answer {res['thinking']['no_answer']} of {res['thinking']['n']}"  # answers: n problems x draws
           + (f"; thinking off: {res['think_off']['accuracy']:.1%}" if res.get("think_off") else ""))
     if "new_templates" in res:
         new = res["new_templates"]

@@ -10,9 +10,10 @@ stream: the first draw is the k = 1 evaluation) and the accuracy is the mean ove
 pass@1 that the R1 report estimates from k samples at temperature 0.6, with its standard error
 over problems and pass@k beside it: the draw-to-draw luck of one sample per problem is as large
 as most stage-to-stage differences. A model that thinks is also scored with thinking off
-(`result["think_off"]`) when `evaluation.thinking.compare_off` is on. The problems' number combinations never occur in any
-training blend (see `world.is_heldout`); a second set words the held-out problems with
-templates no training row uses (`data/phrasings.py`), reported as `new_templates`.
+(`result["think_off"]`) when `evaluation.thinking.compare_off` is on. The problems' number
+combinations never occur in any training blend (see `world.is_heldout`); a second set words the
+held-out problems with templates no training row uses (`data/phrasings.py`), reported as
+`new_templates`.
 """
 
 from __future__ import annotations
