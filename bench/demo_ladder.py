@@ -87,7 +87,7 @@ def lineage(leaf: Path) -> list[Path]:
 def stage_row(stage: Path, heldout: int) -> dict:
     manifest = json.loads((stage / "manifest.json").read_text())
     config = manifest["config"]
-    row = {"stage": manifest["stage"], **stage_figures(stage, heldout),
+    row = {"stage": manifest["stage"], **stage_figures(stage, heldout)[0],
            "learning_rate": config["trainer"].get("learning_rate"),
            "entries": sum(s.get("entries") or 0 for s in config["data"]["blend"]["sources"])}
     if manifest["kind"] == "pretrain":

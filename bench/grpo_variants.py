@@ -87,7 +87,8 @@ def step_truth(samples: list[dict]) -> dict:
     return {k: round(t / n, 4) if n else None for k, (t, n) in counts.items()}
 
 
-def stage_figures(stage: Path, heldout: int, samples: int = 1) -> dict:
+def stage_figures(stage: Path, heldout: int, samples: int = 1) -> tuple[dict, dict]:
+    """The stage's row of the record, and the evaluation it was read from."""
     manifest = json.loads((stage / "manifest.json").read_text())
     config, result = manifest["config"], _eval(stage, heldout, samples)
     row = {"stage_dir": stage.name, "kind": manifest["kind"],
@@ -106,7 +107,7 @@ def stage_figures(stage: Path, heldout: int, samples: int = 1) -> dict:
     if manifest["kind"] == "grpo":
         row["rewards"] = config["rewards"]
         row.update(_fifths(stage))
-    return row
+    return row, result
 
 
 def main(argv=None) -> None:
@@ -121,17 +122,16 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=OUT, help=f"where to write (default {OUT.name})")
     ap.add_argument("--note", default=None, help="a line kept with the figures")
     args = ap.parse_args(argv)
-    parent = stage_figures(args.parent, args.heldout, args.samples)
+    parent, before = stage_figures(args.parent, args.heldout, args.samples)
     variants = []
     for stage in args.variants:
-        row = stage_figures(stage, args.heldout, args.samples)
+        row, after = stage_figures(stage, args.heldout, args.samples)
         if row["kind"] != args.kind:
             raise SystemExit(f"{stage} is a {row['kind']} stage; give {args.kind} stage dirs after the parent"
                              + ("" if args.kind != "grpo" else ", or --kind for another kind's variants"))
         row["over_parent"] = round(row["heldout_accuracy"] - parent["heldout_accuracy"], 4)
         row["over_parent_new_templates"] = round(row["new_templates_accuracy"] - parent["new_templates_accuracy"], 4)
         if args.samples > 1:
-            before, after = _eval(args.parent, args.heldout, args.samples), _eval(stage, args.heldout, args.samples)
             row["over_parent_se"] = paired_se(before, after, args.samples)
             row["over_parent_new_templates_se"] = paired_se(before["new_templates"], after["new_templates"],
                                                             args.samples)

@@ -12,6 +12,7 @@ verbatim, so markdown or tags a model writes never render.
 from __future__ import annotations
 
 from tinyreason.answers import split_thinking
+from tinyreason.eval.reasoning_report import decoding_text
 from tinyreason.render import md_details_parts
 
 SHOWN = 4  # held-out problems per stage: enough to see the failure modes, short enough to read
@@ -64,11 +65,8 @@ def _decoding(sampling: dict | None) -> str:
     """How the shown answers were generated, from the evaluation's recorded settings."""
     if not sampling:  # an evaluation cached before its settings were recorded
         return "as the evaluation decodes"
-    if not sampling.get("do_sample"):
-        return "greedy decoding"
-    parts = [f"temperature {sampling['temperature']:g}"] + [f"{name} {sampling[key]:g}" for name, key in
-                                                             (("top-p", "top_p"), ("top-k", "top_k")) if key in sampling]
-    return "sampled at " + ", ".join(parts) + ", seeded"
+    text = decoding_text(sampling)
+    return "greedy decoding" if text == "greedy" else f"sampled at {text}, seeded"
 
 
 def training_samples(rows: list[dict], k: int = TRAINING_SHOWN) -> list[str]:

@@ -28,7 +28,7 @@ from tinyreason.eval import health, thinking
 from tinyreason.model.chat import CHAT_TEMPLATE
 from tinyreason.model.presets import load_model
 from tinyreason.model.templates import render_kwargs
-from tinyreason.stats import mean_score
+from tinyreason.stats import pass_at_k_over_items
 
 
 def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: int, sampling: dict,
@@ -86,9 +86,9 @@ def score(rows: list[dict], draws: list[list[thinking.Generation]]) -> dict:
         "n": len(rows),
         "samples": samples,
     }
-    if k > 1 and rows:
-        result.update(draws=k, accuracy_se=mean_score(per_problem).se,
-                      pass_at_k=sum(a > 0 for a in per_problem) / len(rows))
+    if k > 1 and rows:  # pass@1 over k draws is the accuracy above; its se is over problems
+        result.update(draws=k, accuracy_se=pass_at_k_over_items(right, k, 1).se,
+                      pass_at_k=pass_at_k_over_items(right, k, k).value)
     return result
 
 

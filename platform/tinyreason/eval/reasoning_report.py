@@ -84,16 +84,18 @@ def conditions(ev: EvalConfig) -> list[str]:
     lines = ["## Scoring conditions", "",
              f"Every model, the base included, is scored with {system} "
              f"and {template}; thinking mode `{ev.thinking.mode}`, {budget}.", "",
-             f"- held-out probe: {_decoding(ev.decoding.sampling())}, seed {ev.decoding.seed}, "
-             f"up to {ev.max_new_tokens} new tokens"]
+             f"- held-out probe: {decoding_text(ev.decoding.sampling())}, seed {ev.decoding.seed}, "
+             + (f"{ev.heldout_samples} draws per problem, " if ev.heldout_samples > 1 else "")
+             + f"up to {ev.max_new_tokens} new tokens"]
     for t in ev.benchmarks.tasks:
-        lines.append(f"- {t.task}: {_decoding(t.sampling_config().sampling())}, seed {t.seed}, "
+        lines.append(f"- {t.task}: {decoding_text(t.sampling_config().sampling())}, seed {t.seed}, "
                      f"{t.repeats} sample{'s' if t.repeats > 1 else ''} per problem, up to "
                      f"{t.max_gen_toks or ev.benchmarks.max_gen_toks} new tokens (generation tasks)")
     return lines + [""]
 
 
-def _decoding(sampling: dict) -> str:
+def decoding_text(sampling: dict) -> str:
+    """generate()'s sampling arguments in words: "greedy", or "temperature 0.6, top-p 0.95"."""
     if not sampling["do_sample"]:
         return "greedy"
     parts = [f"temperature {sampling['temperature']}"]
