@@ -6,9 +6,10 @@
 
 Reads each storage's runs/default/latest/results.json (the run's own record, nothing
 re-computed) and writes bench/results/demo_seeds.json: per seed and stage the held-out accuracy
-in the training and the held-out wordings, and the well-formed share; then the mean and range
-over seeds of the final accuracy, `<think>` SFT over chat SFT, and each of DPO and GRPO over
-its parent, beside the targets. Runs that end at DPO (a DPO variant screened with
+in the training and the held-out wordings, and the well-formed share in both (the target reads the
+training wordings'; the held-out wordings' is kept beside it where the run's benchmark table has
+it); then the mean and range over seeds of the final accuracy, `<think>` SFT over chat SFT, and
+each of DPO and GRPO over its parent, beside the targets. Runs that end at DPO (a DPO variant screened with
 `--stages pretrain,sft,reasoning,dpo`) are summed the same way, without the GRPO figure.
 
 A seed given as `A+B` is run A's stages continued by run B's: B an experiment whose base model is
@@ -56,7 +57,15 @@ def continued(first: Path, then: Path) -> tuple[Path, dict, dict]:
     mine = results["benchmarks"][results["stages"][at]["stage"]]
     if any(round(seam[k]["value"], 6) != round(mine[k]["value"], 6) for k in seam if k in mine):
         raise SystemExit(f"{then}: its evaluation of its base differs from {first}'s of that stage; not a continuation")
-    return run, {**results, "stages": results["stages"][:at + 1] + later["stages"]}, config
+    # B's benchmark table holds its own stages (and its base, which is A's stage at the seam)
+    benchmarks = {**results["benchmarks"], **{k: v for k, v in later["benchmarks"].items() if k != "base"}}
+    return run, {**results, "stages": results["stages"][:at + 1] + later["stages"], "benchmarks": benchmarks}, config
+
+
+def _new_templates_well_formed(results: dict, stage: str) -> float | None:
+    """The stage's well-formed share in the held-out wordings, from the run's benchmark table."""
+    figure = (results.get("benchmarks") or {}).get(stage, {}).get("heldout_new/well_formed")
+    return figure["value"] if figure else None
 
 
 def seed_figures(path: Path) -> dict:
@@ -64,7 +73,9 @@ def seed_figures(path: Path) -> dict:
     `A+B`: run A continued by run B (the module's docstring)."""
     first, _, then = str(path).partition("+")
     run, results, config = continued(Path(first), Path(then)) if then else read_run(path)
-    stages = {r["stage"]: {f: r[f] for f in FIELDS} for r in results["stages"]}
+    stages = {r["stage"]: {**{f: r[f] for f in FIELDS},
+                           "new_templates_well_formed": _new_templates_well_formed(results, r["stage"])}
+              for r in results["stages"]}
     # which CPU trained it: the same seed gives other numbers on another CPU (README: provenance.json)
     record = json.loads((run / "provenance.json").read_text()) if (run / "provenance.json").is_file() else {}
     cpu = {k: v for k, v in ((record.get("driver") or {}).get("cpu") or {}).items() if k in ("model", "id", "isa", "cache")}
@@ -76,6 +87,9 @@ def seed_figures(path: Path) -> dict:
                                                  - stages["sft"]["new_templates_accuracy"]),
                "dpo_over_think": acc["dpo"] - acc["reasoning"],
                "well_formed_min": min(stages[s]["well_formed_think"] for s in REASONING if s in stages)}
+    held_out = [stages[s]["new_templates_well_formed"] for s in REASONING if s in stages]
+    if None not in held_out:
+        figures["well_formed_new_templates_min"] = min(held_out)
     if "grpo" in acc:  # a run of `--stages ...,dpo` (a DPO variant) has none
         figures["grpo_over_dpo"] = acc["grpo"] - acc["dpo"]
     return figures
@@ -102,7 +116,7 @@ def main(argv=None) -> None:
     for s, w in zip(seeds, args.wall):
         s["wall_s"] = w
     keys = ("final_accuracy", "think_over_chat", "think_over_chat_new_templates", "dpo_over_think", "grpo_over_dpo",
-            "well_formed_min") + (("wall_s",) if args.wall else ())
+            "well_formed_min", "well_formed_new_templates_min") + (("wall_s",) if args.wall else ())
     summary = {k: spread([s[k] for s in seeds]) for k in keys if all(k in s for s in seeds)}
     met = {target: summary[key][stat] >= TARGETS[target]
            for target, (key, stat) in FLOORS.items() if key in summary}  # a run ending at DPO: no GRPO figure

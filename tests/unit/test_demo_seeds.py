@@ -98,3 +98,30 @@ def test_a_seed_continued_by_another_run_reads_both_and_checks_the_seam(demo_see
     (b / "config.json").write_text(json.dumps({"seed": 2, "model": {"name_or_path": base}}))
     with pytest.raises(SystemExit, match="is no stage of"):
         demo_seeds.main([f"{a}+{b}", "--out", str(out_path)])
+
+
+def test_the_held_out_wordings_well_formed_share_is_kept_beside_the_targets(demo_seeds, tmp_path):
+    """The target reads the training wordings' share; the held-out wordings' is recorded beside it,
+    and a continued seed takes it for B's stages from B's benchmark table, not A's."""
+    a = _run(tmp_path, 1, {"pretrain": 0.0, "sft": 0.2, "reasoning": 0.7, "dpo": 0.68, "grpo": 0.695})
+    record = a / "runs" / "default" / "latest" / "results.json"
+    wf = {s: {"heldout_new/well_formed": {"value": v}} for s, v in (("reasoning", 0.96), ("dpo", 0.99), ("grpo", 0.99))}
+    wf["reasoning"]["heldout/accuracy"] = {"value": 0.7}
+    record.write_text(json.dumps({**json.loads(record.read_text()), "benchmarks": wf}))
+    alone = tmp_path / "alone.json"
+    demo_seeds.main([str(a), "--out", str(alone)])
+    out = json.loads(alone.read_text())
+    assert out["seeds"][0]["stages"]["reasoning"]["new_templates_well_formed"] == 0.96
+    assert out["summary"]["well_formed_new_templates_min"]["min"] == 0.96 and out["met"]["well_formed"] is True
+    b = tmp_path / "route" / "runs" / "route" / "latest"
+    b.mkdir(parents=True)
+    stages = [{"stage": s, "heldout_accuracy": 0.7, "new_templates_accuracy": 0.3, "well_formed_think": 1.0}
+              for s in ("dpo", "grpo")]
+    (b / "results.json").write_text(json.dumps({"stages": stages, "benchmarks": {
+        "base": {"heldout/accuracy": {"value": 0.7}, "heldout_new/well_formed": {"value": 0.96}},
+        "dpo": {"heldout_new/well_formed": {"value": 0.88}}, "grpo": {"heldout_new/well_formed": {"value": 0.91}}}}))
+    (b / "config.json").write_text(json.dumps({"seed": 1, "model": {"name_or_path": str(a / "stages" / "02-reasoning-k" / "model")}}))
+    demo_seeds.main([f"{a}+{b}", "--out", str(alone)])
+    seed = json.loads(alone.read_text())["seeds"][0]
+    assert [seed["stages"][s]["new_templates_well_formed"] for s in ("reasoning", "dpo", "grpo")] == [0.96, 0.88, 0.91]
+    assert seed["well_formed_new_templates_min"] == 0.88 and seed["well_formed_min"] == 1.0
