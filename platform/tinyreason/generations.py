@@ -65,8 +65,9 @@ def _decoding(sampling: dict | None) -> str:
     """How the shown answers were generated, from the evaluation's recorded settings."""
     if not sampling:  # an evaluation cached before its settings were recorded
         return "as the evaluation decodes"
-    text = decoding_text(sampling)
-    return "greedy decoding" if text == "greedy" else f"sampled at {text}, seeded"
+    if not sampling.get("do_sample"):
+        return "greedy decoding"
+    return f"sampled at {decoding_text(sampling)}, seeded"
 
 
 def training_samples(rows: list[dict], k: int = TRAINING_SHOWN) -> list[str]:
