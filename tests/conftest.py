@@ -1,7 +1,9 @@
 """Test tiers by folder: unit (no Ray), ray (a real local Ray, num_cpus=2),
 e2e (ray start --head + ray job submit), gpu (skipped without a GPU)."""
 
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -46,7 +48,8 @@ def pytest_collection_modifyitems(config, items):
 
 # Ray-tier modules whose curricula start their own local Ray in a subprocess and use no fixture
 # that needs the session's (`ray_local`): run beside the Ray tier, not in it
-OWN_RAY = frozenset({"tests/ray/test_object_storage.py", "tests/ray/test_trlm_smollm2.py"})
+OWN_RAY = frozenset({"tests/ray/test_micro_job.py", "tests/ray/test_object_storage.py",
+                     "tests/ray/test_trlm_smollm2.py"})
 
 
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: called only when tests run on workers (-n)
@@ -62,11 +65,15 @@ def pytest_xdist_make_scheduler(config, log):
       tier. The SmolLM2 recipe is one: ~5 min of the Ray worker's ~31, and its converted
       SmolLM2 weights (`smollm2_base`, per worker) are the ones the unit tier's GGUF tests
       already convert on that worker, so the suite converts them once, not twice. The
-      object-storage curricula and sweep (their own Rays against a local S3 server) are the other;
+      object-storage curricula and sweep (their own Rays against a local S3 server) are another,
+      and the micro job's console test a third: it trains the micro curriculum (`micro_job`,
+      ~4 min) there while the Ray tier trains its first ~14 min of modules, and the Ray tier's
+      tests that read its stages find them done (a file lock makes either worker wait for the
+      other's job);
     - the unit tier, which never starts Ray, follows them there module by module.
     The Ray tier leaves ~20% of the cores idle (a micro curriculum: 80% busy), which the other
-    worker's work fills. With both modules moved: 26 min 0 s, against 31 min 53 s with neither
-    an hour before (README).
+    worker's work fills. With the first two modules moved: 26 min 0 s, against 31 min 53 s with
+    neither an hour before (README); the micro job took ~4 min more off the Ray worker.
 
     A scheduler, not xdist_group marks: xdist 3.8 groups by rewriting test ids, which pytest 9.2
     no longer lets it do, so `--dist loadgroup` silently stops grouping
@@ -122,11 +129,53 @@ def fake_secrets():
     return dict(FAKE_SECRETS)
 
 
+def _session_dir(tmp_path_factory) -> Path:
+    """The session's temporary directory, which both pytest-xdist workers share: under xdist each
+    worker's basetemp is a `popen-gwN` folder inside it."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def micro_storage(tmp_path_factory):
-    """One storage path for every test that runs the micro curriculum: stages are
-    content-addressed, so a sweep's parents are the curriculum test's stages (~2 min saved)."""
-    return tmp_path_factory.mktemp("micro-storage")
+    """One storage path for every test that runs the micro curriculum, on either worker: stages
+    are content-addressed, so a sweep's parents are the curriculum job's stages (~2 min saved)."""
+    path = _session_dir(tmp_path_factory) / "micro-storage"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+MICRO_OVERRIDES = ["tracking.wandb.mode=offline"]
+
+
+@pytest.fixture(scope="session")
+def micro_job(micro_storage, fake_secrets):
+    """configs/micro.yaml as a user runs it, `python jobs/curriculum.py`, in its own process with
+    its own local Ray, into `micro_storage`; the driver has credentials in its environment, as a
+    logged-in user's would. It runs once per session, on whichever worker asks first: the other
+    waits on a file lock and reads the job's record. Its console test runs beside the Ray tier
+    (OWN_RAY), so the job trains there while the Ray tier runs; the Ray-tier tests that read its
+    stages ask for it too, and find it done. Returns the job's returncode, stdout, stderr, the
+    overrides it ran with and its run directory."""
+    from types import SimpleNamespace
+
+    from filelock import FileLock
+
+    record = micro_storage.parent / "micro-job.json"
+    with FileLock(f"{record}.lock"):
+        if not record.exists():
+            args = [sys.executable, "jobs/curriculum.py", "--config", "configs/micro.yaml",
+                    "--set", f"storage.path={micro_storage}", *(x for o in MICRO_OVERRIDES for x in ("--set", o))]
+            job = subprocess.run(args, cwd=ROOT, env={**os.environ, **fake_secrets}, capture_output=True, text=True,
+                                 timeout=900)
+            home = micro_storage / "runs" / "micro"
+            run = home / (home / "LATEST").read_text().strip() if job.returncode == 0 else None
+            record.write_text(json.dumps({"returncode": job.returncode, "stdout": job.stdout, "stderr": job.stderr,
+                                          "overrides": MICRO_OVERRIDES, "run": str(run)}))
+    job = SimpleNamespace(**json.loads(record.read_text()))
+    assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-4000:]
+    job.run = Path(job.run)
+    return job
 
 
 @pytest.fixture(scope="session")

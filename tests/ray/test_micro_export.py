@@ -24,8 +24,8 @@ CHAT = [{"role": "user", "content": "What is 7 plus 5?"}, {"role": "assistant", 
 
 
 @pytest.fixture(scope="module")
-def final_stage(ray_local, micro_storage):
-    cfg = load_config("configs/micro.yaml", [f"storage.path={micro_storage}", "tracking.wandb.mode=offline"])
+def final_stage(ray_local, micro_storage, micro_job):  # the job's stages, reused
+    cfg = load_config("configs/micro.yaml", [f"storage.path={micro_storage}", *micro_job.overrides])
     return run_curriculum(cfg).stages[-1]
 
 

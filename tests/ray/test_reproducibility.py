@@ -63,8 +63,8 @@ def dirty_checkout(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def two_runs(dirty_checkout, micro_storage):
-    runs = []
+def two_runs(dirty_checkout, micro_storage, micro_job):
+    runs = []  # after the micro job (tests/conftest.py): its stages, reused
     for project in ("repro-a", "repro-b"):
         args = [sys.executable, "jobs/curriculum.py", "--config", "configs/micro.yaml", "--set",
                 f"storage.path={micro_storage}", "--set", "tracking.wandb.mode=offline",

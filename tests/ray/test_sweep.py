@@ -35,8 +35,8 @@ def _sweep_file(tmp: Path, name: str, stage: str, space: dict, storage: Path, se
 
 
 @pytest.fixture(scope="module")
-def storage(micro_storage):
-    return micro_storage
+def storage(micro_storage, micro_job):
+    return micro_storage  # the micro job's storage, once its stages are there (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
