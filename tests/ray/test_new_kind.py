@@ -3,7 +3,10 @@ curriculum: the config accepts it, the blend builder makes its rows, the launche
 
 The kind, `chat_lm`, trains on chat rows with the loss on every token (prompts included),
 a language-modelling warm-up some recipes use before assistant-only SFT. It brings its own
-tokenize step and config rule; its worker loop is sft's (share code through functions)."""
+tokenize step and config rule; its worker loop is sft's (share code through functions).
+
+Under `make test` this module runs last on the worker that is not running the Ray tier, with a
+local Ray of its own (tests/conftest.py: SECOND_RAY): it shares nothing with the Ray tier."""
 
 import pytest
 import yaml

@@ -1,8 +1,8 @@
 """How `make test` splits the suite over its two pytest-xdist workers (tests/conftest.py): the
 ray and gpu tiers are one unit of work, in file order, and the e2e tier another; each Ray-tier
 module that starts its own Rays (OWN_RAY) is a unit that the e2e tier's worker takes next; the
-unit tier goes module by module to whichever worker is free. Checked on the real scheduler with two fake
-workers."""
+unit tier goes module by module to whichever worker is free, and the SECOND_RAY modules, collected
+last, after it. Checked on the real scheduler with two fake workers."""
 
 from pathlib import Path
 from types import SimpleNamespace
@@ -42,8 +42,10 @@ COLLECTION = ["tests/e2e/test_job_submit.py::test_a", "tests/e2e/test_job_submit
               "tests/ray/test_trlm_smollm2.py::test_h", "tests/ray/test_trlm_smollm2.py::test_i",
               "tests/ray/test_zoo.py::test_j",
               "tests/unit/test_schema.py::test_e", "tests/unit/test_schema.py::test_f",
-              "tests/unit/test_stats.py::test_g"]
-E2E, RAY, OWN, UNIT = COLLECTION[:3], COLLECTION[3:6] + COLLECTION[8:9], COLLECTION[6:8], COLLECTION[9:]
+              "tests/unit/test_stats.py::test_g",
+              "tests/ray/test_new_kind.py::test_k"]  # SECOND_RAY: collected last (pytest_collection_modifyitems)
+E2E, RAY, OWN, UNIT, SECOND = (COLLECTION[:3], COLLECTION[3:6] + COLLECTION[8:9], COLLECTION[6:8], COLLECTION[9:12],
+                               COLLECTION[12:])
 
 
 def test_the_ray_tier_runs_on_one_worker_the_e2e_tier_and_then_the_unit_tier_on_the_other(pytestconfig):
@@ -67,10 +69,23 @@ def test_the_ray_tier_runs_on_one_worker_the_e2e_tier_and_then_the_unit_tier_on_
     # subprocess), not the next unit module: the other worker is still busy with Ray
     finish(workers[0], 1)
     assert [COLLECTION[i] for i in workers[0].sent] == E2E + OWN
-    # the unit tier follows it there, a whole module at a time
+    # the unit tier follows it there, a whole module at a time, and the SECOND_RAY module last
     finish(workers[0], len(workers[0].sent))
     assert [COLLECTION[i] for i in workers[0].sent] == E2E + OWN + UNIT
+    finish(workers[0], len(workers[0].sent))
+    assert [COLLECTION[i] for i in workers[0].sent] == E2E + OWN + UNIT + SECOND
     assert [COLLECTION[i] for i in workers[1].sent] == RAY
+
+
+def test_the_second_ray_modules_are_collected_last_and_the_rest_keep_their_order(pytestconfig):
+    conftest = root_conftest(pytestconfig)
+    assert conftest.SECOND_RAY and not conftest.SECOND_RAY & conftest.OWN_RAY
+    collected = [COLLECTION[i] for i in (12, 0, 3, 4, 6, 9, 11)]  # the SECOND_RAY module's test first
+    items = [SimpleNamespace(nodeid=n, fspath=n.split("::")[0], add_marker=lambda mark: None) for n in collected]
+    conftest.pytest_collection_modifyitems(pytestconfig, items)
+    assert [i.nodeid for i in items] == collected[1:] + collected[:1]
+    for module in conftest.SECOND_RAY:  # a real module, one that asks for a session Ray of its own
+        assert "ray_local" in (ROOT / module).read_text(), module
 
 
 def test_no_module_run_beside_the_ray_tier_uses_the_sessions_ray(pytestconfig):
