@@ -64,13 +64,17 @@ def paired_se(parent: dict, variant: dict, samples: int) -> float | None:
     return round(mean_se(gains), 4) if len(gains) > 1 else None
 
 
-def _fifths(stage: Path) -> dict:
+def _fifths(stage: Path, answer_reward: str = "correctness") -> dict:
+    """The answer reward's mean and the entropy over the first and last fifth of the logged steps.
+    The answer reward is the stage's first (a screen may replace `correctness` with its own, by
+    another name); the fields keep the name `correctness_*` so that every record reads alike."""
+    key = f"rewards/{answer_reward}/mean"
     logs = [json.loads(line) for line in (stage / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    logs = [d for d in logs if "rewards/correctness/mean" in d]
+    logs = [d for d in logs if key in d]
     k = max(1, len(logs) // 5)
     first, last = logs[:k], logs[-k:]
     return {f"{name}_{part}": round(mean(d[key] for d in rows), 4)
-            for name, key in (("correctness", "rewards/correctness/mean"), ("entropy", "entropy"))
+            for name, key in (("correctness", key), ("entropy", "entropy"))
             for part, rows in (("first_fifth", first), ("last_fifth", last))}
 
 
@@ -106,7 +110,8 @@ def stage_figures(stage: Path, heldout: int, samples: int = 1) -> tuple[dict, di
         row["peft"] = config.get("peft")  # LoRA, when the variant trains an adapter
     if manifest["kind"] == "grpo":
         row["rewards"] = config["rewards"]
-        row.update(_fifths(stage))
+        first = config["rewards"][0]
+        row.update(_fifths(stage, first.get("name") or first["path"].rsplit(":", 1)[-1]))
     return row, result
 
 

@@ -54,6 +54,19 @@ def test_each_variant_is_measured_against_its_parent_from_its_own_record(variant
     assert out["parent"]["steps_true"] == {"add_take": 0.5, "fold": 1.0, "compare": 1.0}
 
 
+def test_a_variant_whose_answer_reward_is_its_own_is_read_by_that_rewards_name(variants, tmp_path):
+    parent = _stage(tmp_path, "03-dpo-a", "dpo", 0.34, 0.31)
+    grpo = _stage(tmp_path, "04-grpo-b", "grpo", 0.36, 0.17)
+    manifest = json.loads((grpo / "manifest.json").read_text())
+    manifest["config"]["rewards"] = [{"name": "gated", "path": "gated_reward:gated_correctness"}]
+    (grpo / "manifest.json").write_text(json.dumps(manifest))
+    logs = [{"rewards/gated/mean": 0.05 * i, "entropy": 0.5} for i in range(10)]
+    (grpo / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in logs) + "\n")
+    variants.main([str(parent), str(grpo)])
+    (row,) = json.loads(variants.OUT.read_text())["variants"]
+    assert row["correctness_first_fifth"] == pytest.approx(0.025) and row["correctness_last_fifth"] == pytest.approx(0.425)
+
+
 def test_a_record_can_be_named_and_annotated(variants, tmp_path):
     parent = _stage(tmp_path, "03-dpo-a", "dpo", 0.34, 0.31)
     out = tmp_path / "grpo_variants_ladder.json"
