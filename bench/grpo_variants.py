@@ -73,8 +73,8 @@ def _fifths(stage: Path, answer_reward: str = "correctness") -> dict:
     logs = [d for d in logs if key in d]
     k = max(1, len(logs) // 5)
     first, last = logs[:k], logs[-k:]
-    return {f"{name}_{part}": round(mean(d[key] for d in rows), 4)
-            for name, key in (("correctness", key), ("entropy", "entropy"))
+    return {f"{name}_{part}": round(mean(d[logged] for d in rows), 4)
+            for name, logged in (("correctness", key), ("entropy", "entropy"))
             for part, rows in (("first_fifth", first), ("last_fifth", last))}
 
 
@@ -110,8 +110,8 @@ def stage_figures(stage: Path, heldout: int, samples: int = 1) -> tuple[dict, di
         row["peft"] = config.get("peft")  # LoRA, when the variant trains an adapter
     if manifest["kind"] == "grpo":
         row["rewards"] = config["rewards"]
-        first = config["rewards"][0]
-        row.update(_fifths(stage, first.get("name") or first["path"].rsplit(":", 1)[-1]))
+        first = config["rewards"][0]  # named as rewards.make_reward names it: its name, else the function's
+        row.update(_fifths(stage, first.get("name") or first["path"].rsplit(":", 1)[-1].rsplit(".", 1)[-1]))
     return row, result
 
 
