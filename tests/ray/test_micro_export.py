@@ -1,8 +1,8 @@
 """The micro curriculum's final model as GGUF (f16 and q8_0), the way a user exports it,
 `python jobs/export.py <stage dir>`: each file read back through transformers' `gguf_file=`
 gives the same greedy tokens on 5 chat prompts as the safetensors model (f16) or close logits
-(q8_0), and the template it carries renders in plain Jinja2. Runs after test_micro_curriculum
-(the same session storage: every stage is reused from it)."""
+(q8_0), and the template it carries renders in plain Jinja2. Reads the micro job's storage
+(tests/conftest.py: `micro_job`): every stage is reused from it."""
 
 import json
 import subprocess

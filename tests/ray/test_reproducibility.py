@@ -7,8 +7,8 @@
   touches and the report names the change; with reuse_stale the old stages are kept, marked;
 - seed 0 twice gives the same losses and held-out numbers, seed 1 different ones.
 
-Slow: the two micro jobs reuse test_micro_curriculum's stages when that file ran first (the
-same code, so the same keys; ~1 min each), else the first trains them (~5 min). The others
+Slow: the two micro jobs reuse the stages of the session's micro job (tests/conftest.py:
+`micro_job`, which they wait for; the same code, so the same keys; ~1 min each). The others
 train 1- and 2-stage slices of micro.yaml on 1 worker with a few steps (~5 min together on 2 cores).
 """
 
