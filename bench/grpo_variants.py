@@ -26,6 +26,7 @@ from pathlib import Path
 from statistics import mean
 
 from tinyreason.answers import split_thinking
+from tinyreason import rewards
 from tinyreason.claims import arithmetic_claims
 from tinyreason.stats import mean_se
 
@@ -110,8 +111,8 @@ def stage_figures(stage: Path, heldout: int, samples: int = 1) -> tuple[dict, di
         row["peft"] = config.get("peft")  # LoRA, when the variant trains an adapter
     if manifest["kind"] == "grpo":
         row["rewards"] = config["rewards"]
-        first = config["rewards"][0]  # named as rewards.make_reward names it: its name, else the function's
-        row.update(_fifths(stage, first.get("name") or first["path"].rsplit(":", 1)[-1].rsplit(".", 1)[-1]))
+        first = config["rewards"][0]  # named as the stage logged it
+        row.update(_fifths(stage, first.get("name") or rewards.default_name(first["path"])))
     return row, result
 
 

@@ -241,15 +241,17 @@ def smollm2_base(tmp_path_factory):
 
 @pytest.fixture
 def bench_script(tmp_path, monkeypatch):
-    """A maker of bench/ scripts imported as modules, each writing its results into tmp_path,
-    never over the recorded bench/results/<name>.json."""
+    """A maker of bench/ modules imported as modules, each script writing its results into
+    tmp_path, never over the recorded bench/results/<name>.json (a helper module, such as a
+    screen's reward, has no OUT to redirect)."""
     import importlib.util
 
     def load(name: str):
         spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
-        monkeypatch.setattr(mod, "OUT", tmp_path / f"{name}.json")
+        if hasattr(mod, "OUT"):
+            monkeypatch.setattr(mod, "OUT", tmp_path / f"{name}.json")
         return mod
 
     return load

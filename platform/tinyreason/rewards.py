@@ -317,6 +317,12 @@ def _builtin(spec: Mapping, params: dict) -> GuardedReward:
     return GuardedReward(fn, name, columns=BUILTIN_COLUMNS[name])
 
 
+def default_name(path: str) -> str:
+    """The name a user reward logs under (rewards/<name>/mean) when its spec gives none: the
+    function's, `mypkg.rewards:my_reward` -> `my_reward`."""
+    return path.rsplit(":", 1)[-1].rsplit(".", 1)[-1]
+
+
 def _user(spec: Mapping, params: dict) -> GuardedReward:
     path = spec["path"]
     fn = load_reward(path)
@@ -325,7 +331,7 @@ def _user(spec: Mapping, params: dict) -> GuardedReward:
     if bad:
         raise ValueError(f"reward {path!r}: spec parameter(s) {bad} are not parameters of the function (or "
                          f"are TRL's own arguments); add them to its signature or remove them from the spec")
-    name = spec.get("name", path.rsplit(":", 1)[-1].rsplit(".", 1)[-1])
+    name = spec.get("name", default_name(path))
     return GuardedReward(fn, _check_name(name, spec), params)
 
 

@@ -1,7 +1,6 @@
 """bench/gated_reward.py, the screen's correctness gated on the steps: right answers with a false
 or ungrounded step earn nothing; as TRL calls it, and through the platform's user-reward loader."""
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -20,12 +19,9 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def gated():
-    spec = importlib.util.spec_from_file_location("gated_reward", ROOT / "bench" / "gated_reward.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.gated_correctness
+@pytest.fixture
+def gated(bench_script):
+    return bench_script("gated_reward").gated_correctness
 
 
 def test_a_right_answer_earns_only_when_every_step_holds(gated):
