@@ -42,12 +42,15 @@ TARGETS = {"grpo": "GRPO over its DPO parent >= +0.05 held-out accuracy",
            "dpo": "DPO adds held-out accuracy over its <think> SFT parent"}
 
 
-def _eval(stage: Path, heldout: int, samples: int = 1) -> dict:
+def stage_eval(stage: Path, heldout: int, samples: int = 1) -> dict:
     """The stage's evaluation on `heldout` problems per wording, `samples` draws each (a stage dir
-    can hold several evaluations: each setting of the evaluation is its own eval-*.json)."""
+    can hold several evaluations: each setting of the evaluation is its own eval-*.json). Only a
+    sampled one: every figure of these records is the demo's sampled score, and a greedy
+    evaluation of the same stage (bench/sharpening.py's kind) would otherwise match."""
     for path in sorted(stage.glob("eval-*.json")):
         result = json.loads(path.read_text())
-        if result.get("n") == heldout and result.get("draws", 1) == samples:
+        greedy = result.get("settings", {}).get("decoding", {}).get("do_sample") is False
+        if result.get("n") == heldout and result.get("draws", 1) == samples and not greedy:
             return result
     raise SystemExit(f"{stage}: no evaluation on {heldout} held-out problems with {samples} draws each "
                      f"(eval-*.json); run the curriculum again with evaluation.heldout_problems={heldout} and "
@@ -95,7 +98,7 @@ def step_truth(samples: list[dict]) -> dict:
 def stage_figures(stage: Path, heldout: int, samples: int = 1) -> tuple[dict, dict]:
     """The stage's row of the record, and the evaluation it was read from."""
     manifest = json.loads((stage / "manifest.json").read_text())
-    config, result = manifest["config"], _eval(stage, heldout, samples)
+    config, result = manifest["config"], stage_eval(stage, heldout, samples)
     row = {"stage_dir": stage.name, "kind": manifest["kind"],
            "heldout_accuracy": result["accuracy"], "new_templates_accuracy": result["new_templates"]["accuracy"],
            **({"samples_per_problem": samples, "heldout_accuracy_se": round(result["accuracy_se"], 4),
