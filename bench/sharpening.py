@@ -47,8 +47,8 @@ def figures(stage: str, kind: str, sampled: dict, greedy: dict) -> dict:
 
 
 def greedy_eval(model_dir: Path, config: Path, heldout: int) -> dict:
-    """The curriculum's held-out probe on the config's evaluation settings, decoding greedy."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
+    """The curriculum's held-out probe on the config's evaluation settings, decoding greedy
+    (imported here: torch and transformers are not needed to read a record)."""
     from tinyreason.config.loading import load_config
     from tinyreason.eval.heldout import evaluate_heldout
 

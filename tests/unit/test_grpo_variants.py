@@ -126,7 +126,8 @@ def test_samples_reads_the_evaluation_that_drew_that_many_answers_per_problem(va
 def test_a_greedy_evaluation_of_the_same_stage_is_never_read_as_its_score(variants, tmp_path):
     parent = _stage(tmp_path, "03-dpo-a", "dpo", 0.34, 0.31)
     grpo = _stage(tmp_path, "04-grpo-b", "grpo", 0.36, 0.17)
-    greedy = json.loads((grpo / "eval-200.json").read_text())  # sorts before eval-200.json: found first
+    greedy = json.loads((grpo / "eval-200.json").read_text())
+    # the same stage scored greedy, in a file that sorts first
     (grpo / "eval-0greedy.json").write_text(json.dumps({**greedy, "accuracy": 0.5,
                                                         "settings": {"decoding": {"do_sample": False}}}))
     variants.main([str(parent), str(grpo)])
