@@ -46,15 +46,15 @@ def figures(stage: str, kind: str, sampled: dict, greedy: dict) -> dict:
     return row
 
 
-def greedy_eval(model_dir: Path, config: Path, heldout: int) -> dict:
-    """The curriculum's held-out probe on the config's evaluation settings, decoding greedy
-    (imported here: torch and transformers are not needed to read a record)."""
+def greedy_probe(config: Path, heldout: int):
+    """The curriculum's held-out probe on the config's evaluation settings, decoding greedy: a
+    function of a model dir (imported here: torch and transformers are not needed to read a record)."""
     from tinyreason.config.loading import load_config
     from tinyreason.eval.heldout import evaluate_heldout
 
     cfg = load_config(str(config), ["evaluation.decoding.decoding=greedy", f"evaluation.heldout_problems={heldout}",
                                     "evaluation.heldout_samples=1"])
-    return evaluate_heldout(str(model_dir), cfg.evaluation, cfg.model.trust_remote_code)
+    return lambda model_dir: evaluate_heldout(str(model_dir), cfg.evaluation, cfg.model.trust_remote_code)
 
 
 def main(argv=None) -> None:
@@ -67,11 +67,11 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=OUT, help=f"where to write (default {OUT.name})")
     ap.add_argument("--note", default=None, help="a line kept with the figures")
     args = ap.parse_args(argv)
-    rows = []
+    rows, greedy = [], greedy_probe(args.config, args.heldout)  # the config validated once, not per stage
     for stage in args.stages:
         sampled = stage_eval(stage, args.heldout, args.samples)
         kind = json.loads((stage / "manifest.json").read_text())["kind"]
-        rows.append(figures(stage.name, kind, sampled, greedy_eval(stage / "model", args.config, args.heldout)))
+        rows.append(figures(stage.name, kind, sampled, greedy(stage / "model")))
         h = rows[-1]["heldout"]
         print(f"{stage.name}: sampled {h['sampled']:.3f}, greedy {h['greedy']:.3f} "
               f"({h['greedy_over_sampled']:+.3f})", flush=True)
