@@ -70,7 +70,7 @@ class StageOutcome:
 # key sees the older ones at their defaults and leaves out those added since keys were first
 # made, so every key made before stays valid.
 RUN_ONLY = {"scaling": ("max_failures", "placement_strategy", "cpus_per_worker"), "checkpoints": ("upload",)}
-RUN_ONLY_ADDED = {"scaling": ("min_workers",), "checkpoints": ("every_minutes", "on_notice")}
+RUN_ONLY_ADDED = {"scaling": ("min_workers",), "checkpoints": ("every_minutes", "on_notice", "at_end")}
 
 
 def stage_key(stage: StageConfig, parent: ModelRef, blend: Blend, seed: int, trained_by: dict | None = None,

@@ -55,8 +55,8 @@ def recipe(smollm2_base):
     stages = {r["stage"]: Path(storage) / r["model_dir"].removesuffix("/model") for r in results["stages"]}
     (Path(storage) / "recipe_seconds.txt").write_text(f"{seconds:.0f}\n")  # the figure the README quotes
     yield load_config(CONFIG, [f"storage.path={storage}"]), base, stages, results, job
-    # 135M-parameter checkpoints with their optimizer state: ~2 GB a stage, and pytest keeps the
-    # last three sessions' temp dirs
+    # 135M-parameter exports (~540 MB a stage; any checkpoint with its optimizer state ~2 GB), and
+    # pytest keeps the last three sessions' temp dirs
     for name in ("ray", "stages"):
         shutil.rmtree(Path(storage) / name, ignore_errors=True)
 

@@ -75,6 +75,31 @@ def _stage(*overrides):
     return load_config(ROOT / "configs" / "micro.yaml", list(overrides)).stages[0]
 
 
+@pytest.mark.parametrize("step, at_end, saved", [
+    (12, False, False),  # the last step, not a save_steps multiple: the export is the stage's model
+    (12, True, True),    # kept on request (checkpoints.at_end)
+    (10, False, True),   # a save_steps multiple is a checkpoint like any other
+])
+def test_the_last_step_is_checkpointed_only_when_asked_or_due(tmp_path, step, at_end, saved):
+    """transformers' own flow callback saves the last step; the platform's report callback,
+    after it in the same on_step_end, takes that back unless checkpoints.at_end asks for it."""
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+    from transformers.trainer_callback import DefaultFlowCallback
+
+    from tinyreason.outputs import StageOutput
+    from tinyreason.storage import Storage
+    from tinyreason.train.job import StageJob
+    from tinyreason.train.reporting import make_report_callback
+
+    stage = _stage("stages.pretrain.trainer.save_steps=5", f"stages.pretrain.checkpoints.at_end={at_end}")
+    job = StageJob(stage, "parent", "tok", StageOutput(Storage(str(tmp_path)), "stages/00-pretrain"))
+    args = TrainingArguments(output_dir=str(tmp_path), save_strategy="steps", save_steps=5, use_cpu=True)
+    state, control = TrainerState(global_step=step, max_steps=step, save_steps=5), TrainerControl()
+    for callback in (DefaultFlowCallback(), make_report_callback(job)):
+        callback.on_step_end(args, state, control)
+    assert control.should_training_stop and control.should_save is saved
+
+
 def test_fewer_workers_accumulate_more_micro_batches_and_keep_the_batch():
     stage = _stage("stages.pretrain.trainer.gradient_accumulation_steps=2")
     assert elastic.micro_batches_per_step(stage) == 4
@@ -130,7 +155,8 @@ def test_how_a_stage_runs_is_not_part_of_its_cache_key():
     base = stage_key(_stage(), parent, blend, 0)
     for run_only in ("stages.pretrain.scaling.min_workers=1", "stages.pretrain.checkpoints.every_minutes=15",
                      "stages.pretrain.checkpoints.on_notice=false", "stages.pretrain.scaling.max_failures=3",
-                     "stages.pretrain.scaling.placement_strategy=SPREAD", "stages.pretrain.checkpoints.upload=sync"):
+                     "stages.pretrain.scaling.placement_strategy=SPREAD", "stages.pretrain.checkpoints.upload=sync",
+                     "stages.pretrain.checkpoints.at_end=true"):
         assert stage_key(_stage(run_only), parent, blend, 0) == base, run_only
     assert stage_key(_stage("stages.pretrain.scaling.num_workers=1"), parent, blend, 0) != base  # the batch changed
 

@@ -103,6 +103,9 @@ def make_report_callback(job: StageJob, timeline: Timeline | None = None, layout
             self.decision = self.check.at_step_end()
             if self.decision.save:
                 control.should_save = True
+            elif (state.global_step >= state.max_steps and not policy.at_end
+                  and state.global_step % state.save_steps != 0):
+                control.should_save = False  # set by transformers for the last step (checkpoints.at_end)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = self.rate.annotate(state, logs)
