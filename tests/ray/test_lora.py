@@ -1,7 +1,8 @@
 """LoRA on a stage, with real TRL, peft and DeepSpeed on a real local Ray: the adapter is the
 only thing that trains, the export is the adapter merged into the parent (its logits are the
 parent's plus the adapter's), the adapter is kept beside it, and the next stage starts from
-the merged weights."""
+the merged weights. It shares nothing with the Ray tier's other modules, so it runs last, on
+whichever worker is free, with a local Ray of its own there (tests/conftest.py: SECOND_RAY)."""
 
 import json
 
