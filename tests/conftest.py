@@ -92,7 +92,7 @@ def pytest_xdist_make_scheduler(config, log):
     only 51 s off the suite (31 min 9 s -> 30 min 18 s): the cores were already busy, and the Ray
     tier's last modules now run beside the SmolLM2 recipe, not alone. The new-kind module last on
     the other worker (SECOND_RAY) took a minute more: 29 min 17 s, the two workers' tests 1,742 s
-    and 1,626 s.
+    and 1,626 s; with the LoRA module there too, 27 min 34 s, 1,638 s and 1,590 s.
 
     A scheduler, not xdist_group marks: xdist 3.8 groups by rewriting test ids, which pytest 9.2
     no longer lets it do, so `--dist loadgroup` silently stops grouping
