@@ -33,7 +33,6 @@ OUT = ROOT / "bench" / "results" / "final_checkpoint.json"
 
 def converted_base() -> Path:
     """The GGUF converted once into a storage root of its own; runs link its base/ dir."""
-    sys.path.insert(0, str(ROOT / "platform"))
     from tinyreason.base import convert_gguf
     from tinyreason.model import gguf
     from tinyreason.outputs import Outputs
@@ -82,20 +81,25 @@ def main(argv=None) -> None:
     for r in range(args.rounds):
         for at_end in ((False, True) if r % 2 == 0 else (True, False)):
             runs.append(run(args.stages, at_end, base, f"r{r}-{'on' if at_end else 'off'}"))
-    stages = list(runs[0]["stages"])
+    write_result({"name": "final_checkpoint", "date": time.strftime("%Y-%m-%d"), "machine": MACHINE,
+                  "command": command(__file__, argv), "config": CONFIG, "summary": summarize(runs), "runs": runs},
+                 args.out)
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Per stage: median wall time off and on, the largest checkpoint left, and whether every run
+    ended on the same loss (the checkpoint must change what is written, never what is trained)."""
     summary = {}
-    for s in stages:
+    for s in runs[0]["stages"]:
         off = [x["stages"][s] for x in runs if not x["at_end"]]
         on = [x["stages"][s] for x in runs if x["at_end"]]
-        summary[s] = {"train_seconds_off": med([x["train_seconds"] for x in off]),
-                      "train_seconds_on": med([x["train_seconds"] for x in on]),
-                      "speedup_off_over_on": ratio(med([x["train_seconds"] for x in on]),
-                                                   med([x["train_seconds"] for x in off])),
+        seconds_off, seconds_on = med([x["train_seconds"] for x in off]), med([x["train_seconds"] for x in on])
+        summary[s] = {"train_seconds_off": seconds_off, "train_seconds_on": seconds_on,
+                      "speedup_off_over_on": ratio(seconds_on, seconds_off),
                       "checkpoint_bytes_off": max(x["checkpoint_bytes"] for x in off),
                       "checkpoint_bytes_on": max(x["checkpoint_bytes"] for x in on),
                       "same_losses": len({x["loss_last"] for x in off + on}) == 1}
-    write_result({"name": "final_checkpoint", "date": time.strftime("%Y-%m-%d"), "machine": MACHINE,
-                  "command": command(__file__, argv), "config": CONFIG, "summary": summary, "runs": runs}, args.out)
+    return summary
 
 
 if __name__ == "__main__":
