@@ -4,8 +4,8 @@ as a user runs it (`jobs/curriculum.py`, its own local Ray, fresh storage), with
 `checkpoints.at_end` off (the platform's default) and on (transformers' own default: a full
 checkpoint of the last step, optimizer and DeepSpeed shards included), in turn: A B, then B A.
 
-    .venv/bin/python bench/final_checkpoint.py               # sft, 2 rounds (~6 min)
-    .venv/bin/python bench/final_checkpoint.py --stages sft,reasoning,dpo --rounds 1
+    .venv/bin/python bench/final_checkpoint.py --stages sft,reasoning,dpo   # the recorded run (~12 min)
+    .venv/bin/python bench/final_checkpoint.py               # sft alone, 2 rounds (~5 min)
 
 Per run: each stage's wall time as the driver timed it (manifest `train_seconds`: worker start-up,
 training, export) and the bytes left under the stage's Ray Train run dir (the checkpoints). The
