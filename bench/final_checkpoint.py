@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -25,20 +24,21 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import MACHINE, ROOT, WORK, command, log, med, ratio, write_result  # noqa: E402
+from benchlib import MACHINE, RESULTS, ROOT, WORK, command, log, med, ratio, write_result  # noqa: E402
 
 CONFIG = "configs/trlm-135m-cpu.yaml"
-OUT = ROOT / "bench" / "results" / "final_checkpoint.json"
+OUT = RESULTS / "final_checkpoint.json"
 
 
 def converted_base() -> Path:
-    """The GGUF converted once into a storage root of its own; runs link its base/ dir."""
+    """The GGUF converted once, in bench_smollm2.py's storage root (one conversion for both
+    benchmarks); runs link its base/ dir."""
     from tinyreason.base import convert_gguf
     from tinyreason.model import gguf
     from tinyreason.outputs import Outputs
     from tinyreason.storage import Storage
 
-    root = WORK / "final_checkpoint" / "converted"
+    root = WORK / "smollm2"
     convert_gguf(Outputs(Storage(str(root))), gguf.smollm2_gguf())
     return root / "base"
 
@@ -53,8 +53,8 @@ def run(stages: str, at_end: bool, base: Path, name: str) -> dict:
             *(f"stages.{s}.checkpoints.at_end={str(at_end).lower()}" for s in stages.split(","))]
     start = time.perf_counter()
     job = subprocess.run([sys.executable, "jobs/curriculum.py", "--config", CONFIG, "--stages", stages,
-                          *(a for s in sets for a in ("--set", s))], cwd=ROOT, capture_output=True, text=True,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+                          *(a for s in sets for a in ("--set", s))], cwd=ROOT, capture_output=True,
+                         text=True)  # offline: benchlib set HF_HUB_OFFLINE and HF_DATASETS_OFFLINE
     wall = time.perf_counter() - start
     if job.returncode != 0:
         raise SystemExit(job.stdout[-3000:] + job.stderr[-3000:])
