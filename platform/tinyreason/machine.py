@@ -86,7 +86,7 @@ def environment() -> dict:
         "os": {"platform": platform.platform(), "system": platform.system(), "release": platform.release(),
                "machine": platform.machine()},
         "hostname": socket.gethostname(),
-        "cpu": _cpu(),
+        "cpu": cpu(),
         "memory": _memory(),
         "packages": installed_packages(),
         "torch": _torch(),
@@ -131,7 +131,9 @@ def nvidia_gpus() -> dict:
 CPU_ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_bf16", "amx_int8", "asimd", "sve")
 
 
-def _cpu(cpuinfo: Path = Path("/proc/cpuinfo"), caches: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> dict:
+def cpu(cpuinfo: Path = Path("/proc/cpuinfo"), caches: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> dict:
+    """The first processor's name, identity (vendor, family, model, stepping), vector extensions
+    and cache sizes, and how many cores this process may use."""
     model, ident, flags = None, {}, set()
     if cpuinfo.is_file():
         for line in cpuinfo.read_text(errors="replace").splitlines():
@@ -155,6 +157,18 @@ def _cpu(cpuinfo: Path = Path("/proc/cpuinfo"), caches: Path = Path("/sys/device
     return {"model": model or platform.processor() or None, "count": os.cpu_count(), "usable": usable,
             "cgroup_quota": quota, "id": ident or None, "isa": [f for f in CPU_ISA_FLAGS if f in flags] or None,
             "cache": _cpu_caches(caches)}
+
+
+def cpu_id_text(ident: dict | None) -> str | None:
+    """"family 23 model 1" (x86) or "implementer 0x41 part 0xd0c" (Arm): what tells apart two
+    CPUs sold under one name. A VM's "AMD EPYC" was a Zen 1 on one day of this project and a
+    Zen 4 on another, with half the speed and other float rounding (README, Reproducibility)."""
+    ident = ident or {}
+    if "cpu_family" in ident:
+        return f"family {ident['cpu_family']} model {ident.get('model', '?')}"
+    if "CPU_implementer" in ident:
+        return f"implementer {ident['CPU_implementer']} part {ident.get('CPU_part', '?')}"
+    return None
 
 
 def _cpu_caches(caches: Path) -> dict | None:

@@ -245,7 +245,7 @@ def test_the_cpu_record_names_what_decides_its_kernels(tmp_path):
         d.mkdir(parents=True)
         for name, value in (("level", level), ("type", kind), ("size", size)):
             (d / name).write_text(f"{value}\n")
-    cpu = machine._cpu(tmp_path / "cpuinfo", tmp_path / "cache")
+    cpu = machine.cpu(tmp_path / "cpuinfo", tmp_path / "cache")
     assert cpu["model"] == "Intel(R) Xeon(R) Processor"
     assert cpu["id"] == {"vendor_id": "GenuineIntel", "cpu_family": "6", "model": "143", "stepping": "8"}
     assert cpu["isa"] == ["avx2", "avx512f", "amx_bf16"]
@@ -255,9 +255,26 @@ def test_the_cpu_record_names_what_decides_its_kernels(tmp_path):
     summary = machine_summary(env)
     assert (summary["cpu_id"], summary["cpu_cache"]) == (cpu["id"], cpu["cache"])
     assert summary["cpu_capability"] == env["torch"]["cpu_capability"]
-    assert f"Processor ({env['torch']['cpu_capability']} kernels, L3 107520K), " in machine_line(env)
-    bare = machine._cpu(tmp_path / "missing", tmp_path / "missing")  # no /proc, no sysfs: nothing invented
+    assert f"Processor (family 6 model 143, {env['torch']['cpu_capability']} kernels, L3 107520K), " in machine_line(env)
+    assert machine.cpu_id_text({"CPU_implementer": "0x41", "CPU_part": "0xd0c"}) == "implementer 0x41 part 0xd0c"
+    bare = machine.cpu(tmp_path / "missing", tmp_path / "missing")  # no /proc, no sysfs: nothing invented
     assert bare["id"] is None and bare["isa"] is None and bare["cache"] is None
+
+
+def test_bench_records_name_the_cpu_not_only_its_model_name(bench_script):
+    """Two "AMD EPYC" machines of this project, a Zen 4 and a Zen 1, differed 2x in speed and in
+    float rounding: a benchmark's machine line tells them apart."""
+    benchlib = bench_script("benchlib")
+    zen1 = {"model": "AMD EPYC", "usable": 2, "id": {"vendor_id": "AuthenticAMD", "cpu_family": "23", "model": "1",
+                                                     "stepping": "2"},
+            "isa": ["avx2"], "cache": {"L1d": "32K", "L1i": "64K", "L2": "512K", "L3": "8192K"}}
+    zen4 = {**zen1, "id": {**zen1["id"], "cpu_family": "25", "model": "17"}, "isa": ["avx2", "avx512f", "avx512_bf16"],
+            "cache": {"L2": "1024K", "L3": "32768K"}}
+    assert benchlib.cpu_line(zen1) == "2 cores of an AMD EPYC (family 23 model 1, avx2, L3 8192K), shared, no GPU"
+    assert benchlib.cpu_line(zen4) == ("2 cores of an AMD EPYC (family 25 model 17, avx2/avx512f/avx512_bf16, "
+                                       "L3 32768K), shared, no GPU")
+    assert benchlib.cpu_line({"usable": 4}) == "4 cores of an unnamed CPU, shared, no GPU"  # nothing invented
+    assert benchlib.MACHINE.startswith(f"{len(os.sched_getaffinity(0))} cores of an ")
 
 
 def fake_tool(bin_dir: Path, name: str, script: str) -> None:
