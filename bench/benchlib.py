@@ -23,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "platform"))
+from tinyreason.machine import cpu as machine_cpu, cpu_id_text, last_level_cache  # noqa: E402
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -37,22 +39,13 @@ def cpu_line(cpu: dict) -> str:
     """"2 cores of an AMD EPYC (family 23 model 1, avx2, L3 8192K), shared, no GPU": which CPU a
     record's times and numbers come from. The name alone said too little: "AMD EPYC" here was a
     Zen 4 with AVX-512 and, on another day, a Zen 1 at half its speed (README, Reproducibility)."""
-    from tinyreason.machine import cpu_id_text
-
-    llc = max((cpu.get("cache") or {}).items(), default=None)  # the last level: "L3" sorts after "L1d", "L2"
     detail = ", ".join(x for x in (cpu_id_text(cpu.get("id")), "/".join(cpu.get("isa") or []) or None,
-                                   llc and f"{llc[0]} {llc[1]}") if x)
+                                   last_level_cache(cpu)) if x)
     return (f"{cpu.get('usable')} cores of an {cpu.get('model') or 'unnamed CPU'}" + (f" ({detail})" if detail else "")
             + ", shared, no GPU")
 
 
-def _this_machine() -> str:
-    from tinyreason.machine import cpu
-
-    return cpu_line(cpu())
-
-
-MACHINE = _this_machine()
+MACHINE = cpu_line(machine_cpu())  # /proc/cpuinfo and sysfs: no torch import
 
 
 def machine() -> str:

@@ -171,6 +171,12 @@ def cpu_id_text(ident: dict | None) -> str | None:
     return None
 
 
+def last_level_cache(cpu: dict) -> str | None:
+    """"L3 8192K": the largest cache level recorded ("L3" sorts after "L1d" and "L2")."""
+    llc = max((cpu.get("cache") or {}).items(), default=None)
+    return llc and f"{llc[0]} {llc[1]}"
+
+
 def _cpu_caches(caches: Path) -> dict | None:
     """Sizes of the first CPU's caches by level ("L1d", "L2", "L3"), as sysfs gives them."""
     out = {}

@@ -9,7 +9,7 @@ and the pip freezes sit beside the report.
 from __future__ import annotations
 
 from tinyreason.curriculum import CurriculumResult
-from tinyreason.machine import cpu_id_text
+from tinyreason.machine import cpu_id_text, last_level_cache
 from tinyreason.outputs import digest
 from tinyreason.render import md_table
 from tinyreason.run_provenance import GIT_DIFF, PROVENANCE, REQUIREMENTS, read_record
@@ -96,9 +96,8 @@ def machine_line(env: dict) -> str:
     gib = (mem.get("cgroup_limit_bytes") or mem.get("total_bytes") or 0) / 2**30
     shown_gpus = f"{len(gpus)} x {gpus[0]}" if gpus and len(set(gpus)) == 1 else ", ".join(gpus) or "no GPU"
     kernels = (env.get("torch") or {}).get("cpu_capability")
-    llc = max((cpu.get("cache") or {}).items(), default=None)  # the last level, "L3" sorts after "L1d", "L2"
     detail = ", ".join(x for x in (cpu_id_text(cpu.get("id")), kernels and f"{kernels} kernels",
-                                   llc and f"{llc[0]} {llc[1]}") if x)
+                                   last_level_cache(cpu)) if x)
     return (f"{env.get('hostname')}: {cpu.get('model') or 'CPU'}" + (f" ({detail})" if detail else "")
             + f", {cpu.get('usable')} of {cpu.get('count')} cores, {gib:.0f} GiB, {shown_gpus}")
 
