@@ -45,7 +45,16 @@ def recipe(smollm2_base):
                           # thinking-off re-scoring (tests/ray/test_reasoning_eval_ray.py) doubled the
                           # models that think
                           "--set", "evaluation.after_each_stage=last",
-                          "--set", "evaluation.thinking.compare_off=false"], cwd=ROOT, capture_output=True, text=True,
+                          "--set", "evaluation.thinking.compare_off=false",
+                          # One thread per stage worker, not the config's two: under `make test` the
+                          # other pytest worker keeps the second core busy, and a 2-thread step then
+                          # waits on a descheduled thread at every parallel op. A 2 x 128-token step of
+                          # this model beside a 1-thread load: 11.72 s on 2 threads, 8.80 s on 1, and
+                          # 4.72 s on 2 threads alone (bench/results/threads_beside_load.json, the Zen 1
+                          # EPYC, where the suite ran this recipe in 749 s against 245 s on a Zen 4).
+                          # Alone, as a user runs the config, two threads are the faster.
+                          *(x for s in STAGES for x in ("--set", f"stages.{s}.scaling.cpus_per_worker=1"))],
+                         cwd=ROOT, capture_output=True, text=True,
                          timeout=1500, env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
     seconds = time.perf_counter() - started
     assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-4000:]
