@@ -2,6 +2,7 @@
 local pyarrow filesystem, no Ray."""
 
 import json
+from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
@@ -98,3 +99,30 @@ def test_why_a_stage_was_trained(outcome, fragments):
 
 def test_a_first_run_says_so():
     assert "had not run it before" in why_trained(None, _outcome(PREV["config"]))
+
+
+def test_each_rank_downloads_a_checkpoint_from_object_storage_to_a_directory_of_its_own(tmp_path, monkeypatch):
+    """Ray's default download dir is the checkpoint's alone, shared by a node's ranks, and a rank
+    that comes after the first has finished downloads it again over the files the first is
+    reading. A checkpoint on a filesystem that is not this machine's (here a sub-tree filesystem,
+    as S3 would be) goes to a dir per rank, each complete; a local one is read in place."""
+    import ray.train
+    from ray.train import Checkpoint
+
+    from tinyreason.train import checkpoints
+
+    remote = tmp_path / "bucket"
+    (remote / "checkpoint_000").mkdir(parents=True)
+    (remote / "checkpoint_000" / "trainer_state.json").write_text('{"global_step": 10}')
+    ckpt = Checkpoint("checkpoint_000", filesystem=pafs.SubTreeFileSystem(str(remote), FS))
+    monkeypatch.chdir(tmp_path)  # "checkpoint_000" is no path on this machine
+    monkeypatch.setattr(ray.train, "get_checkpoint", lambda: ckpt)
+    dirs = []
+    for rank in (0, 1):
+        monkeypatch.setattr(ray.train, "get_context", lambda rank=rank: type("Ctx", (), {"get_world_rank": lambda self: rank})())
+        dirs.append(checkpoints.resume_checkpoint())
+    assert dirs[0] != dirs[1] and all(d.endswith(f"-rank{r}") for r, d in enumerate(dirs))
+    assert all(json.loads((Path(d) / "trainer_state.json").read_text()) == {"global_step": 10} for d in dirs)
+    local = Checkpoint.from_directory(str(remote / "checkpoint_000"))
+    monkeypatch.setattr(ray.train, "get_checkpoint", lambda: local)
+    assert checkpoints.resume_checkpoint() == str(remote / "checkpoint_000")

@@ -17,9 +17,11 @@ to `<run>/best/<checkpoint>/` and records it in `<run>/best.json`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,7 +96,14 @@ def resume_checkpoint(fallback: str | None = None) -> str | None:
     path = Path(ckpt.path)
     if path.exists() and (path / "trainer_state.json").exists():
         return str(path)  # local or shared storage: read in place
-    return ckpt.to_directory()
+    # Object storage: a download dir of this rank's own. Ray's default dir is named by the
+    # checkpoint alone, so the ranks of a node share it, and Checkpoint.to_directory locks it only
+    # while one downloads: a rank that comes after the first has finished downloads it again, over
+    # the files the first is already reading. A resume from S3 under load read an empty
+    # trainer_state.json that way (rank 1, JSONDecodeError; 2026-12-06).
+    rank = ray.train.get_context().get_world_rank()
+    key = hashlib.sha256(ckpt.path.encode()).hexdigest()[:16]
+    return ckpt.to_directory(str(Path(tempfile.gettempdir()) / f"tinyreason-resume-{key}-rank{rank}"))
 
 
 def resume_plan(job, fallback: str | None = None) -> elastic.Resume:
