@@ -1,8 +1,9 @@
 """Checkpoint bookkeeping on storage and the re-run explanation: pure functions and a
-local pyarrow filesystem, no Ray."""
+local pyarrow filesystem, no Ray started (the resume test stands in Ray Train's context)."""
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pyarrow.fs as pafs
 import pytest
@@ -119,7 +120,7 @@ def test_each_rank_downloads_a_checkpoint_from_object_storage_to_a_directory_of_
     monkeypatch.setattr(ray.train, "get_checkpoint", lambda: ckpt)
     dirs = []
     for rank in (0, 1):
-        monkeypatch.setattr(ray.train, "get_context", lambda rank=rank: type("Ctx", (), {"get_world_rank": lambda self: rank})())
+        monkeypatch.setattr(ray.train, "get_context", lambda rank=rank: SimpleNamespace(get_world_rank=lambda: rank))
         dirs.append(checkpoints.resume_checkpoint())
     assert dirs[0] != dirs[1] and all(d.endswith(f"-rank{r}") for r, d in enumerate(dirs))
     assert all(json.loads((Path(d) / "trainer_state.json").read_text()) == {"global_step": 10} for d in dirs)
